@@ -1,0 +1,13 @@
+"""Errors that are the user's to fix. The ``vae`` command prints them as one line and exits non-zero."""
+
+
+class UserError(Exception):
+    """A problem with the user's input (config, data, paths), not a bug: its message names the fix."""
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration value that cannot work (a negative β, a latent size of 0, ...)."""
+
+
+class DataError(UserError, OSError):
+    """Dataset files that are missing or unreadable."""

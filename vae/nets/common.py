@@ -1,0 +1,47 @@
+"""Pieces shared by every encoder: the Gaussian posterior head and its bounded log-variance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from vae.errors import ConfigError
+
+LOGVAR_BOUND = 10.0
+"""|log σ²| stays below this (σ² between 4.5e-5 and 2.2e4): exp never overflows and KL stays finite."""
+
+
+def soft_clamp(x: Tensor, bound: float) -> Tensor:
+    """A smooth clamp to (−bound, bound): identity near 0, with gradient everywhere."""
+    return bound * torch.tanh(x / bound)
+
+
+@dataclass(frozen=True)
+class GaussianMoments:
+    """A diagonal Gaussian posterior q(z|x) = N(mean, exp(logvar)); both (b, d)."""
+
+    mean: Tensor
+    logvar: Tensor
+
+
+class GaussianHead(nn.Module):
+    """Linear map from features to the posterior's mean and (bounded) log-variance."""
+
+    def __init__(self, *, in_features: int, latent_dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, 2 * latent_dim)
+
+    def forward(self, h: Tensor) -> GaussianMoments:
+        mean, raw_logvar = rearrange(self.linear(h), "b (two d) -> two b d", two=2)
+        return GaussianMoments(mean=mean, logvar=soft_clamp(raw_logvar, LOGVAR_BOUND))
+
+
+def check_shape(*, image_shape: tuple[int, int, int], latent_dim: int) -> None:
+    """Reject shapes no network can take, with a message that names the fix."""
+    if len(image_shape) != 3 or min(image_shape) < 1:
+        raise ConfigError(f"image_shape must be (channels, height, width) of positive sizes, got {image_shape}")
+    if latent_dim < 1:
+        raise ConfigError(f"latent_dim must be a positive integer, got {latent_dim}")

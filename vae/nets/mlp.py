@@ -1,0 +1,65 @@
+"""Fully connected encoder and decoder for images of any size.
+
+Axes: b batch, c channels, h height, w width, d latent dimensions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from einops import rearrange
+from torch import Tensor, nn
+
+from vae.errors import ConfigError
+from vae.nets.common import GaussianHead, GaussianMoments, check_shape
+
+
+def mlp(sizes: list[int]) -> nn.Sequential:
+    """Linear layers of the given sizes with SiLU between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2:
+            layers.append(nn.SiLU())
+    return nn.Sequential(*layers)
+
+
+class MLPEncoder(nn.Module):
+    def __init__(self, *, image_shape: tuple[int, int, int], latent_dim: int, hidden_dims: tuple[int, ...]) -> None:
+        super().__init__()
+        check_shape(image_shape=image_shape, latent_dim=latent_dim)
+        self.body = nn.Sequential(mlp([math.prod(image_shape), *hidden_dims]), nn.SiLU())
+        self.head = GaussianHead(in_features=hidden_dims[-1], latent_dim=latent_dim)
+
+    def forward(self, x: Tensor) -> GaussianMoments:
+        return self.head(self.body(rearrange(x, "b c h w -> b (c h w)")))
+
+
+class MLPDecoder(nn.Module):
+    def __init__(self, *, image_shape: tuple[int, int, int], latent_dim: int, hidden_dims: tuple[int, ...]) -> None:
+        super().__init__()
+        check_shape(image_shape=image_shape, latent_dim=latent_dim)
+        self.image_shape = image_shape
+        self.body = mlp([latent_dim, *reversed(hidden_dims), math.prod(image_shape)])
+
+    def forward(self, z: Tensor) -> Tensor:
+        c, h, w = self.image_shape
+        return rearrange(self.body(z), "b (c h w) -> b c h w", c=c, h=h, w=w)
+
+
+@dataclass(frozen=True)
+class MLPNet:
+    """A fully connected encoder/decoder pair; the decoder mirrors the encoder's hidden sizes."""
+
+    hidden_dims: tuple[int, ...] = (512, 256)
+
+    def __post_init__(self) -> None:
+        if not self.hidden_dims or min(self.hidden_dims) < 1:
+            raise ConfigError(f"MLPNet hidden_dims must be one or more positive sizes, got {self.hidden_dims}")
+
+    def encoder(self, *, image_shape: tuple[int, int, int], latent_dim: int) -> MLPEncoder:
+        return MLPEncoder(image_shape=image_shape, latent_dim=latent_dim, hidden_dims=self.hidden_dims)
+
+    def decoder(self, *, image_shape: tuple[int, int, int], latent_dim: int) -> MLPDecoder:
+        return MLPDecoder(image_shape=image_shape, latent_dim=latent_dim, hidden_dims=self.hidden_dims)
