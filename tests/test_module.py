@@ -1,0 +1,111 @@
+"""The units contract and the logged metrics, through a real Lightning Trainer on real MNIST digits."""
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
+
+from vae.data import EmbeddedMNIST
+from vae.errors import ConfigError
+from vae.evaluation import LatentStatistics
+from vae.module import VAEModule
+from vae.nets import MLPNet
+from vae.objectives import beta_elbo
+
+LATENT_DIM = 8
+
+
+class SeedEachBatch(pl.Callback):
+    """Seeds the RNG right before each validation batch, so a test can replay the posterior sample."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_validation_batch_start(self, *args, **kwargs) -> None:
+        torch.manual_seed(self.seed)
+
+
+def validate(module: VAEModule, data: EmbeddedMNIST, seed: int) -> dict[str, float]:
+    trainer = pl.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[SeedEachBatch(seed)],
+    )
+    trainer.validate(module, datamodule=data, verbose=False)
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+@pytest.fixture(scope="module")
+def data():
+    data = EmbeddedMNIST(batch_size=500)
+    data.setup("validate")
+    return data
+
+
+@pytest.mark.parametrize("beta", [1.0, 4.0])
+def test_logged_terms_are_sums_over_pixels_and_latents_averaged_over_the_batch(data, beta):
+    module = VAEModule(latent_dim=LATENT_DIM, network=MLPNet(hidden_dims=(64,)), beta=beta)
+    metrics = validate(module, data, seed=3)
+
+    # An independent computation with torch.distributions, replaying the same posterior sample.
+    x = data.splits["val"].tensors[0].float() / 255.0
+    with torch.no_grad():
+        moments = module.vae.encoder(x)
+        q = Independent(Normal(moments.mean, (0.5 * moments.logvar).exp()), 1)
+        prior = Independent(Normal(torch.zeros_like(moments.mean), 1.0), 1)
+        torch.manual_seed(3)
+        z = q.rsample()
+        bernoulli = Bernoulli(logits=module.vae.decoder(z), validate_args=False)  # grey levels in [0, 1]
+        log_px = Independent(bernoulli, 3).log_prob(x)  # summed over 784 pixels
+    kl = kl_divergence(q, prior)  # summed over the 8 latent dimensions
+
+    assert metrics["val/kl"] == pytest.approx(kl.mean().item(), rel=1e-5)
+    assert metrics["val/recon"] == pytest.approx(-log_px.mean().item(), rel=1e-5)
+    assert metrics["val/elbo"] == pytest.approx((log_px - kl).mean().item(), rel=1e-5)
+    assert metrics["val/loss"] == pytest.approx((-log_px + beta * kl).mean().item(), rel=1e-5)
+    # The KL per dimension sums to the KL; active units are counted over the validation set.
+    per_dim = [metrics[f"val/kl_dim/{d:02d}"] for d in range(LATENT_DIM)]
+    assert sum(per_dim) == pytest.approx(metrics["val/kl"], rel=1e-5)
+    assert 0 <= metrics["val/active_units"] <= LATENT_DIM
+
+
+def test_active_units_count_dimensions_whose_posterior_mean_varies(data):
+    """Posterior means that do not depend on x are never counted as active."""
+    module = VAEModule(latent_dim=LATENT_DIM, network=MLPNet(hidden_dims=(64,)))
+    with torch.no_grad():
+        head = module.vae.encoder.head.linear
+        head.weight[: LATENT_DIM // 2] = 0.0  # the first half of the means no longer depend on x
+        head.bias[: LATENT_DIM // 2] = 0.0
+    metrics = validate(module, data, seed=0)
+    assert metrics["val/active_units"] <= LATENT_DIM // 2
+
+
+def test_latent_statistics_against_exact_values():
+    """Batches of posterior means with known variances: exact active units and mean KL per dimension."""
+    stats = LatentStatistics(latent_dim=3)
+    means = torch.stack([torch.zeros(100), torch.linspace(-1, 1, 100), 0.05 * torch.linspace(-1, 1, 100)], dim=1)
+    kl = torch.rand(100, 3)
+    for chunk in range(4):  # in uneven batches: the reduction must not depend on batching
+        rows = slice(chunk * 30, min(100, (chunk + 1) * 30))
+        stats.update(means[rows], kl[rows])
+    summary = stats.compute()
+    torch.testing.assert_close(summary.mean_variance, means.var(dim=0))
+    torch.testing.assert_close(summary.kl_per_dim, kl.mean(dim=0))
+    assert summary.active_units == 1  # variances 0, 0.34 and 0.00085 against the 0.01 threshold
+
+
+def test_beta_elbo_terms_and_means():
+    log_px = torch.tensor([-100.0, -80.0])
+    kl = torch.tensor([10.0, 20.0])
+    terms = beta_elbo(log_px, kl, beta=2.0)
+    torch.testing.assert_close(terms.elbo, torch.tensor([-110.0, -100.0]))
+    torch.testing.assert_close(terms.loss, torch.tensor([120.0, 120.0]))
+    means = terms.mean()
+    assert means.log_px.item() == -90.0 and means.kl.item() == 15.0 and means.elbo.item() == -105.0
+
+
+def test_negative_beta_is_rejected():
+    with pytest.raises(ConfigError, match="beta"):
+        VAEModule(beta=-1.0)
