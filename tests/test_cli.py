@@ -1,6 +1,7 @@
 """The real `vae` command: a short training run read back from its W&B run file, --help,
 --print_config, and bad input."""
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -19,7 +20,7 @@ def run_vae(args: list[str], cwd: Path, env: dict, timeout: int = 300) -> subpro
 def fit_run(tmp_path_factory):
     """Two epochs of the quick start on the embedded MNIST subset, W&B offline."""
     tmp_path = tmp_path_factory.mktemp("fit")
-    env = {**__import__("os").environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}
     result = run_vae(
         ["fit", "--config", str(QUICKSTART), "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false"],
         cwd=tmp_path,

@@ -79,14 +79,16 @@ class VAEModule(pl.LightningModule):
         terms = beta_elbo(out.log_px, out.latent.kl, self.beta).mean()
         metrics = {"recon": -terms.log_px, "kl": terms.kl, "elbo": terms.elbo, "loss": terms.loss}
         per_step = stage == "train"
-        self.log_dict(
-            {f"{stage}/{name}": value for name, value in metrics.items()},
-            on_step=per_step,
-            on_epoch=not per_step,
-            batch_size=x.shape[0],
-            sync_dist=not per_step,
-            prog_bar=False,
-        )
+        for name, value in metrics.items():
+            self.log(
+                f"{stage}/{name}",
+                value,
+                on_step=per_step,
+                on_epoch=not per_step,
+                batch_size=x.shape[0],
+                sync_dist=not per_step,
+                prog_bar=name == "elbo",
+            )
         if stage == "train":
             self.log("train/kl_weight", self.beta, on_step=True, on_epoch=False)
         else:

@@ -1,0 +1,9 @@
+"""Train a VAE: a thin wrapper over the `vae` command, for running from a checkout.
+
+python scripts/train.py fit --config configs/quickstart.yaml --model.beta 4
+"""
+
+from vae.cli import main
+
+if __name__ == "__main__":
+    main()
