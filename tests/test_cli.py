@@ -108,3 +108,18 @@ def test_bad_input_gives_one_line_and_nonzero_exit(case, tmp_path, offline_env):
     assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists()  # nothing written
+
+
+def test_wandb_goes_offline_only_without_credentials(tmp_path, monkeypatch):
+    from vae.cli import wandb_logged_in
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert not wandb_logged_in()
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password 0123456789abcdef\n")
+    netrc.chmod(0o600)
+    assert wandb_logged_in()
+    netrc.unlink()
+    monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef")
+    assert wandb_logged_in()

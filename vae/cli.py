@@ -146,6 +146,8 @@ def cli(args: list[str] | None = None) -> VAECLI:
         ImageDataModule,
         subclass_mode_data=True,
         parser_class=Parser,
+        parser_kwargs={"description": "Train and evaluate variational autoencoders (LightningCLI)."},
+        auto_configure_optimizers=False,  # the optimizer is model.optimizer: one place, not two
         save_config_callback=RunConfig,
         seed_everything_default=0,
         trainer_defaults={
