@@ -40,7 +40,8 @@ def test_fit_leaves_checkpoints_images_config_and_sync_line(fit_run):
         assert (run / "images" / f"{name}_epoch001.png").stat().st_size > 1000
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["model"]["latent_dim"] == 16
-    assert "wandb sync" in result.stdout and "best checkpoint (val/elbo = " in result.stdout
+    assert "W&B run saved offline; upload it with: wandb sync " in result.stdout
+    assert "best checkpoint (val/elbo = " in result.stdout
 
 
 def test_wandb_run_file_holds_separate_raw_terms_and_images(fit_run):

@@ -22,7 +22,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveCon
 from pytorch_lightning.loggers import WandbLogger
 
 from vae.callbacks import ImageGrids, run_dir
-from vae.data import ImageDataModule
+from vae.data import EmbeddedMNIST, ImageDataModule
 from vae.errors import UserError
 from vae.module import VAEModule
 
@@ -93,7 +93,7 @@ class VAECLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.image_shape", "model.image_shape", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults(CHECKPOINT_DEFAULTS)
+        parser.set_defaults({**CHECKPOINT_DEFAULTS, "data": lazy_instance(EmbeddedMNIST)})
         parser.add_lightning_class_args(ImageGrids, "images")
 
     def after_fit(self) -> None:
@@ -118,7 +118,7 @@ def fit_report(trainer: Trainer) -> str:
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             run = logger.experiment
-            if run.settings._offline:
+            if run.offline:
                 lines.append(f"W&B run saved offline; upload it with: wandb sync {Path(run.dir).parent}")
             else:
                 lines.append(f"W&B run: {run.url}")
@@ -152,6 +152,7 @@ def cli(args: list[str] | None = None) -> VAECLI:
         seed_everything_default=0,
         trainer_defaults={
             "default_root_dir": "runs",
+            "max_epochs": 30,
             "logger": lazy_instance(WandbLogger, project="vae", save_dir="runs"),
         },
         args=args,
