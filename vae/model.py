@@ -10,7 +10,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from vae.errors import ConfigError
 from vae.kl import KLEstimator, KLRegularizer, Regularized
 from vae.likelihoods import Likelihood
 from vae.nets import ConvNet, GaussianMoments, Network
@@ -48,8 +47,6 @@ class VAE(nn.Module):
         kl_samples: int = 1,
     ) -> None:
         super().__init__()
-        if latent_dim < 1:
-            raise ConfigError(f"latent_dim must be a positive integer, got {latent_dim}")
         self.image_shape = tuple(image_shape)
         self.latent_dim = latent_dim
         self.encoder = network.encoder(image_shape=self.image_shape, latent_dim=latent_dim)
