@@ -1,12 +1,23 @@
 """A VAE framework on torch, Lightning, W&B and einops, built on the theory of KL divergence."""
 
 from vae.data import EmbeddedMNIST, ImageDataModule
-from vae.kl import KLRegularizer, MonteCarloKL, Regularized, gaussian_kl, monte_carlo_kl
+from vae.kl import (
+    KLRegularizer,
+    KLResult,
+    Regularized,
+    bernoulli_kl,
+    categorical_kl,
+    diagonal_gaussian_kl,
+    full_gaussian_kl,
+    kl_divergence,
+    monte_carlo_kl,
+)
 from vae.likelihoods import Bernoulli, Gaussian, Likelihood
 from vae.model import VAE, VAEOutput
 from vae.module import VAEModule
 from vae.nets import ConvNet, MLPNet
 from vae.objectives import ELBOTerms, beta_elbo
+from vae.priors import GaussianMixture, LearnedGaussian, StandardNormal, VampPrior
 
 __all__ = [
     "VAE",
@@ -19,11 +30,19 @@ __all__ = [
     "KLRegularizer",
     "Likelihood",
     "MLPNet",
-    "MonteCarloKL",
+    "KLResult",
+    "GaussianMixture",
+    "LearnedGaussian",
+    "StandardNormal",
+    "VampPrior",
     "Regularized",
     "VAEModule",
     "VAEOutput",
     "beta_elbo",
-    "gaussian_kl",
+    "bernoulli_kl",
+    "categorical_kl",
+    "diagonal_gaussian_kl",
+    "full_gaussian_kl",
+    "kl_divergence",
     "monte_carlo_kl",
 ]

@@ -29,14 +29,14 @@ def run_dir(trainer: pl.Trainer) -> Path:
 
 
 class ImageGrids(pl.Callback):
-    """After every validation epoch, draws samples from the prior and reconstructions of a fixed
+    """After every validation epoch, draws samples from the prior p(z) and reconstructions of a fixed
     validation batch, and writes them to ``<run>/images/{samples,reconstructions}_epochNNN.png`` and to
     W&B under ``val/images/samples`` and ``val/images/reconstructions``.
 
-    num_samples: images in the sample grid (from fixed latents, so epochs are comparable).
+    num_samples: images in the sample grid (from fixed prior noise, so epochs are comparable).
     num_reconstructions: validation images shown, each above its reconstruction.
     nrow: images per row.
-    seed: the seed of the fixed latents.
+    seed: the seed of that noise.
     """
 
     def __init__(self, *, num_samples: int = 64, num_reconstructions: int = 32, nrow: int = 8, seed: int = 0) -> None:
@@ -70,11 +70,12 @@ class ImageGrids(pl.Callback):
         if trainer.sanity_checking or self.fixed_batch is None:
             return
         vae = pl_module.vae
-        generator = torch.Generator().manual_seed(self.seed)
-        z = torch.randn(self.num_samples, vae.latent_dim, generator=generator).to(pl_module.device)
-        x = self.fixed_batch.to(pl_module.device)
-        with torch.no_grad():
-            samples = vae.sample(z)
+        device = pl_module.device
+        x = self.fixed_batch.to(device)
+        # The same noise every epoch (so grids are comparable), without touching the training RNG.
+        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(self.seed)
+            samples = vae.sample(vae.prior_distribution().sample(torch.Size([self.num_samples])))
             pairs = torch.stack([x, vae.reconstruct(x)])  # (2, n, c, h, w)
         # Each row of inputs is followed by the row of their reconstructions.
         pairs = rearrange(pairs, "two (r n) c h w -> (r two n) c h w", n=self.nrow)

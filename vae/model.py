@@ -9,10 +9,13 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.distributions import Distribution
 
-from vae.kl import KLEstimator, KLRegularizer, Regularized
+from vae.errors import ConfigError
+from vae.kl import Estimator, KLEstimator, KLRegularizer, Regularized, resolve_estimator
 from vae.likelihoods import Likelihood
 from vae.nets import ConvNet, GaussianMoments, Network
+from vae.priors import PriorChoice, StandardNormal
 
 
 @dataclass(frozen=True)
@@ -27,13 +30,15 @@ class VAEOutput:
 
 
 class VAE(nn.Module):
-    """A variational autoencoder with a diagonal Gaussian posterior and an N(0, I) prior.
+    """A variational autoencoder with a diagonal Gaussian posterior q(z|x) and a chosen prior p(z).
 
     image_shape: (channels, height, width) of the images it models.
     latent_dim: the number of latent dimensions.
     network: the encoder/decoder architecture (``ConvNet`` or ``MLPNet``).
     likelihood: p(x|z) given the decoder's output (``Bernoulli`` or ``Gaussian``).
-    kl_estimator / kl_samples: how the regularizer computes D_KL(q(z|x) ‖ p(z)).
+    prior: p(z), one of ``vae.priors`` (N(0, I) by default).
+    kl_estimator / kl_samples: how the regularizer computes D_KL(q(z|x) ‖ p(z)); "auto" is the closed form
+        where the prior has one and Monte Carlo where it does not. ``self.kl_estimator`` is the one in use.
     """
 
     def __init__(
@@ -43,6 +48,7 @@ class VAE(nn.Module):
         latent_dim: int = 16,
         network: Network = ConvNet(),
         likelihood: Likelihood,
+        prior: PriorChoice = StandardNormal(),
         kl_estimator: KLEstimator = "auto",
         kl_samples: int = 1,
     ) -> None:
@@ -50,19 +56,39 @@ class VAE(nn.Module):
         self.image_shape = tuple(image_shape)
         self.latent_dim = latent_dim
         self.encoder = network.encoder(image_shape=self.image_shape, latent_dim=latent_dim)
-        self.regularizer = KLRegularizer(estimator=kl_estimator, num_samples=kl_samples)
         self.decoder = network.decoder(image_shape=self.image_shape, latent_dim=latent_dim)
         self.likelihood = likelihood
+        self.prior = prior.build(latent_dim=latent_dim, image_shape=self.image_shape)
+        self.kl_estimator: Estimator = self.check_estimator(kl_estimator, name=type(prior).__name__)
+        self.regularizer = KLRegularizer(estimator=self.kl_estimator, num_samples=kl_samples)
+
+    def check_estimator(self, estimator: KLEstimator, *, name: str) -> Estimator:
+        """Resolve "auto" now, and reject "analytic" for a prior without a closed form before any training."""
+        zeros = torch.zeros(1, self.latent_dim)
+        with torch.no_grad():
+            posterior, prior = GaussianMoments(zeros, zeros).distribution(), self.prior_distribution()
+        try:
+            return resolve_estimator(posterior, prior, estimator)
+        except ConfigError as error:
+            if estimator != "analytic":
+                raise
+            raise ConfigError(
+                f"kl_estimator 'analytic' needs a closed-form KL, and prior {name} has none: use 'auto' or 'mc'"
+            ) from error
+
+    def prior_distribution(self) -> Distribution:
+        """p(z), event shape (d,)."""
+        return self.prior(self.encoder)
 
     def forward(self, x: Tensor) -> VAEOutput:
         moments = self.encoder(x)
-        latent = self.regularizer(moments.mean, moments.logvar)
+        latent = self.regularizer(moments.distribution(), self.prior_distribution())
         params = self.decoder(latent.z)  # (b, c, h, w)
         return VAEOutput(moments=moments, latent=latent, params=params, log_px=self.likelihood.log_prob(params, x))
 
     @torch.no_grad()
     def sample(self, z: Tensor) -> Tensor:
-        """E[x|z] for given latents z (b, d): draw z ~ N(0, I) for samples from the model."""
+        """E[x|z] for given latents z (b, d): draw z from ``prior_distribution()`` for samples of the model."""
         return self.likelihood.mean(self.decoder(z))
 
     @torch.no_grad()

@@ -9,6 +9,10 @@ Logged, in nats per example (summed over pixels and latent dimensions, averaged 
     train/kl_weight    β, the weight applied to the KL
     {val,test}/kl_dim/NN, {val,test}/active_units   the KL of each latent dimension, and the active units
 
+The KL estimator in use ("analytic" or "mc", "auto" resolved for the prior) is logged with the run's
+hyperparameters as ``kl_estimator``. Priors that do not factorise over dimensions (a mixture, the VampPrior)
+have no per-dimension KL, so ``kl_dim/NN`` is absent for them.
+
 Train metrics are logged every step; val and test metrics once per epoch, over the whole split.
 """
 
@@ -30,6 +34,7 @@ from vae.likelihoods import Bernoulli, Likelihood
 from vae.model import VAE
 from vae.nets import ConvNet, Network
 from vae.objectives import beta_elbo
+from vae.priors import PriorChoice, StandardNormal
 
 Stage = Literal["train", "val", "test"]
 
@@ -38,7 +43,7 @@ class VAEModule(pl.LightningModule):
     """Trains a ``VAE`` on the β-ELBO.
 
     image_shape: set from the data module by the ``vae`` command; give it when building by hand.
-    latent_dim, network, likelihood, kl_estimator, kl_samples: see ``vae.model.VAE``.
+    latent_dim, network, likelihood, prior, kl_estimator, kl_samples: see ``vae.model.VAE``.
     beta: the KL weight β ≥ 0 (1 is the ELBO, > 1 the β-VAE).
     optimizer: called with the parameters; Adam with lr 1e-3 by default.
     """
@@ -50,6 +55,7 @@ class VAEModule(pl.LightningModule):
         latent_dim: int = 16,
         network: Network = ConvNet(),
         likelihood: Likelihood = lazy_instance(Bernoulli),
+        prior: PriorChoice = StandardNormal(),
         kl_estimator: KLEstimator = "auto",
         kl_samples: int = 1,
         beta: float = 1.0,
@@ -66,12 +72,17 @@ class VAEModule(pl.LightningModule):
             latent_dim=latent_dim,
             network=network,
             likelihood=likelihood,
+            prior=prior,
             kl_estimator=kl_estimator,
             kl_samples=kl_samples,
         )
         self.latent_stats = torch.nn.ModuleDict(
             {stage: LatentStatistics(latent_dim=latent_dim) for stage in ("val", "test")}
         )
+
+    def setup(self, stage: str) -> None:
+        for logger in self.loggers:
+            logger.log_hyperparams({"kl_estimator": self.vae.kl_estimator})
 
     def _common_step(self, batch: Batch, stage: Stage) -> Tensor:
         x, _ = batch
@@ -107,8 +118,10 @@ class VAEModule(pl.LightningModule):
     def _log_latent_stats(self, stage: Stage) -> None:
         summary = self.latent_stats[stage].compute()
         self.latent_stats[stage].reset()
-        per_dim = {f"{stage}/kl_dim/{d:02d}": kl for d, kl in enumerate(summary.kl_per_dim.tolist())}
-        self.log_dict({**per_dim, f"{stage}/active_units": float(summary.active_units)})
+        metrics = {f"{stage}/active_units": float(summary.active_units)}
+        if summary.kl_per_dim is not None:
+            metrics |= {f"{stage}/kl_dim/{d:02d}": kl for d, kl in enumerate(summary.kl_per_dim.tolist())}
+        self.log_dict(metrics)
 
     def on_validation_epoch_end(self) -> None:
         self._log_latent_stats("val")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from einops import rearrange
 from torch import Tensor, nn
+from torch.distributions import Independent, Normal
 
 from vae.errors import ConfigError
 
@@ -25,6 +26,10 @@ class GaussianMoments:
 
     mean: Tensor
     logvar: Tensor
+
+    def distribution(self) -> Independent:
+        """The diagonal Gaussian as a distribution: batch shape (b,), event shape (d,)."""
+        return Independent(Normal(self.mean, (0.5 * self.logvar).exp()), 1)
 
 
 class GaussianHead(nn.Module):
