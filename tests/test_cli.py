@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import QUICKSTART, vae_command
+from conftest import QUICKSTART, REPO, vae_command
 
 from vae.wandb_offline import read_history
 
@@ -64,6 +64,22 @@ def test_wandb_run_file_holds_separate_raw_terms_and_images(fit_run):
         assert len(images) == 2 and images[0]["_type"] == "images/separated"
 
 
+def test_a_prior_without_closed_form_trains_and_its_run_says_kl_estimator_mc(tmp_path, offline_env):
+    """The mixture prior layered over the quick start: the W&B run config records the resolved estimator."""
+    args = ["fit", "--config", str(QUICKSTART), "--config", str(REPO / "configs" / "priors" / "mixture.yaml")]
+    limits = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "8", "--trainer.log_every_n_steps", "2"]
+    result = run_vae([*args, *limits, "--trainer.enable_progress_bar", "false"], cwd=tmp_path, env=offline_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_file,) = (tmp_path / "runs" / "wandb").glob("offline-run-*/run-*.wandb")
+    history = read_history(run_file)
+    assert history.config["kl_estimator"] == "mc"  # what was used ...
+    assert history.config["model"]["kl_estimator"] == "auto"  # ... and what was asked
+    assert history.config["model"]["prior"]["class_path"] == "vae.priors.GaussianMixture"
+    (val_kl,) = history.values("val/kl")
+    assert val_kl > 0 and len(history.values("train/kl")) == 4
+    assert not history.values("val/kl_dim/00")  # a mixture prior has no per-dimension KL
+
+
 def test_help_and_print_config(tmp_path, offline_env):
     help_text = run_vae(["fit", "--help"], cwd=tmp_path, env=offline_env)
     assert help_text.returncode == 0 and "--model.latent_dim" in help_text.stdout
@@ -93,6 +109,15 @@ BAD_INPUT = {
     ),
     "unknown kl estimator": (["--model.kl_estimator", "exact"], "model.kl_estimator"),
     "misspelled network option": (["--model.network.chanels", "[8]"], "Option 'chanels' is not accepted"),
+    "analytic KL to a mixture prior": (
+        ["--config", str(REPO / "configs" / "priors" / "mixture.yaml"), "--model.kl_estimator", "analytic"],
+        "kl_estimator 'analytic' needs a closed-form KL, and prior GaussianMixture has none: use 'auto' or 'mc'",
+    ),
+    "empty mixture": (
+        ["--model.prior", "GaussianMixture", "--model.prior.num_components", "0"],
+        "GaussianMixture num_components must be at least 1",
+    ),
+    "unknown prior": (["--model.prior", "Laplace"], "model.prior"),
 }
 
 

@@ -15,7 +15,7 @@ from vae.errors import ConfigError
 from vae.kl import Estimator, KLEstimator, KLRegularizer, Regularized, resolve_estimator
 from vae.likelihoods import Likelihood
 from vae.nets import ConvNet, GaussianMoments, Network
-from vae.priors import PriorChoice, StandardNormal
+from vae.priors import Prior, StandardNormal
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class VAE(nn.Module):
         latent_dim: int = 16,
         network: Network = ConvNet(),
         likelihood: Likelihood,
-        prior: PriorChoice = StandardNormal(),
+        prior: Prior = StandardNormal(),
         kl_estimator: KLEstimator = "auto",
         kl_samples: int = 1,
     ) -> None:

@@ -9,9 +9,10 @@ Logged, in nats per example (summed over pixels and latent dimensions, averaged 
     train/kl_weight    β, the weight applied to the KL
     {val,test}/kl_dim/NN, {val,test}/active_units   the KL of each latent dimension, and the active units
 
-The KL estimator in use ("analytic" or "mc", "auto" resolved for the prior) is logged with the run's
-hyperparameters as ``kl_estimator``. Priors that do not factorise over dimensions (a mixture, the VampPrior)
-have no per-dimension KL, so ``kl_dim/NN`` is absent for them.
+The KL estimator in use ("analytic" or "mc": "auto" resolved for the prior) is logged as the hyperparameter
+``kl_estimator`` (top level of the W&B run config; the config's ``model.kl_estimator`` keeps what was
+asked). Priors that do not factorise over dimensions (a mixture, the VampPrior) have no per-dimension KL,
+so ``kl_dim/NN`` is absent for them.
 
 Train metrics are logged every step; val and test metrics once per epoch, over the whole split.
 """
@@ -24,6 +25,7 @@ import pytorch_lightning as pl
 import torch
 from jsonargparse import lazy_instance
 from pytorch_lightning.cli import OptimizerCallable
+from pytorch_lightning.utilities import AttributeDict
 from torch import Tensor
 
 from vae.data import Batch
@@ -34,7 +36,7 @@ from vae.likelihoods import Bernoulli, Likelihood
 from vae.model import VAE
 from vae.nets import ConvNet, Network
 from vae.objectives import beta_elbo
-from vae.priors import PriorChoice, StandardNormal
+from vae.priors import Prior, StandardNormal
 
 Stage = Literal["train", "val", "test"]
 
@@ -53,9 +55,9 @@ class VAEModule(pl.LightningModule):
         *,
         image_shape: tuple[int, int, int] = (1, 28, 28),
         latent_dim: int = 16,
-        network: Network = ConvNet(),
+        network: Network = lazy_instance(ConvNet),
         likelihood: Likelihood = lazy_instance(Bernoulli),
-        prior: PriorChoice = StandardNormal(),
+        prior: Prior = lazy_instance(StandardNormal),
         kl_estimator: KLEstimator = "auto",
         kl_samples: int = 1,
         beta: float = 1.0,
@@ -80,9 +82,11 @@ class VAEModule(pl.LightningModule):
             {stage: LatentStatistics(latent_dim=latent_dim) for stage in ("val", "test")}
         )
 
-    def setup(self, stage: str) -> None:
-        for logger in self.loggers:
-            logger.log_hyperparams({"kl_estimator": self.vae.kl_estimator})
+    @property
+    def hparams_initial(self) -> AttributeDict:
+        """What Lightning logs to every logger: the constructor's arguments, with the KL estimator in use
+        ("auto" resolved for the prior). The checkpoint keeps the arguments as given."""
+        return AttributeDict({**super().hparams_initial, "kl_estimator": self.vae.kl_estimator})
 
     def _common_step(self, batch: Batch, stage: Stage) -> Tensor:
         x, _ = batch

@@ -5,9 +5,10 @@
     GaussianMixture   Σ_k π_k N(μ_k, diag σ_k²), all learned        Monte-Carlo KL (no closed form exists)
     VampPrior         1/K Σ_k q(z | u_k), pseudo-inputs u_k learned  Monte-Carlo KL (Tomczak & Welling 2018)
 
-Each choice is a small frozen dataclass (what YAML names) whose ``build`` makes the ``Prior`` module for a
-given latent size; the module's forward returns p(z) as a torch distribution with event shape (d,), so the
-KL regularizer picks the closed form or Monte Carlo by looking the pair up, never by name.
+Each choice is a ``Prior``: a small frozen dataclass of hyperparameters (what YAML names, with class_path)
+whose ``build`` makes the ``PriorModule`` for a given latent size. The module's forward returns p(z) as a
+torch distribution with event shape (d,), so the KL regularizer picks the closed form or Monte Carlo by
+looking the pair of distributions up, never by name.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from vae.nets.common import LOGVAR_BOUND, GaussianMoments, soft_clamp
 Encoder = Callable[[Tensor], GaussianMoments]
 
 
-class Prior(nn.Module, ABC):
-    """p(z) over ``latent_dim`` dimensions."""
+class PriorModule(nn.Module, ABC):
+    """p(z) over ``latent_dim`` dimensions, with its parameters (if any)."""
 
     @abstractmethod
     def forward(self, encoder: Encoder) -> Distribution:
@@ -40,7 +41,7 @@ def gaussian_mixture(logits: Tensor, components: GaussianMoments) -> MixtureSame
     return MixtureSameFamily(Categorical(logits=logits), components.distribution())
 
 
-class StandardNormalPrior(Prior):
+class StandardNormalModule(PriorModule):
     def __init__(self, *, latent_dim: int) -> None:
         super().__init__()
         self.register_buffer("loc", torch.zeros(latent_dim))
@@ -50,7 +51,7 @@ class StandardNormalPrior(Prior):
         return Independent(Normal(self.loc, self.scale), 1)
 
 
-class LearnedGaussianPrior(Prior):
+class LearnedGaussianModule(PriorModule):
     """N(μ, diag σ²) with μ and log σ² learned (the log-variance soft-clamped like the posterior's)."""
 
     def __init__(self, *, latent_dim: int) -> None:
@@ -62,7 +63,7 @@ class LearnedGaussianPrior(Prior):
         return GaussianMoments(self.mean, soft_clamp(self.logvar, LOGVAR_BOUND)).distribution()
 
 
-class GaussianMixturePrior(Prior):
+class GaussianMixtureModule(PriorModule):
     """A learned mixture of diagonal Gaussians: weights, means and log-variances all trained."""
 
     def __init__(self, *, latent_dim: int, num_components: int) -> None:
@@ -75,7 +76,7 @@ class GaussianMixturePrior(Prior):
         return gaussian_mixture(self.logits, GaussianMoments(self.means, soft_clamp(self.logvars, LOGVAR_BOUND)))
 
 
-class PseudoInputPrior(Prior):
+class VampPriorModule(PriorModule):
     """The VampPrior: the equal-weight mixture of the encoder's posteriors at K learned pseudo-inputs.
 
     The pseudo-inputs are images in [0, 1] (a sigmoid of free parameters), so they live where the data does.
@@ -93,24 +94,31 @@ class PseudoInputPrior(Prior):
         return gaussian_mixture(logits, encoder(self.pseudo_inputs()))
 
 
+class Prior(ABC):
+    """A choice of prior for ``model.prior``: hyperparameters that build the ``PriorModule``."""
+
+    @abstractmethod
+    def build(self, *, latent_dim: int, image_shape: tuple[int, int, int]) -> PriorModule: ...
+
+
 @dataclass(frozen=True)
-class StandardNormal:
+class StandardNormal(Prior):
     """p(z) = N(0, I), the standard VAE prior; the KL to it has a closed form."""
 
-    def build(self, *, latent_dim: int, image_shape: tuple[int, int, int]) -> Prior:
-        return StandardNormalPrior(latent_dim=latent_dim)
+    def build(self, *, latent_dim: int, image_shape: tuple[int, int, int]) -> PriorModule:
+        return StandardNormalModule(latent_dim=latent_dim)
 
 
 @dataclass(frozen=True)
-class LearnedGaussian:
+class LearnedGaussian(Prior):
     """p(z) = N(μ, diag σ²) with μ and σ trained with the model; closed-form KL."""
 
-    def build(self, *, latent_dim: int, image_shape: tuple[int, int, int]) -> Prior:
-        return LearnedGaussianPrior(latent_dim=latent_dim)
+    def build(self, *, latent_dim: int, image_shape: tuple[int, int, int]) -> PriorModule:
+        return LearnedGaussianModule(latent_dim=latent_dim)
 
 
 @dataclass(frozen=True)
-class GaussianMixture:
+class GaussianMixture(Prior):
     """p(z) = a learned mixture of ``num_components`` diagonal Gaussians; Monte-Carlo KL."""
 
     num_components: int = 10
@@ -119,12 +127,12 @@ class GaussianMixture:
         if self.num_components < 1:
             raise ConfigError(f"GaussianMixture num_components must be at least 1, got {self.num_components}")
 
-    def build(self, *, latent_dim: int, image_shape: tuple[int, int, int]) -> Prior:
-        return GaussianMixturePrior(latent_dim=latent_dim, num_components=self.num_components)
+    def build(self, *, latent_dim: int, image_shape: tuple[int, int, int]) -> PriorModule:
+        return GaussianMixtureModule(latent_dim=latent_dim, num_components=self.num_components)
 
 
 @dataclass(frozen=True)
-class VampPrior:
+class VampPrior(Prior):
     """p(z) = 1/K Σ_k q(z | u_k) over ``num_pseudo_inputs`` learned pseudo-inputs u_k; Monte-Carlo KL.
 
     Each training step runs the encoder on the K pseudo-inputs as well as on the batch (the paper used
@@ -137,8 +145,5 @@ class VampPrior:
         if self.num_pseudo_inputs < 1:
             raise ConfigError(f"VampPrior num_pseudo_inputs must be at least 1, got {self.num_pseudo_inputs}")
 
-    def build(self, *, latent_dim: int, image_shape: tuple[int, int, int]) -> Prior:
-        return PseudoInputPrior(image_shape=image_shape, num_pseudo_inputs=self.num_pseudo_inputs)
-
-
-PriorChoice = StandardNormal | LearnedGaussian | GaussianMixture | VampPrior
+    def build(self, *, latent_dim: int, image_shape: tuple[int, int, int]) -> PriorModule:
+        return VampPriorModule(image_shape=image_shape, num_pseudo_inputs=self.num_pseudo_inputs)

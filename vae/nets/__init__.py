@@ -1,10 +1,8 @@
 """Encoder and decoder networks. ``ConvNet`` and ``MLPNet`` are the choices for ``model.network``."""
 
-from vae.nets.common import LOGVAR_BOUND, GaussianHead, GaussianMoments
+from vae.nets.common import LOGVAR_BOUND, GaussianHead, GaussianMoments, Network
 from vae.nets.conv import ConvDecoder, ConvEncoder, ConvNet
 from vae.nets.mlp import MLPDecoder, MLPEncoder, MLPNet
-
-Network = ConvNet | MLPNet
 
 __all__ = [
     "LOGVAR_BOUND",

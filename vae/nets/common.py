@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -50,3 +51,17 @@ def check_shape(*, image_shape: tuple[int, int, int], latent_dim: int) -> None:
         raise ConfigError(f"image_shape must be (channels, height, width) of positive sizes, got {image_shape}")
     if latent_dim < 1:
         raise ConfigError(f"latent_dim must be a positive integer, got {latent_dim}")
+
+
+class Network(ABC):
+    """An encoder/decoder architecture: what ``model.network`` names (``ConvNet``, ``MLPNet``).
+
+    Subclasses are small frozen dataclasses of hyperparameters that build the two modules for a given image
+    shape and latent size; the encoder returns ``GaussianMoments``, the decoder the likelihood's parameters.
+    """
+
+    @abstractmethod
+    def encoder(self, *, image_shape: tuple[int, int, int], latent_dim: int) -> nn.Module: ...
+
+    @abstractmethod
+    def decoder(self, *, image_shape: tuple[int, int, int], latent_dim: int) -> nn.Module: ...

@@ -15,7 +15,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from vae.errors import ConfigError
-from vae.nets.common import GaussianHead, GaussianMoments, check_shape
+from vae.nets.common import GaussianHead, GaussianMoments, Network, check_shape
 
 
 def down(c_in: int, c_out: int) -> nn.Conv2d:
@@ -79,7 +79,7 @@ class ConvDecoder(nn.Module):
 
 
 @dataclass(frozen=True)
-class ConvNet:
+class ConvNet(Network):
     """A convolutional encoder/decoder pair; the decoder mirrors the encoder's channels."""
 
     channels: tuple[int, ...] = (32, 64)

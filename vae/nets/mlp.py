@@ -12,7 +12,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from vae.errors import ConfigError
-from vae.nets.common import GaussianHead, GaussianMoments, check_shape
+from vae.nets.common import GaussianHead, GaussianMoments, Network, check_shape
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
@@ -49,7 +49,7 @@ class MLPDecoder(nn.Module):
 
 
 @dataclass(frozen=True)
-class MLPNet:
+class MLPNet(Network):
     """A fully connected encoder/decoder pair; the decoder mirrors the encoder's hidden sizes."""
 
     hidden_dims: tuple[int, ...] = (512, 256)

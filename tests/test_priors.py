@@ -1,0 +1,140 @@
+"""The priors: their densities against formulas written out, the estimator each one gets, and one epoch of
+real training for each on the embedded MNIST digits."""
+
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import CSVLogger
+from torch.distributions import Independent, Normal
+
+from vae.data import EmbeddedMNIST
+from vae.errors import ConfigError
+from vae.likelihoods import Bernoulli
+from vae.model import VAE
+from vae.module import VAEModule
+from vae.nets import LOGVAR_BOUND, MLPNet
+from vae.priors import GaussianMixture, LearnedGaussian, StandardNormal, VampPrior
+
+LATENT_DIM = 4
+IMAGE_SHAPE = (1, 28, 28)
+PRIORS = {
+    "standard": StandardNormal(),
+    "learned": LearnedGaussian(),
+    "mixture": GaussianMixture(num_components=5),
+    "vamp": VampPrior(num_pseudo_inputs=20),
+}
+ESTIMATORS = {"standard": "analytic", "learned": "analytic", "mixture": "mc", "vamp": "mc"}
+
+
+def small_vae(prior, **kwargs) -> VAE:
+    network = MLPNet(hidden_dims=(32,))
+    return VAE(
+        image_shape=IMAGE_SHAPE, latent_dim=LATENT_DIM, network=network, likelihood=Bernoulli(), prior=prior, **kwargs
+    )
+
+
+def log_normal(z, mean, var):
+    """log N(z; mean, diag var), written out."""
+    return (-0.5 * (math.log(2 * math.pi) + var.log() + (z - mean).square() / var)).sum(-1)
+
+
+@pytest.mark.parametrize("name", PRIORS)
+def test_each_prior_is_a_density_over_the_latent_space(name):
+    vae = small_vae(PRIORS[name])
+    prior = vae.prior_distribution()
+    assert prior.batch_shape == () and prior.event_shape == (LATENT_DIM,)
+    z = prior.sample(torch.Size([7]))
+    assert z.shape == (7, LATENT_DIM) and torch.isfinite(prior.log_prob(z)).all()
+    assert vae.kl_estimator == ESTIMATORS[name]
+
+
+def test_mixture_log_density_is_the_log_of_the_weighted_sum():
+    vae = small_vae(GaussianMixture(num_components=3))
+    module = vae.prior
+    z = torch.randn(10, LATENT_DIM)
+    weights = module.logits.softmax(0)
+    variances = module.logvars.exp()
+    by_hand = torch.stack([log_normal(z, module.means[k], variances[k]) for k in range(3)], dim=-1)
+    expected = (by_hand + weights.log()).logsumexp(-1)
+    torch.testing.assert_close(vae.prior_distribution().log_prob(z), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_vampprior_is_the_mean_of_the_encoder_posteriors_at_the_pseudo_inputs():
+    vae = small_vae(VampPrior(num_pseudo_inputs=6))
+    moments = vae.encoder(vae.prior.pseudo_inputs())
+    z = torch.randn(9, LATENT_DIM)
+    components = Independent(Normal(moments.mean, (0.5 * moments.logvar).exp()), 1)
+    expected = components.log_prob(z[:, None, :]).logsumexp(-1) - math.log(6)
+    torch.testing.assert_close(vae.prior_distribution().log_prob(z), expected, rtol=1e-5, atol=1e-5)
+    pseudo = vae.prior.pseudo_inputs()
+    assert pseudo.shape == (6, *IMAGE_SHAPE) and (pseudo > 0).all() and (pseudo < 1).all()
+
+
+def test_learned_priors_get_gradients_from_the_kl():
+    for prior in (LearnedGaussian(), GaussianMixture(num_components=3), VampPrior(num_pseudo_inputs=4)):
+        vae = small_vae(prior)
+        vae(torch.rand(8, *IMAGE_SHAPE)).latent.kl.sum().backward()
+        grads = [p.grad for p in vae.prior.parameters()]
+        assert grads and all(g is not None and g.abs().sum() > 0 for g in grads), type(prior).__name__
+
+
+def test_learned_gaussian_kl_is_the_closed_form_to_its_parameters():
+    vae = small_vae(LearnedGaussian())
+    with torch.no_grad():
+        vae.prior.mean.copy_(torch.tensor([0.5, -1.0, 0.0, 2.0]))
+        vae.prior.logvar.copy_(torch.tensor([0.0, 1.0, -1.0, 0.5]))
+    torch.manual_seed(0)
+    x = torch.rand(5, *IMAGE_SHAPE)
+    out = vae(x)
+    q = Normal(out.moments.mean, (0.5 * out.moments.logvar).exp())
+    logvar = LOGVAR_BOUND * torch.tanh(vae.prior.logvar / LOGVAR_BOUND)  # soft-clamped, like the posterior's
+    p = Normal(vae.prior.mean, (0.5 * logvar).exp())
+    torch.testing.assert_close(out.latent.kl_per_dim, torch.distributions.kl_divergence(q, p))
+
+
+@pytest.mark.parametrize("prior", [GaussianMixture(), VampPrior()])
+def test_analytic_kl_to_a_prior_without_closed_form_is_a_clear_error(prior):
+    with pytest.raises(ConfigError, match="needs a closed-form KL.*use 'auto' or 'mc'"):
+        small_vae(prior, kl_estimator="analytic")
+
+
+@pytest.mark.parametrize("bad", [lambda: GaussianMixture(num_components=0), lambda: VampPrior(num_pseudo_inputs=0)])
+def test_prior_sizes_are_checked(bad):
+    with pytest.raises(ConfigError, match="at least 1"):
+        bad()
+
+
+@pytest.fixture(scope="module")
+def data():
+    return EmbeddedMNIST(batch_size=256)
+
+
+@pytest.mark.parametrize("name", PRIORS)
+def test_each_prior_trains_for_an_epoch_with_finite_logged_kl(name, data, tmp_path):
+    module = VAEModule(latent_dim=LATENT_DIM, network=MLPNet(hidden_dims=(64,)), prior=PRIORS[name])
+    before = {k: v.clone() for k, v in module.vae.prior.state_dict().items()}
+    logger = CSVLogger(tmp_path, name="run")
+    trainer = pl.Trainer(
+        max_epochs=1,
+        log_every_n_steps=4,
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=data)
+
+    metrics = trainer.callback_metrics
+    for key in ("train/kl", "val/kl", "val/elbo", "val/active_units"):
+        assert key in metrics and torch.isfinite(metrics[key]), key
+    assert metrics["val/kl"] > 0  # MC estimates of a KL averaged over 500 images are positive too
+    assert ("val/kl_dim/00" in metrics) == (ESTIMATORS[name] == "analytic")  # mixtures have no per-dim KL
+    hparams = (tmp_path / "run" / "version_0" / "hparams.yaml").read_text().splitlines()
+    assert f"kl_estimator: {ESTIMATORS[name]}" in hparams
+    logged = (tmp_path / "run" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "train/kl" in logged and "val/kl" in logged
+    after = module.vae.prior.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed == ([] if name == "standard" else list(before)), changed  # learned priors are trained
