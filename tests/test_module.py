@@ -109,3 +109,11 @@ def test_beta_elbo_terms_and_means():
 def test_negative_beta_is_rejected():
     with pytest.raises(ConfigError, match="beta"):
         VAEModule(beta=-1.0)
+
+
+def test_latent_statistics_without_per_dimension_kl():
+    """A mixture prior has no per-dimension KL: active units are still counted, the KL split is None."""
+    stats = LatentStatistics(latent_dim=2)
+    stats.update(torch.stack([torch.linspace(-1, 1, 50), torch.zeros(50)], dim=1), None)
+    summary = stats.compute()
+    assert summary.kl_per_dim is None and summary.active_units == 1

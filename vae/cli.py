@@ -1,8 +1,10 @@
-"""The ``vae`` command: Lightning's CLI (fit, validate, test, predict) over the VAE and its data.
+"""The ``vae`` command: Lightning's CLI (fit, validate, test, predict) over the VAE and its data, and the
+KL playground.
 
 vae fit --config configs/quickstart.yaml --model.latent_dim 32
 vae fit --help
 vae fit --config configs/quickstart.yaml --print_config
+vae kl-demo --out runs/kl_demo
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pytorch_lightning.loggers import WandbLogger
 
 from vae.callbacks import ImageGrids, run_dir
 from vae.data import EmbeddedMNIST, ImageDataModule
-from vae.errors import UserError
+from vae.errors import UserError, exit_with_error
 from vae.module import VAEModule
 
 CHECKPOINT_DEFAULTS = {
@@ -60,13 +62,7 @@ class Parser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:
             super().error(message, ex)
-        exit_with_error(message)
-
-
-def exit_with_error(message: str) -> NoReturn:
-    """Print ``error: ...`` as one line on stderr and exit with status 2."""
-    print(f"error: {one_line(message)} (see vae --help)", file=sys.stderr)
-    sys.exit(2)
+        exit_with_error(one_line(message))
 
 
 def one_line(message: str) -> str:
@@ -146,7 +142,10 @@ def cli(args: list[str] | None = None) -> VAECLI:
         ImageDataModule,
         subclass_mode_data=True,
         parser_class=Parser,
-        parser_kwargs={"description": "Train and evaluate variational autoencoders (LightningCLI)."},
+        parser_kwargs={
+            "description": "Train and evaluate variational autoencoders (LightningCLI). "
+            "Also: vae kl-demo, the KL playground (vae kl-demo --help)."
+        },
         auto_configure_optimizers=False,  # the optimizer is model.optimizer: one place, not two
         save_config_callback=RunConfig,
         seed_everything_default=0,
@@ -159,9 +158,16 @@ def cli(args: list[str] | None = None) -> VAECLI:
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The console command; ``argv`` defaults to the command line."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["kl-demo"]:
+        from vae.playground import main as kl_demo
+
+        kl_demo(args[1:])
+        return
     try:
-        cli()
+        cli(argv)
     except (UserError, ValueError, TypeError) as error:
         cause = user_error_in(error)
         if cause is None:

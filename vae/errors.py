@@ -1,5 +1,8 @@
 """Errors that are the user's to fix. The ``vae`` command prints them as one line and exits non-zero."""
 
+import sys
+from typing import NoReturn
+
 
 class UserError(Exception):
     """A problem with the user's input (config, data, paths), not a bug: its message names the fix."""
@@ -11,3 +14,9 @@ class ConfigError(UserError, ValueError):
 
 class DataError(UserError, OSError):
     """Dataset files that are missing or unreadable."""
+
+
+def exit_with_error(message: str, *, command: str = "vae") -> NoReturn:
+    """Print ``error: ...`` as one line on stderr and exit with status 2."""
+    print(f"error: {' '.join(message.split())} (see {command} --help)", file=sys.stderr)
+    sys.exit(2)
