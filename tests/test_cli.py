@@ -42,6 +42,7 @@ def test_fit_leaves_checkpoints_images_config_and_sync_line(fit_run):
     assert config["model"]["latent_dim"] == 16
     assert "W&B run saved offline; upload it with: wandb sync " in result.stdout
     assert "best checkpoint (val/elbo = " in result.stdout
+    assert "KL estimator: analytic (closed form)" in result.stdout
 
 
 def test_wandb_run_file_holds_separate_raw_terms_and_images(fit_run):
@@ -70,6 +71,7 @@ def test_a_prior_without_closed_form_trains_and_its_run_says_kl_estimator_mc(tmp
     limits = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "8", "--trainer.log_every_n_steps", "2"]
     result = run_vae([*args, *limits, "--trainer.enable_progress_bar", "false"], cwd=tmp_path, env=offline_env)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "KL estimator: mc (Monte Carlo, 1 sample(s))" in result.stdout
     (run_file,) = (tmp_path / "runs" / "wandb").glob("offline-run-*/run-*.wandb")
     history = read_history(run_file)
     assert history.config["kl_estimator"] == "mc"  # what was used ...

@@ -98,7 +98,8 @@ class VAECLI(LightningCLI):
 
 
 def fit_report(trainer: Trainer) -> str:
-    """Where the run's results are: best and last checkpoints, images, and how to sync an offline W&B run."""
+    """Where the run's results are (best and last checkpoints, images, how to sync an offline W&B run) and
+    which KL estimator produced the logged KL."""
     lines = []
     checkpoint = trainer.checkpoint_callback
     if isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_path:
@@ -108,6 +109,12 @@ def fit_report(trainer: Trainer) -> str:
         )
         if checkpoint.last_model_path:
             lines.append(f"last checkpoint: {checkpoint.last_model_path}")
+    vae = getattr(trainer.lightning_module, "vae", None)
+    if vae is not None:
+        how = (
+            "closed form" if vae.kl_estimator == "analytic" else f"Monte Carlo, {vae.regularizer.num_samples} sample(s)"
+        )
+        lines.append(f"KL estimator: {vae.kl_estimator} ({how})")
     images = run_dir(trainer) / "images"
     if images.is_dir():
         lines.append(f"image grids: {images}")

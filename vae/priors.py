@@ -90,7 +90,7 @@ class VampPriorModule(PriorModule):
         return torch.sigmoid(self.pseudo_logits)  # (K, c, h, w)
 
     def forward(self, encoder: Encoder) -> Distribution:
-        logits = torch.zeros(self.pseudo_logits.shape[0], device=self.pseudo_logits.device)
+        logits = self.pseudo_logits.new_zeros(self.pseudo_logits.shape[0])  # equal weights 1/K
         return gaussian_mixture(logits, encoder(self.pseudo_inputs()))
 
 
