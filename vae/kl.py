@@ -28,6 +28,7 @@ nothing is ever averaged over latent dimensions (the units contract).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -64,13 +65,13 @@ def kl_from_log_probs(log_p: Tensor, log_q: Tensor) -> Tensor:
 
 def smooth_log_probs(log_p: Tensor, eps: float) -> Tensor:
     """Clamp probabilities to at least ``eps`` and renormalise, in log space (last axis)."""
-    clamped = log_p.clamp_min(torch.log(torch.tensor(eps, dtype=log_p.dtype, device=log_p.device)))
+    clamped = log_p.clamp_min(math.log(eps))
     return clamped - clamped.logsumexp(dim=-1, keepdim=True)
 
 
 def check_probabilities(probs: Tensor, name: str) -> None:
     """Reject vectors that are not distributions over the last axis."""
-    if (probs < 0).any() or not torch.allclose(probs.sum(-1), torch.ones((), dtype=probs.dtype), atol=1e-4):
+    if (probs < 0).any() or not torch.allclose(probs.sum(-1), probs.new_ones(()), atol=1e-4):
         raise ValueError(
             f"{name} must hold probabilities (non-negative, summing to 1 over the last axis); "
             "pass logits=True for unnormalised log-probabilities"
