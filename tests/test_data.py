@@ -7,7 +7,8 @@ from vae.data import EmbeddedMNIST, load_embedded_mnist
 
 
 def test_embedded_mnist_holds_5000_real_digits_500_per_class():
-    images, labels = load_embedded_mnist()
+    digits = load_embedded_mnist()
+    images, labels = digits.images, digits.labels
     assert images.shape == (5000, 1, 28, 28) and images.dtype == torch.uint8
     assert torch.equal(torch.bincount(labels), torch.full((10,), 500))
     # Real handwriting: mostly black background, strokes at full intensity, about 19% ink.
@@ -20,17 +21,17 @@ def test_splits_are_disjoint_seeded_and_shuffled():
     data.setup("fit")
     sizes = {name: len(split) for name, split in data.splits.items()}
     assert sizes == {"train": 4000, "val": 500, "test": 500}
-    rows = torch.cat([rearranged(split.tensors[0]) for split in data.splits.values()])
-    assert len(torch.unique(rows, dim=0)) == len(torch.unique(rearranged(load_embedded_mnist()[0]), dim=0))
+    rows = torch.cat([rearranged(split.images) for split in data.splits.values()])
+    assert len(torch.unique(rows, dim=0)) == len(torch.unique(rearranged(load_embedded_mnist().images), dim=0))
     # The file is sorted by label; every split must hold every class.
     for split in data.splits.values():
-        assert len(torch.unique(split.tensors[1])) == 10
+        assert len(torch.unique(split.labels)) == 10
     again = EmbeddedMNIST(seed=0)
     again.setup("fit")
-    assert torch.equal(again.splits["val"].tensors[0], data.splits["val"].tensors[0])
+    assert torch.equal(again.splits["val"].images, data.splits["val"].images)
     other = EmbeddedMNIST(seed=1)
     other.setup("fit")
-    assert not torch.equal(other.splits["val"].tensors[0], data.splits["val"].tensors[0])
+    assert not torch.equal(other.splits["val"].images, data.splits["val"].images)
 
 
 def test_batches_become_floats_in_the_unit_interval_on_the_device():

@@ -50,7 +50,7 @@ def test_logged_terms_are_sums_over_pixels_and_latents_averaged_over_the_batch(d
     metrics = validate(module, data, seed=3)
 
     # An independent computation with torch.distributions, replaying the same posterior sample.
-    x = data.splits["val"].tensors[0].float() / 255.0
+    x = data.splits["val"].images.float() / 255.0
     with torch.no_grad():
         moments = module.vae.encoder(x)
         q = Independent(Normal(moments.mean, (0.5 * moments.logvar).exp()), 1)

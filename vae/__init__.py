@@ -1,6 +1,6 @@
 """A VAE framework on torch, Lightning, W&B and einops, built on the theory of KL divergence."""
 
-from vae.data import EmbeddedMNIST, ImageDataModule
+from vae.data import CIFAR10, MNIST, CelebA, EmbeddedMNIST, FashionMNIST, ImageDataModule, ImageFolder
 from vae.kl import (
     KLRegularizer,
     KLResult,
@@ -24,7 +24,12 @@ __all__ = [
     "Bernoulli",
     "ConvNet",
     "ELBOTerms",
+    "CIFAR10",
+    "CelebA",
     "EmbeddedMNIST",
+    "FashionMNIST",
+    "ImageFolder",
+    "MNIST",
     "Gaussian",
     "ImageDataModule",
     "KLRegularizer",

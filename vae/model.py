@@ -81,6 +81,9 @@ class VAE(nn.Module):
         return self.prior(self.encoder)
 
     def forward(self, x: Tensor) -> VAEOutput:
+        """x: images (b, c, h, w), floats in [0, 1] or uint8 (read as k/255)."""
+        if x.dtype == torch.uint8:
+            x = x.float() / 255.0
         moments = self.encoder(x)
         latent = self.regularizer(moments.distribution(), self.prior_distribution())
         params = self.decoder(latent.z)  # (b, c, h, w)

@@ -1,0 +1,364 @@
+"""The standard image datasets and image folders, each a data module chosen with ``data.class_path``.
+
+    MNIST, FashionMNIST  idx files (plain or .gz); train 60,000 → train + val (``val_size``), test 10,000
+    CIFAR10              python pickle batches; train 50,000 → train + val, test 10,000
+    CelebA               img_align_celeba/*.jpg + list_eval_partition.txt; the official train/valid/test;
+                         center crop 148 then resize to 64×64
+    ImageFolder          any tree of PNG/JPEG files; class subfolders give labels; resize + center crop
+
+Files are looked for in ``<root>/<name>/`` (root ``data`` by default), in the layout torchvision downloads
+to, and in known system locations (Debian's ``dataset-fashion-mnist`` package). ``download: true`` lets
+torchvision fetch what is missing; without it, missing files are a one-line error naming the paths.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+import torchvision
+from einops import rearrange
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from vae.data.base import Batch, Binarize, ImageDataModule, Pixels, Split, Stage, TensorSplit, carve
+from vae.data.formats import decode, image_files, locate, read_cifar_batch, read_idx
+from vae.errors import ConfigError, DataError
+
+
+class DownloadableDataModule(ImageDataModule):
+    """A dataset with a home folder under ``root``, system folders, and a torchvision downloader."""
+
+    name: ClassVar[str]  # for messages: "Fashion-MNIST"
+    folder: ClassVar[str]  # under root: "fashion-mnist"
+    files: ClassVar[tuple[str, ...]]  # what must be there
+    system_folders: ClassVar[tuple[Path, ...]] = ()
+
+    root: Path  # set by each subclass's constructor
+    download: bool
+
+    @property
+    def home(self) -> Path:
+        return self.root / self.folder
+
+    def folders(self) -> list[Path]:
+        """Where the files are looked for, in order."""
+        raise NotImplementedError
+
+    def fetch(self) -> None:
+        """Download into ``home`` through torchvision."""
+        raise NotImplementedError
+
+    def how_to_get(self) -> str:
+        return f"put the files in {self.home}, or set data.download true to download them"
+
+    def located(self) -> Path:
+        return locate(self.name, self.folders(), self.files, self.how_to_get())
+
+    def prepare_data(self) -> None:
+        """Download (once, on the first process) when allowed and the files are not found."""
+        if not self.download:
+            return
+        try:
+            self.located()
+            return
+        except DataError:
+            pass
+        try:
+            self.fetch()
+        except Exception as error:  # torchvision raises RuntimeError, URLError, OSError, ... when offline
+            reason = " ".join(str(error).split()) or type(error).__name__
+            reason = reason if len(reason) <= 160 else reason[:157] + "..."
+            raise DataError(
+                f"could not download {self.name} into {self.home} ({reason}); "
+                f"without a connection, put the files in {self.home} yourself"
+            ) from error
+
+    def setup(self, stage: str) -> None:
+        if self.download and not self.splits:
+            self.prepare_data()  # a no-op once the files are there; covers use without a Trainer
+        super().setup(stage)
+
+
+class HeldOutValidation(DownloadableDataModule):
+    """A dataset with an official train/test split: ``val_size`` training images become the validation
+    split, chosen at random with ``seed``."""
+
+    def __init__(
+        self,
+        *,
+        root: str | Path = "data",
+        download: bool = False,
+        val_size: int = 5000,
+        seed: int = 0,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        binarize: Binarize = "none",
+        pixels: Pixels = "unit",
+        in_memory: bool | None = None,
+    ) -> None:
+        super().__init__(
+            seed=seed,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            binarize=binarize,
+            pixels=pixels,
+            in_memory=in_memory,
+        )
+        self.root = Path(root)
+        self.download = download
+        self.val_size = val_size
+
+
+class IdxDataModule(HeldOutValidation):
+    """MNIST-format data: 28×28 grey images in idx files; a validation split carved from train."""
+
+    image_shape = (1, 28, 28)
+    files = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    torchvision_class: ClassVar[type]
+
+    def folders(self) -> list[Path]:
+        return [self.home, self.home / self.torchvision_class.__name__ / "raw", *self.system_folders]
+
+    def fetch(self) -> None:
+        self.torchvision_class(root=str(self.home), train=True, download=True)
+        self.torchvision_class(root=str(self.home), train=False, download=True)
+
+    def read(self, folder: Path, prefix: str) -> TensorSplit:
+        images = read_idx(folder, f"{prefix}-images-idx3-ubyte", ndim=3)
+        labels = read_idx(folder, f"{prefix}-labels-idx1-ubyte", ndim=1)
+        if images.shape[1:] != (28, 28) or len(images) != len(labels):
+            raise DataError(
+                f"{self.name} in {folder}: {prefix} images of shape {tuple(images.shape)} with {len(labels)} labels, "
+                "expected (n, 28, 28) and n labels; get the files again"
+            )
+        return TensorSplit(rearrange(images, "n h w -> n 1 h w"), labels.long())
+
+    def load_splits(self) -> dict[Stage, Split]:
+        folder = self.located()
+        train = self.read(folder, "train")
+        train_index, val_index = carve(len(train), self.val_size, self.seed)
+        return {"train": train.subset(train_index), "val": train.subset(val_index), "test": self.read(folder, "t10k")}
+
+
+class MNIST(IdxDataModule):
+    """The 70,000 MNIST digits: 55,000 / 5,000 / 10,000 by default."""
+
+    name = "MNIST"
+    folder = "mnist"
+    torchvision_class = torchvision.datasets.MNIST
+
+
+class FashionMNIST(IdxDataModule):
+    """The 70,000 Fashion-MNIST images: 55,000 / 5,000 / 10,000 by default. Also found where Debian's
+    ``dataset-fashion-mnist`` package puts them."""
+
+    name = "Fashion-MNIST"
+    folder = "fashion-mnist"
+    torchvision_class = torchvision.datasets.FashionMNIST
+    system_folders = (Path("/usr/share/datasets/fashion-mnist"),)
+
+    def how_to_get(self) -> str:
+        return f"on Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist; or {super().how_to_get()}"
+
+
+class CIFAR10(HeldOutValidation):
+    """The 60,000 CIFAR-10 images, 32×32 RGB: 45,000 / 5,000 / 10,000 by default."""
+
+    name = "CIFAR-10"
+    folder = "cifar-10"
+    files = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
+    image_shape = (3, 32, 32)
+
+    def folders(self) -> list[Path]:
+        return [self.home / "cifar-10-batches-py", self.home]
+
+    def fetch(self) -> None:
+        torchvision.datasets.CIFAR10(root=str(self.home), train=True, download=True)
+
+    def load_splits(self) -> dict[Stage, Split]:
+        folder = self.located()
+        batches = [read_cifar_batch(folder / f"data_batch_{i}") for i in range(1, 6)]
+        train = TensorSplit(torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches]))
+        train_index, val_index = carve(len(train), self.val_size, self.seed)
+        test = TensorSplit(*read_cifar_batch(folder / "test_batch"))
+        return {"train": train.subset(train_index), "val": train.subset(val_index), "test": test}
+
+
+class ImageFiles(Dataset):
+    """Image files decoded on access into uint8 (channels, size, size) by a torchvision transform."""
+
+    def __init__(self, paths: list[Path], labels: Tensor, *, channels: int, transform: v2.Transform) -> None:
+        self.paths = paths
+        self.labels = labels
+        self.channels = channels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> Batch:
+        return self.transform(decode(self.paths[index], self.channels)), self.labels[index]
+
+
+class CelebA(DownloadableDataModule):
+    """The 202,599 aligned CelebA faces, center-cropped to ``crop``×``crop`` and resized to
+    ``image_size``×``image_size`` (148 → 64 by default, the usual VAE setting), with the official
+    train / valid / test partition (162,770 / 19,867 / 19,962). Labels are 0 (faces have no class)."""
+
+    name = "CelebA"
+    folder = "celeba"
+    files = ("list_eval_partition.txt",)
+    in_memory_default = False
+
+    def __init__(
+        self,
+        *,
+        root: str | Path = "data",
+        download: bool = False,
+        image_size: int = 64,
+        crop: int = 148,
+        seed: int = 0,
+        batch_size: int = 128,
+        num_workers: int = 4,
+        binarize: Binarize = "none",
+        pixels: Pixels = "unit",
+        in_memory: bool | None = None,
+    ) -> None:
+        super().__init__(
+            seed=seed,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            binarize=binarize,
+            pixels=pixels,
+            in_memory=in_memory,
+        )
+        self.root = Path(root)
+        self.download = download
+        if not 0 < image_size <= crop:
+            raise ConfigError(f"CelebA needs 0 < image_size <= crop, got image_size {image_size} and crop {crop}")
+        self.image_size = image_size
+        self.crop = crop
+        self.image_shape = (3, image_size, image_size)
+
+    def folders(self) -> list[Path]:
+        return [self.home / "celeba", self.home]
+
+    def fetch(self) -> None:
+        torchvision.datasets.CelebA(root=str(self.home), split="all", target_type=[], download=True)
+
+    def how_to_get(self) -> str:
+        return (
+            f"download img_align_celeba.zip and list_eval_partition.txt from the CelebA site and unpack them "
+            f"in {self.home}, or set data.download true (Google Drive often refuses automated downloads)"
+        )
+
+    def load_splits(self) -> dict[Stage, Split]:
+        folder = self.located()
+        images = folder / "img_align_celeba"
+        if not images.is_dir():
+            raise DataError(
+                f"CelebA: {folder} has list_eval_partition.txt but no img_align_celeba/ folder; {self.how_to_get()}"
+            )
+        partition = read_partition(folder / "list_eval_partition.txt")
+        transform = v2.Compose([v2.CenterCrop(self.crop), v2.Resize(self.image_size, antialias=True)])
+        splits: dict[Stage, Split] = {}
+        for name, code in (("train", 0), ("val", 1), ("test", 2)):
+            paths = [images / file for file, c in partition if c == code]
+            if not paths:
+                raise DataError(f"CelebA: {folder / 'list_eval_partition.txt'} lists no {name} images (code {code})")
+            missing = next((p for p in paths if not p.is_file()), None)
+            if missing is not None:
+                raise DataError(
+                    f"CelebA: {missing} is listed in list_eval_partition.txt but missing; unpack the images again"
+                )
+            splits[name] = ImageFiles(paths, torch.zeros(len(paths), dtype=torch.long), channels=3, transform=transform)
+        return splits
+
+
+def read_partition(path: Path) -> list[tuple[str, int]]:
+    """CelebA's list_eval_partition.txt: lines "000001.jpg 0" (0 train, 1 valid, 2 test)."""
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
+            raise DataError(f"{path} line {number} is {line!r}, expected '<file> <0|1|2>': get the file again")
+        rows.append((parts[0], int(parts[1])))
+    return rows
+
+
+class ImageFolder(ImageDataModule):
+    """Every PNG/JPEG file under ``path`` (recursively), resized (shorter side) and center-cropped to
+    ``image_size``×``image_size``, as grey (``channels: 1``) or RGB (``channels: 3``) images.
+
+    Labels are the index of each file's top-level subfolder in sorted order (as torchvision's
+    ImageFolder); files directly in ``path`` get their own class. The split into train / val / test is
+    random (``seed``), by ``val_fraction`` and ``test_fraction``.
+    """
+
+    in_memory_default = False
+
+    def __init__(
+        self,
+        *,
+        path: str | Path,
+        image_size: int = 64,
+        channels: int = 3,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        seed: int = 0,
+        batch_size: int = 128,
+        num_workers: int = 4,
+        binarize: Binarize = "none",
+        pixels: Pixels = "unit",
+        in_memory: bool | None = None,
+    ) -> None:
+        super().__init__(
+            seed=seed,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            binarize=binarize,
+            pixels=pixels,
+            in_memory=in_memory,
+        )
+        if channels not in (1, 3):
+            raise ConfigError(f"ImageFolder channels must be 1 (grey) or 3 (RGB), got {channels}")
+        if image_size < 1:
+            raise ConfigError(f"ImageFolder image_size must be positive, got {image_size}")
+        if not (0 < val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+            raise ConfigError(
+                f"ImageFolder needs 0 < val_fraction, 0 <= test_fraction and val_fraction + test_fraction < 1, "
+                f"got {val_fraction} and {test_fraction}"
+            )
+        self.path = Path(path)
+        self.image_size = image_size
+        self.channels = channels
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.image_shape = (channels, image_size, image_size)
+        self.classes: list[str] = []
+
+    def load_splits(self) -> dict[Stage, Split]:
+        if not self.path.is_dir():
+            raise DataError(f"image folder {self.path} does not exist: set data.path to a folder of PNG/JPEG files")
+        paths = image_files(self.path)
+        if len(paths) < 3:
+            raise DataError(f"image folder {self.path} holds {len(paths)} PNG/JPEG files; it needs at least 3")
+        groups = [p.relative_to(self.path).parts[0] if len(p.relative_to(self.path).parts) > 1 else "." for p in paths]
+        self.classes = sorted(set(groups))
+        labels = torch.tensor([self.classes.index(g) for g in groups])
+        order = torch.randperm(len(paths), generator=torch.Generator().manual_seed(self.seed))
+        n_val = max(1, round(self.val_fraction * len(paths)))
+        n_test = round(self.test_fraction * len(paths))
+        if n_val + n_test >= len(paths):
+            raise DataError(f"image folder {self.path}: {len(paths)} files leave no training images after the split")
+        parts = {"val": order[:n_val], "test": order[n_val : n_val + n_test], "train": order[n_val + n_test :]}
+        transform = v2.Compose([v2.Resize(self.image_size, antialias=True), v2.CenterCrop(self.image_size)])
+        return {
+            name: ImageFiles([paths[i] for i in index], labels[index], channels=self.channels, transform=transform)
+            for name, index in parts.items()
+        }
