@@ -82,6 +82,28 @@ def test_a_prior_without_closed_form_trains_and_its_run_says_kl_estimator_mc(tmp
     assert not history.values("val/kl_dim/00")  # a mixture prior has no per-dimension KL
 
 
+@pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist").is_dir() and not os.environ.get("VAE_REQUIRE_FASHION_MNIST"),
+    reason="Debian's dataset-fashion-mnist is not installed",
+)
+def test_short_training_on_the_full_fashion_mnist_improves_the_validation_elbo(tmp_path, offline_env):
+    """150 steps on the real 55,000 training images, validating on 1,280 images every 50 steps."""
+    config = REPO / "configs" / "fashion_mnist.yaml"
+    limits = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "150"]
+    limits += ["--trainer.val_check_interval", "50", "--trainer.limit_val_batches", "10"]
+    result = run_vae(
+        ["fit", "--config", str(config), *limits, "--trainer.enable_progress_bar", "false"],
+        cwd=tmp_path,
+        env=offline_env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_file,) = (tmp_path / "runs" / "wandb").glob("offline-run-*/run-*.wandb")
+    history = read_history(run_file)
+    elbo = history.values("val/elbo")
+    assert len(elbo) == 3 and elbo[-1] > elbo[0], elbo
+    assert history.config["data"]["class_path"] == "vae.data.FashionMNIST"
+
+
 def test_help_and_print_config(tmp_path, offline_env):
     help_text = run_vae(["fit", "--help"], cwd=tmp_path, env=offline_env)
     assert help_text.returncode == 0 and "--model.latent_dim" in help_text.stdout
