@@ -160,6 +160,25 @@ def test_bad_input_gives_one_line_and_nonzero_exit(case, tmp_path, offline_env):
     assert not (tmp_path / "runs").exists()  # nothing written
 
 
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--data", "vae.data.MNIST", "--data.root", "nowhere"], "error: MNIST not found: looked in nowhere/mnist, "),
+        (
+            ["--data", "vae.data.ImageFolder", "--data.path", "no/such/folder"],
+            "error: image folder no/such/folder does",
+        ),
+    ],
+    ids=["MNIST", "ImageFolder"],
+)
+def test_missing_dataset_files_stop_before_anything_is_written(args, expected, tmp_path, offline_env):
+    result = run_vae(["fit", *args], cwd=tmp_path, env=offline_env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected), result.stderr[-2000:]
+    assert not (tmp_path / "runs").exists()
+
+
 def test_wandb_goes_offline_only_without_credentials(tmp_path, monkeypatch):
     from vae.cli import wandb_logged_in
 

@@ -92,6 +92,12 @@ class VAECLI(LightningCLI):
         parser.set_defaults({**CHECKPOINT_DEFAULTS, "data": lazy_instance(EmbeddedMNIST)})
         parser.add_lightning_class_args(ImageGrids, "images")
 
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        # Missing dataset files are the user's to fix: say so before the Trainer and its logger exist.
+        if isinstance(self.datamodule, ImageDataModule):
+            self.datamodule.check_files()
+        return super().instantiate_trainer(**kwargs)
+
     def after_fit(self) -> None:
         if self.trainer.is_global_zero:
             print(fit_report(self.trainer), flush=True)

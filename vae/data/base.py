@@ -196,6 +196,13 @@ class ImageDataModule(pl.LightningDataModule):
         """Read the data: every split as a ``TensorSplit`` or a per-item Dataset of (uint8 image, label)."""
         raise NotImplementedError
 
+    def check_files(self) -> None:
+        """Raise a one-line ``DataError`` now if the files are missing (and will not be downloaded): the
+        ``vae`` command calls it before it builds the Trainer, so nothing is written."""
+
+    def prepare_data(self) -> None:
+        self.check_files()
+
     def setup(self, stage: str) -> None:
         if self.splits:
             return

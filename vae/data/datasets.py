@@ -57,9 +57,14 @@ class DownloadableDataModule(ImageDataModule):
     def located(self) -> Path:
         return locate(self.name, self.folders(), self.files, self.how_to_get())
 
+    def check_files(self) -> None:
+        if not self.download:
+            self.located()
+
     def prepare_data(self) -> None:
         """Download (once, on the first process) when allowed and the files are not found."""
         if not self.download:
+            self.check_files()
             return
         try:
             self.located()
@@ -342,9 +347,12 @@ class ImageFolder(ImageDataModule):
         self.image_shape = (channels, image_size, image_size)
         self.classes: list[str] = []
 
-    def load_splits(self) -> dict[Stage, Split]:
+    def check_files(self) -> None:
         if not self.path.is_dir():
             raise DataError(f"image folder {self.path} does not exist: set data.path to a folder of PNG/JPEG files")
+
+    def load_splits(self) -> dict[Stage, Split]:
+        self.check_files()
         paths = image_files(self.path)
         if len(paths) < 3:
             raise DataError(f"image folder {self.path} holds {len(paths)} PNG/JPEG files; it needs at least 3")

@@ -79,6 +79,9 @@ class EmbeddedMNIST(ImageDataModule):
         self.val_size = val_size
         self.test_size = test_size
 
+    def check_files(self) -> None:
+        embedded_mnist_path()
+
     def load_splits(self) -> dict[Stage, Split]:
         digits = load_embedded_mnist()
         order = torch.randperm(SIZE, generator=torch.Generator().manual_seed(self.seed))
