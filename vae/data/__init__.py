@@ -1,9 +1,10 @@
 """Image data modules: choose one with ``data.class_path`` (see the module docstrings of ``base`` and
-``datasets`` for splits, pixels, binarization and the in-memory fast path)."""
+``standard`` and ``folder`` for splits, pixels, binarization and the in-memory fast path)."""
 
 from vae.data.base import Batch, ImageDataModule, TensorBatches, TensorSplit
-from vae.data.datasets import CIFAR10, MNIST, CelebA, FashionMNIST, ImageFolder
 from vae.data.embedded import EmbeddedMNIST, load_embedded_mnist
+from vae.data.folder import ImageFolder
+from vae.data.standard import CIFAR10, MNIST, CelebA, FashionMNIST
 
 __all__ = [
     "CIFAR10",

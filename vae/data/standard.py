@@ -1,10 +1,9 @@
-"""The standard image datasets and image folders, each a data module chosen with ``data.class_path``.
+"""The standard image datasets, each a data module chosen with ``data.class_path``.
 
     MNIST, FashionMNIST  idx files (plain or .gz); train 60,000 → train + val (``val_size``), test 10,000
     CIFAR10              python pickle batches; train 50,000 → train + val, test 10,000
     CelebA               img_align_celeba/*.jpg + list_eval_partition.txt; the official train/valid/test;
                          center crop 148 then resize to 64×64
-    ImageFolder          any tree of PNG/JPEG files; class subfolders give labels; resize + center crop
 
 Files are looked for in ``<root>/<name>/`` (root ``data`` by default), in the layout torchvision downloads
 to, and in known system locations (Debian's ``dataset-fashion-mnist`` package). ``download: true`` lets
@@ -19,12 +18,11 @@ from typing import ClassVar
 import torch
 import torchvision
 from einops import rearrange
-from torch import Tensor
-from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from vae.data.base import Batch, Binarize, ImageDataModule, Pixels, Split, Stage, TensorSplit, carve
-from vae.data.formats import decode, image_files, locate, read_cifar_batch, read_idx
+from vae.data.base import Binarize, ImageDataModule, Pixels, Split, Stage, TensorSplit, carve
+from vae.data.folder import ImageFiles
+from vae.data.formats import locate, read_cifar_batch, read_idx
 from vae.errors import ConfigError, DataError
 
 
@@ -192,22 +190,6 @@ class CIFAR10(HeldOutValidation):
         return {"train": train.subset(train_index), "val": train.subset(val_index), "test": test}
 
 
-class ImageFiles(Dataset):
-    """Image files decoded on access into uint8 (channels, size, size) by a torchvision transform."""
-
-    def __init__(self, paths: list[Path], labels: Tensor, *, channels: int, transform: v2.Transform) -> None:
-        self.paths = paths
-        self.labels = labels
-        self.channels = channels
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> Batch:
-        return self.transform(decode(self.paths[index], self.channels)), self.labels[index]
-
-
 class CelebA(DownloadableDataModule):
     """The 202,599 aligned CelebA faces, center-cropped to ``crop``×``crop`` and resized to
     ``image_size``×``image_size`` (148 → 64 by default, the usual VAE setting), with the official
@@ -294,79 +276,3 @@ def read_partition(path: Path) -> list[tuple[str, int]]:
             raise DataError(f"{path} line {number} is {line!r}, expected '<file> <0|1|2>': get the file again")
         rows.append((parts[0], int(parts[1])))
     return rows
-
-
-class ImageFolder(ImageDataModule):
-    """Every PNG/JPEG file under ``path`` (recursively), resized (shorter side) and center-cropped to
-    ``image_size``×``image_size``, as grey (``channels: 1``) or RGB (``channels: 3``) images.
-
-    Labels are the index of each file's top-level subfolder in sorted order (as torchvision's
-    ImageFolder); files directly in ``path`` get their own class. The split into train / val / test is
-    random (``seed``), by ``val_fraction`` and ``test_fraction``.
-    """
-
-    in_memory_default = False
-
-    def __init__(
-        self,
-        *,
-        path: str | Path,
-        image_size: int = 64,
-        channels: int = 3,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        seed: int = 0,
-        batch_size: int = 128,
-        num_workers: int = 4,
-        binarize: Binarize = "none",
-        pixels: Pixels = "unit",
-        in_memory: bool | None = None,
-    ) -> None:
-        super().__init__(
-            seed=seed,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            binarize=binarize,
-            pixels=pixels,
-            in_memory=in_memory,
-        )
-        if channels not in (1, 3):
-            raise ConfigError(f"ImageFolder channels must be 1 (grey) or 3 (RGB), got {channels}")
-        if image_size < 1:
-            raise ConfigError(f"ImageFolder image_size must be positive, got {image_size}")
-        if not (0 < val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-            raise ConfigError(
-                f"ImageFolder needs 0 < val_fraction, 0 <= test_fraction and val_fraction + test_fraction < 1, "
-                f"got {val_fraction} and {test_fraction}"
-            )
-        self.path = Path(path)
-        self.image_size = image_size
-        self.channels = channels
-        self.val_fraction = val_fraction
-        self.test_fraction = test_fraction
-        self.image_shape = (channels, image_size, image_size)
-        self.classes: list[str] = []
-
-    def check_files(self) -> None:
-        if not self.path.is_dir():
-            raise DataError(f"image folder {self.path} does not exist: set data.path to a folder of PNG/JPEG files")
-
-    def load_splits(self) -> dict[Stage, Split]:
-        self.check_files()
-        paths = image_files(self.path)
-        if len(paths) < 3:
-            raise DataError(f"image folder {self.path} holds {len(paths)} PNG/JPEG files; it needs at least 3")
-        groups = [p.relative_to(self.path).parts[0] if len(p.relative_to(self.path).parts) > 1 else "." for p in paths]
-        self.classes = sorted(set(groups))
-        labels = torch.tensor([self.classes.index(g) for g in groups])
-        order = torch.randperm(len(paths), generator=torch.Generator().manual_seed(self.seed))
-        n_val = max(1, round(self.val_fraction * len(paths)))
-        n_test = round(self.test_fraction * len(paths))
-        if n_val + n_test >= len(paths):
-            raise DataError(f"image folder {self.path}: {len(paths)} files leave no training images after the split")
-        parts = {"val": order[:n_val], "test": order[n_val : n_val + n_test], "train": order[n_val + n_test :]}
-        transform = v2.Compose([v2.Resize(self.image_size, antialias=True), v2.CenterCrop(self.image_size)])
-        return {
-            name: ImageFiles([paths[i] for i in index], labels[index], channels=self.channels, transform=transform)
-            for name, index in parts.items()
-        }
