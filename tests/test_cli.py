@@ -124,7 +124,7 @@ BAD_INPUT = {
     "abbreviated key": (["--model.lat", "3"], "unrecognized arguments: --model.lat"),
     "unknown key in a config file": (["--config", "{bad_config}"], "model.no_such_key"),
     "wrong type": (["--model.latent_dim", "many"], 'Parser key "model.latent_dim"'),
-    "negative beta": (["--model.beta", "-1"], "beta (the KL weight) must be 0 or more"),
+    "negative beta": (["--model.weighting.beta", "-1"], "Constant beta (the KL weight) must be 0 or more"),
     "missing config file": (["--config", "no/such/config.yaml"], "File does not exist"),
     "latent_dim zero": (["--model.latent_dim", "0"], "latent_dim must be a positive integer"),
     "image size the network cannot take": (

@@ -11,6 +11,7 @@ from vae.evaluation import LatentStatistics
 from vae.module import VAEModule
 from vae.nets import MLPNet
 from vae.objectives import beta_elbo
+from vae.weighting import Constant
 
 LATENT_DIM = 8
 
@@ -46,7 +47,7 @@ def data():
 
 @pytest.mark.parametrize("beta", [1.0, 4.0])
 def test_logged_terms_are_sums_over_pixels_and_latents_averaged_over_the_batch(data, beta):
-    module = VAEModule(latent_dim=LATENT_DIM, network=MLPNet(hidden_dims=(64,)), beta=beta)
+    module = VAEModule(latent_dim=LATENT_DIM, network=MLPNet(hidden_dims=(64,)), weighting=Constant(beta=beta))
     metrics = validate(module, data, seed=3)
 
     # An independent computation with torch.distributions, replaying the same posterior sample.
@@ -108,7 +109,7 @@ def test_beta_elbo_terms_and_means():
 
 def test_negative_beta_is_rejected():
     with pytest.raises(ConfigError, match="beta"):
-        VAEModule(beta=-1.0)
+        Constant(beta=-1.0)
 
 
 def test_latent_statistics_without_per_dimension_kl():

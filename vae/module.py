@@ -5,8 +5,9 @@ Logged, in nats per example (summed over pixels and latent dimensions, averaged 
     {stage}/recon      −E_q[log p(x|z)], the reconstruction negative log-likelihood
     {stage}/kl         D_KL(q(z|x) ‖ p(z)), raw and unweighted
     {stage}/elbo       E_q[log p(x|z)] − D_KL, unweighted (higher is better)
-    {stage}/loss       −E_q[log p(x|z)] + β·D_KL, what is minimised
-    train/kl_weight    β, the weight applied to the KL
+    {stage}/loss       what is minimised under the weighting (−E_q[log p(x|z)] + β·D_KL for a constant β)
+    train/kl_weight    the weight the weighting put on the KL at this step (β)
+    train/<extra>      what a weighting adds: capacity, free_bits_active, geco_multiplier, geco_constraint
     {val,test}/kl_dim/NN, {val,test}/active_units   the KL of each latent dimension, and the active units
 
 The KL estimator in use ("analytic" or "mc": "auto" resolved for the prior) is logged as the hyperparameter
@@ -19,7 +20,7 @@ Train metrics are logged every step; val and test metrics once per epoch, over t
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeVar
 
 import pytorch_lightning as pl
 import torch
@@ -29,24 +30,33 @@ from pytorch_lightning.utilities import AttributeDict
 from torch import Tensor
 
 from vae.data import Batch
-from vae.errors import ConfigError
 from vae.evaluation import LatentStatistics
 from vae.kl import KLEstimator
 from vae.likelihoods import Bernoulli, Likelihood
 from vae.model import VAE
 from vae.nets import ConvNet, Network
-from vae.objectives import beta_elbo
+from vae.objectives import elbo_terms
 from vae.priors import Prior, StandardNormal
+from vae.weighting import Constant, Weighting
 
 Stage = Literal["train", "val", "test"]
+T = TypeVar("T")
+
+
+def concrete(value: T) -> T:
+    """A jsonargparse ``lazy_instance`` default made into a plain instance of its class (others pass)."""
+    if hasattr(value, "lazy_get_init_args"):
+        return type(value).__bases__[-1](**vars(value.lazy_get_init_args()))
+    return value
 
 
 class VAEModule(pl.LightningModule):
-    """Trains a ``VAE`` on the β-ELBO.
+    """Trains a ``VAE`` under a KL weighting; logs the unweighted terms.
 
     image_shape: set from the data module by the ``vae`` command; give it when building by hand.
     latent_dim, network, likelihood, prior, kl_estimator, kl_samples: see ``vae.model.VAE``.
-    beta: the KL weight β ≥ 0 (1 is the ELBO, > 1 the β-VAE).
+    weighting: how the KL enters the loss at each step (``vae.weighting``): a constant β by default
+        (``--model.weighting.beta 4`` for the β-VAE), warm-up, cyclical, capacity, free bits, GECO.
     optimizer: called with the parameters; Adam with lr 1e-3 by default.
     """
 
@@ -60,14 +70,14 @@ class VAEModule(pl.LightningModule):
         prior: Prior = lazy_instance(StandardNormal),
         kl_estimator: KLEstimator = "auto",
         kl_samples: int = 1,
-        beta: float = 1.0,
+        weighting: Weighting = lazy_instance(Constant, beta=1.0),
         optimizer: OptimizerCallable = torch.optim.Adam,
     ) -> None:
         super().__init__()
-        if not beta >= 0:
-            raise ConfigError(f"beta (the KL weight) must be 0 or more, got {beta}")
+        # Plain objects, not LightningCLI's lazy defaults, so the hyperparameters in a checkpoint load back.
+        network, likelihood, prior, weighting = (concrete(x) for x in (network, likelihood, prior, weighting))
         self.save_hyperparameters()
-        self.beta = beta
+        self.weighting = weighting
         self.optimizer = optimizer
         self.vae = VAE(
             image_shape=image_shape,
@@ -91,8 +101,11 @@ class VAEModule(pl.LightningModule):
     def _common_step(self, batch: Batch, stage: Stage) -> Tensor:
         x, _ = batch
         out = self.vae(x)
-        terms = beta_elbo(out.log_px, out.latent.kl, self.beta).mean()
-        metrics = {"recon": -terms.log_px, "kl": terms.kl, "elbo": terms.elbo, "loss": terms.loss}
+        terms = elbo_terms(out.log_px, out.latent.kl).mean()
+        weighted = self.weighting(
+            out.log_px, out.latent.kl, out.latent.kl_per_dim, step=self.global_step, training=stage == "train"
+        )
+        metrics = {"recon": -terms.log_px, "kl": terms.kl, "elbo": terms.elbo, "loss": weighted.loss}
         per_step = stage == "train"
         for name, value in metrics.items():
             self.log(
@@ -105,10 +118,11 @@ class VAEModule(pl.LightningModule):
                 prog_bar=name == "elbo",
             )
         if stage == "train":
-            self.log("train/kl_weight", self.beta, on_step=True, on_epoch=False)
+            extras = {"kl_weight": weighted.kl_weight, **weighted.extras}
+            self.log_dict({f"train/{name}": value for name, value in extras.items()}, on_step=True, on_epoch=False)
         else:
             self.latent_stats[stage].update(out.moments.mean, out.latent.kl_per_dim)
-        return terms.loss
+        return weighted.loss
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self._common_step(batch, "train")

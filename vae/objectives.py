@@ -4,7 +4,8 @@
     β-loss   = −E_q[log p(x|z)] + β · D_KL(q(z|x) ‖ p(z))
 
 All terms are in nats per example. β = 1 makes the loss the negative ELBO; the ELBO reported is always
-the unweighted one, whatever β trains the model.
+the unweighted one, whatever weighting trains the model (schedules, capacity, free bits and GECO are in
+``vae.weighting``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ class ELBOTerms:
     def mean(self) -> ELBOTerms:
         """Average every term over the batch."""
         return ELBOTerms(**{f.name: getattr(self, f.name).mean() for f in fields(self)})
+
+
+def elbo_terms(log_px: Tensor, kl: Tensor) -> ELBOTerms:
+    """The unweighted ELBO's terms (loss = −ELBO), per example."""
+    return beta_elbo(log_px, kl, beta=1.0)
 
 
 def beta_elbo(log_px: Tensor, kl: Tensor, beta: float | Tensor = 1.0) -> ELBOTerms:

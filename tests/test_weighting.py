@@ -1,0 +1,161 @@
+"""KL weightings: values at chosen steps, gradients, GECO's multiplier, and schedules across a resume."""
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from vae.data import EmbeddedMNIST
+from vae.errors import ConfigError
+from vae.module import VAEModule
+from vae.nets import MLPNet
+from vae.weighting import GECO, Capacity, Constant, Cyclical, FreeBits, LinearWarmup
+
+
+def terms(b: int = 4, d: int = 6):
+    log_px = -torch.rand(b) * 100
+    kl_per_dim = torch.rand(b, d)
+    return log_px, kl_per_dim.sum(-1), kl_per_dim
+
+
+def test_constant_is_the_beta_elbo():
+    log_px, kl, per_dim = terms()
+    out = Constant(beta=4.0)(log_px, kl, per_dim, step=123, training=True)
+    assert out.kl_weight == 4.0
+    torch.testing.assert_close(out.loss, (-log_px + 4.0 * kl).mean())
+
+
+@pytest.mark.parametrize("step,expected", [(0, 0.1), (50, 0.55), (100, 1.0), (5000, 1.0)])
+def test_linear_warmup(step, expected):
+    assert LinearWarmup(start=0.1, end=1.0, steps=100).beta(step) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "step,expected",
+    # 1,000 steps, 4 cycles of 250: β rises over the first 125 steps of each cycle, then holds.
+    [
+        (0, 0.0),
+        (62, 2 * 62 / 125),
+        (125, 2.0),
+        (200, 2.0),
+        (250, 0.0),
+        (375, 2.0),
+        (999, 2.0),
+        (1000, 2.0),
+        (9999, 2.0),
+    ],
+)
+def test_cyclical(step, expected):
+    assert Cyclical(beta=2.0, total_steps=1000, cycles=4, ramp=0.5).beta(step) == pytest.approx(expected)
+
+
+def test_capacity_targets_a_rising_kl():
+    weighting = Capacity(gamma=100.0, max_capacity=20.0, steps=1000)
+    assert [weighting.capacity(s) for s in (0, 500, 1000, 2000)] == [0.0, 10.0, 20.0, 20.0]
+    log_px, kl, per_dim = terms()
+    out = weighting(log_px, kl, per_dim, step=500, training=True)
+    torch.testing.assert_close(out.loss, -log_px.mean() + 100.0 * (kl.mean() - 10.0).abs())
+    assert out.kl_weight == -100.0 and out.extras == {"capacity": 10.0}  # KL below C: pushed up
+
+
+def test_free_bits_passes_no_gradient_to_a_dimension_below_its_floor():
+    kl_per_dim = torch.tensor([[0.1, 2.0, 0.3, 3.0], [0.2, 2.5, 0.2, 1.0]], requires_grad=True)
+    log_px = torch.tensor([-50.0, -60.0])
+    out = FreeBits(floor=0.5)(log_px, kl_per_dim.sum(-1), kl_per_dim, step=0, training=True)
+    out.loss.backward()
+    grad = kl_per_dim.grad
+    assert torch.equal(grad[:, [0, 2]], torch.zeros(2, 2))  # batch means 0.15 and 0.25 < 0.5: free
+    torch.testing.assert_close(grad[:, [1, 3]], torch.full((2, 2), 0.5))  # d(mean over 2 examples)
+    # loss = recon + Σ_d max(0.5, mean KL_d) = 55 + 0.5 + 2.25 + 0.5 + 2.0
+    assert out.loss.item() == pytest.approx(55 + 0.5 + 2.25 + 0.5 + 2.0)
+    assert out.extras["free_bits_active"] == 0.5
+
+
+def test_free_bits_groups_and_schedules():
+    kl_per_dim = torch.tensor([[0.1, 0.2, 0.9, 0.9]])
+    groups = FreeBits(floor=0.5, group_size=2, beta=LinearWarmup(start=0.0, end=1.0, steps=10))
+    out = groups(torch.zeros(1), kl_per_dim.sum(-1), kl_per_dim, step=5, training=True)
+    assert out.kl_weight == 0.5 and out.loss.item() == pytest.approx(0.5 * (0.5 + 1.8))
+    with pytest.raises(ConfigError, match="must divide the latent size"):
+        FreeBits(group_size=3)(torch.zeros(1), kl_per_dim.sum(-1), kl_per_dim, step=0, training=True)
+    with pytest.raises(ConfigError, match="needs the KL per latent dimension"):
+        FreeBits()(torch.zeros(1), kl_per_dim.sum(-1), None, step=0, training=True)
+
+
+def test_geco_multiplier_moves_the_right_way_and_only_while_training():
+    kl = torch.tensor([10.0])
+    geco = GECO(target=50.0, step_size=0.01, alpha=0.5)
+    worse = geco(torch.tensor([-80.0]), kl, None, step=0, training=True)  # recon 80 > 50: constraint violated
+    assert float(geco.multiplier) > 1.0 and worse.kl_weight < 1.0  # less weight on the KL
+    assert float(geco.constraint_average) == 30.0  # the first value, not a decayed 15
+    frozen = {k: v.clone() for k, v in geco.state_dict().items()}
+    geco(torch.tensor([-10.0]), kl, None, step=1, training=False)  # validation: no update
+    assert all(torch.equal(frozen[k], v) for k, v in geco.state_dict().items())
+    for step in range(200):  # reconstruction now better than the target
+        better = geco(torch.tensor([-20.0]), kl, None, step=step, training=True)
+    assert float(geco.multiplier) < 1.0 and better.kl_weight > 1.0
+    torch.testing.assert_close(better.loss, torch.tensor(20.0) + better.kl_weight * kl.mean())
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Constant(beta=-1),
+        lambda: LinearWarmup(steps=0),
+        lambda: Cyclical(ramp=0.0),
+        lambda: Capacity(gamma=-1),
+        lambda: FreeBits(floor=-0.1),
+        lambda: GECO(target=10, alpha=1.0),
+    ],
+)
+def test_bad_settings_are_config_errors(make):
+    with pytest.raises(ConfigError):
+        make()
+
+
+class RecordWeights(pl.Callback):
+    def __init__(self) -> None:
+        self.weights: dict[int, float] = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.weights[trainer.global_step - 1] = float(trainer.callback_metrics["train/kl_weight"])
+
+
+def fit(module, data, root, *, max_steps, ckpt_path=None):
+    recorder = RecordWeights()
+    trainer = pl.Trainer(
+        max_steps=max_steps,
+        logger=False,
+        default_root_dir=root,
+        callbacks=[recorder, ModelCheckpoint(dirpath=root, save_last=True, every_n_train_steps=5)],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=False)  # hparams hold config objects
+    return recorder.weights
+
+
+@pytest.mark.parametrize(
+    "weighting", [LinearWarmup(start=0.0, end=1.0, steps=20), Cyclical(beta=1.0, total_steps=24, cycles=3, ramp=0.5)]
+)
+def test_schedules_continue_exactly_across_a_resume(weighting, tmp_path):
+    data = EmbeddedMNIST(batch_size=256)
+    make = lambda: VAEModule(latent_dim=4, network=MLPNet(hidden_dims=(32,)), weighting=weighting)  # noqa: E731
+    first = fit(make(), data, tmp_path, max_steps=10)
+    resumed = fit(make(), data, tmp_path, max_steps=25, ckpt_path=tmp_path / "last.ckpt")
+    assert sorted(first) == list(range(10)) and sorted(resumed) == list(range(10, 25))
+    for step, weight in {**first, **resumed}.items():
+        assert weight == pytest.approx(weighting.beta(step)), step
+
+
+def test_geco_state_is_saved_in_the_checkpoint_and_restored(tmp_path):
+    data = EmbeddedMNIST(batch_size=256)
+    make = lambda: VAEModule(latent_dim=4, network=MLPNet(hidden_dims=(32,)), weighting=GECO(target=150.0))  # noqa: E731
+    module = make()
+    fit(module, data, tmp_path, max_steps=5)
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=False)["state_dict"]
+    assert float(saved["weighting.multiplier"]) == float(module.weighting.multiplier) != 1.0
+    restored = VAEModule.load_from_checkpoint(tmp_path / "last.ckpt", weights_only=False)
+    assert float(restored.weighting.multiplier) == float(module.weighting.multiplier)
+    assert int(restored.weighting.updates) == 5

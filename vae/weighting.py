@@ -1,0 +1,209 @@
+"""KL weightings: how the KL term enters the loss at each training step. Chosen with ``model.weighting``.
+
+    Constant(beta)                             β·KL                            the β-VAE (β = 1: the ELBO)
+    LinearWarmup(start, end, steps)            β(t)·KL, β from start to end over ``steps`` steps
+    Cyclical(beta, total_steps, cycles, ramp)  β(t)·KL, M cycles each ramping 0 → β over a fraction R (Fu et al. 2019)
+    Capacity(gamma, max_capacity, steps)       γ·|KL − C(t)|, C rising linearly to C_max (Burgess et al. 2018)
+    FreeBits(floor, group_size, beta)          β(t)·Σ_g max(λ, mean_batch KL_g) (Kingma et al. 2016)
+    GECO(target, ...)                          KL/λ + recon, λ ← λ·exp(ν·C̄) with C̄ a moving average of
+                                               recon − target (Rezende & Viola 2018)
+
+Every weighting returns the scalar loss (nats per example, averaged over the batch) and the weight it put on
+the KL at this step, which the module logs as ``train/kl_weight``; the KL itself is always logged raw.
+
+State comes from the trainer's global step (schedules), or lives in buffers saved in the checkpoint (GECO's
+multiplier and moving average), so a resumed run continues exactly; only training steps update it.
+``FreeBits`` takes any β schedule (``beta: LinearWarmup(...)``), which is how weightings compose.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+from einops import reduce
+from torch import Tensor, nn
+
+from vae.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class WeightedLoss:
+    """loss: the scalar to minimise; kl_weight: the weight on the KL at this step; extras: more to log."""
+
+    loss: Tensor
+    kl_weight: float
+    extras: dict[str, float] = field(default_factory=dict)
+
+
+class Weighting(nn.Module, ABC):
+    """How the reconstruction and the KL combine into the loss at a training step."""
+
+    @abstractmethod
+    def forward(
+        self, log_px: Tensor, kl: Tensor, kl_per_dim: Tensor | None, *, step: int, training: bool
+    ) -> WeightedLoss:
+        """log_px, kl: per example (b,); kl_per_dim: (b, d) or None; step: the trainer's global step;
+        training: whether to update any state (never during validation)."""
+
+
+class BetaSchedule(Weighting):
+    """β(step)·KL + recon: the weightings that only scale the KL."""
+
+    @abstractmethod
+    def beta(self, step: int) -> float: ...
+
+    def forward(
+        self, log_px: Tensor, kl: Tensor, kl_per_dim: Tensor | None, *, step: int, training: bool
+    ) -> WeightedLoss:
+        beta = self.beta(step)
+        return WeightedLoss(loss=(-log_px + beta * kl).mean(), kl_weight=beta)
+
+
+def non_negative(name: str, value: float) -> None:
+    if not value >= 0:
+        raise ConfigError(f"{name} must be 0 or more, got {value}")
+
+
+def positive_int(name: str, value: int) -> None:
+    if value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value}")
+
+
+class Constant(BetaSchedule):
+    """β·KL at every step (1 is the ELBO, > 1 the β-VAE)."""
+
+    def __init__(self, *, beta: float = 1.0) -> None:
+        super().__init__()
+        non_negative("Constant beta (the KL weight)", beta)
+        self.value = beta
+
+    def beta(self, step: int) -> float:
+        return self.value
+
+
+class LinearWarmup(BetaSchedule):
+    """β rises linearly from ``start`` at step 0 to ``end`` at step ``steps``, then stays at ``end``."""
+
+    def __init__(self, *, start: float = 0.0, end: float = 1.0, steps: int = 10_000) -> None:
+        super().__init__()
+        non_negative("LinearWarmup start", start)
+        non_negative("LinearWarmup end", end)
+        positive_int("LinearWarmup steps", steps)
+        self.start, self.end, self.steps = start, end, steps
+
+    def beta(self, step: int) -> float:
+        return self.start + (self.end - self.start) * min(step, self.steps) / self.steps
+
+
+class Cyclical(BetaSchedule):
+    """Cyclical annealing (Fu et al. 2019): ``total_steps`` split into ``cycles`` cycles; in each, β rises
+    linearly from 0 to ``beta`` over the first ``ramp`` fraction and stays there. After ``total_steps``, β."""
+
+    def __init__(self, *, beta: float = 1.0, total_steps: int = 10_000, cycles: int = 4, ramp: float = 0.5) -> None:
+        super().__init__()
+        non_negative("Cyclical beta", beta)
+        positive_int("Cyclical total_steps", total_steps)
+        positive_int("Cyclical cycles", cycles)
+        if not 0 < ramp <= 1:
+            raise ConfigError(f"Cyclical ramp (the rising fraction of each cycle) must be in (0, 1], got {ramp}")
+        self.value, self.total_steps, self.cycles, self.ramp = beta, total_steps, cycles, ramp
+
+    def beta(self, step: int) -> float:
+        if step >= self.total_steps:
+            return self.value
+        period = self.total_steps / self.cycles
+        position = (step % period) / period  # in [0, 1)
+        return self.value * min(1.0, position / self.ramp)
+
+
+class Capacity(Weighting):
+    """γ·|KL − C(t)| + recon on batch means, C rising linearly from 0 to ``max_capacity`` nats over
+    ``steps`` steps (Burgess et al. 2018). The KL weight logged is γ·sign(KL − C)."""
+
+    def __init__(self, *, gamma: float = 1000.0, max_capacity: float = 25.0, steps: int = 100_000) -> None:
+        super().__init__()
+        non_negative("Capacity gamma", gamma)
+        non_negative("Capacity max_capacity", max_capacity)
+        positive_int("Capacity steps", steps)
+        self.gamma, self.max_capacity, self.steps = gamma, max_capacity, steps
+
+    def capacity(self, step: int) -> float:
+        return self.max_capacity * min(step, self.steps) / self.steps
+
+    def forward(
+        self, log_px: Tensor, kl: Tensor, kl_per_dim: Tensor | None, *, step: int, training: bool
+    ) -> WeightedLoss:
+        c = self.capacity(step)
+        gap = kl.mean() - c
+        weight = self.gamma * float(torch.sign(gap.detach()))
+        return WeightedLoss(loss=-log_px.mean() + self.gamma * gap.abs(), kl_weight=weight, extras={"capacity": c})
+
+
+class FreeBits(Weighting):
+    """Free bits (Kingma et al. 2016): β(t)·Σ_g max(λ, KL_g), KL_g the batch mean of the KL of group g of
+    ``group_size`` consecutive latent dimensions (1: each dimension). A group below its floor λ (nats)
+    gets no gradient from the KL term, so the floor is "free". Needs a prior that factorises."""
+
+    def __init__(self, *, floor: float = 0.5, group_size: int = 1, beta: BetaSchedule | None = None) -> None:
+        super().__init__()
+        non_negative("FreeBits floor", floor)
+        positive_int("FreeBits group_size", group_size)
+        self.floor, self.group_size = floor, group_size
+        self.schedule = beta if beta is not None else Constant(beta=1.0)
+
+    def forward(
+        self, log_px: Tensor, kl: Tensor, kl_per_dim: Tensor | None, *, step: int, training: bool
+    ) -> WeightedLoss:
+        if kl_per_dim is None:
+            raise ConfigError("FreeBits needs the KL per latent dimension; this prior has none: use a factorised prior")
+        if kl_per_dim.shape[-1] % self.group_size:
+            raise ConfigError(
+                f"FreeBits group_size {self.group_size} must divide the latent size {kl_per_dim.shape[-1]}"
+            )
+        groups = reduce(kl_per_dim, "b (g k) -> g", "mean", k=self.group_size) * self.group_size  # batch mean
+        beta = self.schedule.beta(step)
+        free = groups.clamp_min(self.floor)  # max(λ, KL_g): the gradient is zero where the floor wins
+        extras = {"free_bits_active": float((groups < self.floor).float().mean())}
+        return WeightedLoss(loss=-log_px.mean() + beta * free.sum(), kl_weight=beta, extras=extras)
+
+
+class GECO(Weighting):
+    """GECO (Rezende & Viola 2018): minimise the KL subject to recon ≤ ``target`` (nats per example).
+
+    The Lagrangian KL + λ·(recon − target), divided by λ, is minimised as recon + KL/λ; the constraint
+    C = recon − target is averaged over steps, C̄ ← α·C̄ + (1 − α)·C, and the multiplier follows
+    λ ← λ·exp(ν·C̄): up while the reconstruction is worse than the target (less weight on the KL), down
+    once it is better. λ and C̄ are buffers, saved in checkpoints; validation never updates them.
+    The KL weight logged is 1/λ.
+    """
+
+    def __init__(
+        self, *, target: float, alpha: float = 0.99, step_size: float = 1e-3, initial_multiplier: float = 1.0
+    ) -> None:
+        super().__init__()
+        if not 0 <= alpha < 1:
+            raise ConfigError(f"GECO alpha (the moving-average factor) must be in [0, 1), got {alpha}")
+        if not step_size > 0 or not initial_multiplier > 0:
+            raise ConfigError("GECO step_size and initial_multiplier must be positive")
+        self.target, self.alpha, self.step_size = target, alpha, step_size
+        self.register_buffer("multiplier", torch.tensor(float(initial_multiplier)))
+        self.register_buffer("constraint_average", torch.tensor(0.0))
+        self.register_buffer("updates", torch.tensor(0))
+
+    def forward(
+        self, log_px: Tensor, kl: Tensor, kl_per_dim: Tensor | None, *, step: int, training: bool
+    ) -> WeightedLoss:
+        recon = -log_px.mean()
+        if training:
+            with torch.no_grad():
+                constraint = recon.detach() - self.target
+                moving = self.alpha * self.constraint_average + (1 - self.alpha) * constraint
+                average = torch.where(self.updates == 0, constraint, moving)  # starts at the first value, not 0
+                self.constraint_average.copy_(average)
+                self.multiplier.mul_(torch.exp(self.step_size * average)).clamp_(1e-6, 1e6)
+                self.updates += 1
+        weight = 1.0 / float(self.multiplier)
+        extras = {"geco_multiplier": float(self.multiplier), "geco_constraint": float(self.constraint_average)}
+        return WeightedLoss(loss=recon + weight * kl.mean(), kl_weight=weight, extras=extras)
