@@ -4,6 +4,7 @@ KL playground.
 vae fit --config configs/quickstart.yaml --model.latent_dim 32
 vae fit --help
 vae fit --config configs/quickstart.yaml --print_config
+vae compare --config configs/quickstart.yaml --study configs/studies/weightings.yaml
 vae kl-demo --out runs/kl_demo
 """
 
@@ -157,7 +158,7 @@ def cli(args: list[str] | None = None) -> VAECLI:
         parser_class=Parser,
         parser_kwargs={
             "description": "Train and evaluate variational autoencoders (LightningCLI). "
-            "Also: vae kl-demo, the KL playground (vae kl-demo --help)."
+            "Also: vae compare, a study of KL weightings (vae compare --help), and vae kl-demo, the KL playground."
         },
         auto_configure_optimizers=False,  # the optimizer is model.optimizer: one place, not two
         save_config_callback=RunConfig,
@@ -178,6 +179,11 @@ def main(argv: list[str] | None = None) -> None:
         from vae.playground import main as kl_demo
 
         kl_demo(args[1:])
+        return
+    if args[:1] == ["compare"]:
+        from vae.compare import main as compare
+
+        compare(args[1:])
         return
     try:
         cli(argv)

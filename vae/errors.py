@@ -1,5 +1,6 @@
 """Errors that are the user's to fix. The ``vae`` command prints them as one line and exits non-zero."""
 
+import argparse
 import sys
 from typing import NoReturn
 
@@ -20,3 +21,10 @@ def exit_with_error(message: str, *, command: str = "vae") -> NoReturn:
     """Print ``error: ...`` as one line on stderr and exit with status 2."""
     print(f"error: {' '.join(message.split())} (see {command} --help)", file=sys.stderr)
     sys.exit(2)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports bad arguments as one line (``exit_with_error``) rather than a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        exit_with_error(message, command=self.prog)

@@ -12,19 +12,17 @@ Everything is seeded and runs in seconds on a CPU, in float64.
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 
 import torch
 from torch import Tensor
 from torch.distributions import Categorical, Independent, MixtureSameFamily, MultivariateNormal, Normal
 from torch.distributions import kl_divergence as torch_kl
 
-from vae.errors import exit_with_error
+from vae.errors import ArgumentParser
 from vae.kl import categorical_kl, diagonal_gaussian_kl, full_gaussian_kl, kl_divergence, monte_carlo_kl
 
 F64 = torch.float64
@@ -390,13 +388,8 @@ def report(result: Playground) -> str:
     return "\n".join(lines)
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        exit_with_error(message, command=self.prog)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = Parser(
+    parser = ArgumentParser(
         prog="vae kl-demo",
         description="The KL playground: forward vs reverse KL, Monte Carlo vs closed form, "
         "maximum likelihood = forward KL, and worked numbers; writes PNG figures and prints the numbers.",

@@ -57,9 +57,17 @@ class RunHistory:
 
     series: dict[str, list[tuple[int, object]]] = field(default_factory=dict)
     config: dict[str, object] = field(default_factory=dict)
+    group: str = ""  # the W&B run group
+    name: str = ""  # the W&B run's display name
 
     def values(self, key: str) -> list:
         return [value for _, value in self.series.get(key, [])]
+
+    def curve(self, key: str, x: str = "trainer/global_step") -> tuple[list[float], list[float]]:
+        """(x, value) pairs of ``key`` for the rows that logged both, e.g. a metric against the global step."""
+        xs = dict(self.series.get(x, []))
+        pairs = [(xs[row], value) for row, value in self.series.get(key, []) if row in xs]
+        return [float(a) for a, _ in pairs], [float(b) for _, b in pairs]
 
 
 def read_history(path: str | Path) -> RunHistory:
@@ -75,6 +83,9 @@ def read_history(path: str | Path) -> RunHistory:
                     history.series.setdefault(key, []).append((step, value))
         elif kind == "config":
             history.config.update(nested_items(record.config.update))
+        elif kind == "run":
+            history.group = record.run.run_group or history.group
+            history.name = record.run.display_name or history.name
     return history
 
 

@@ -1,0 +1,336 @@
+"""``vae compare``: one run per KL weighting, everything else equal, then a table and the rate–distortion picture.
+
+    vae compare --config configs/quickstart.yaml --study configs/studies/weightings.yaml --out runs/compare/w
+    vae compare --config configs/quickstart.yaml --weighting 'beta4=Constant(beta=4)' \\
+                --weighting 'warmup=LinearWarmup(steps=300)' --name quick --out runs/compare/quick
+    vae compare ... --sweep          # write a W&B sweep for `wandb agent` on any number of machines instead
+
+A study file names the study, optionally the base config and extra arguments for every run, and the
+weightings (run name → class_path/init_args, as under ``model.weighting``):
+
+    name: weightings
+    config: configs/quickstart.yaml
+    args: [--trainer.max_epochs, "20"]
+    weightings:
+      beta-1: {class_path: vae.weighting.Constant, init_args: {beta: 1.0}}
+      warmup: {class_path: vae.weighting.LinearWarmup, init_args: {steps: 600}}
+
+Each run is the real ``vae fit`` in its own process (same seed, data and budget), logged to W&B in one group
+named after the study. The output folder gets ``results.csv``, ``results.md``, ``rate_distortion.png``,
+``kl_per_dimension.png``, ``training_curves.png``, the runs (``runs/``) and their logs (``logs/``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from vae.errors import ArgumentParser, ConfigError, UserError, exit_with_error
+from vae.wandb_offline import RunHistory, read_history
+
+Weighting = dict[str, object]  # {"class_path": ..., "init_args": {...}}
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    config: Path
+    weightings: dict[str, Weighting]
+    args: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One run's final validation numbers (nats per example) and where it lives."""
+
+    name: str
+    weighting: str
+    recon: float
+    kl: float
+    elbo: float
+    active_units: float
+    wall_time: float
+    kl_per_dim: list[float]
+    run_file: Path
+
+
+FLAG = re.compile(r"^\s*([\w.\-]+)\s*=\s*([\w.]+)\s*\((.*)\)\s*$")
+
+
+def parse_weighting_flag(text: str) -> tuple[str, Weighting]:
+    """``name=Class(key=value, ...)`` → (name, {"class_path": ..., "init_args": {...}}); values are YAML."""
+    match = FLAG.match(text)
+    if match is None:
+        raise ConfigError(f"--weighting {text!r} is not NAME=Class(key=value, ...), e.g. 'beta4=Constant(beta=4)'")
+    name, cls, args = match.groups()
+    init_args = {}
+    for part in filter(None, (p.strip() for p in args.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise ConfigError(f"--weighting {text!r}: {part!r} is not key=value")
+        init_args[key.strip()] = yaml.safe_load(value)
+    class_path = cls if "." in cls else f"vae.weighting.{cls}"
+    return name, {"class_path": class_path, "init_args": init_args}
+
+
+def load_study(path: Path | None, *, config: Path | None, flags: Sequence[str], name: str | None) -> Study:
+    """The study from a file and/or flags; flags add to (or replace) the file's weightings."""
+    data: dict = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"cannot read the study file {path}: {' '.join(str(error).split())}") from error
+        if not isinstance(data, dict) or not isinstance(data.get("weightings", {}), dict):
+            raise ConfigError(f"{path} must be a mapping with a 'weightings' mapping of run name → weighting")
+    weightings = dict(data.get("weightings", {}))
+    weightings.update(parse_weighting_flag(flag) for flag in flags)
+    if len(weightings) < 1:
+        raise ConfigError("no weightings to compare: give --study FILE or --weighting NAME=Class(...)")
+    base = config or (find_beside(Path(data["config"]), path) if "config" in data and path else None)
+    if base is None:
+        raise ConfigError("no base config: give --config FILE (or 'config:' in the study file)")
+    if not base.is_file():
+        raise ConfigError(f"the base config {base} does not exist")
+    study_name = name or data.get("name") or (path.stem if path else "study")
+    return Study(name=str(study_name), config=base, weightings=weightings, args=[str(a) for a in data.get("args", [])])
+
+
+def find_beside(config: Path, study_file: Path) -> Path:
+    """A study file's ``config:``: relative to the current folder, else to the study file's folder or a parent
+    of it (so ``configs/quickstart.yaml`` works from the repository root and from anywhere else)."""
+    if config.is_absolute() or config.is_file():
+        return config
+    for folder in study_file.resolve().parents:
+        if (folder / config).is_file():
+            return folder / config
+    return config
+
+
+def vae_command() -> list[str]:
+    script = Path(sys.executable).with_name("vae")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "vae.cli"]
+
+
+def fit_command(study: Study, name: str, weighting: Weighting, out: Path, run_id: str) -> list[str]:
+    """The ``vae fit`` command of one run: the base config, the study's arguments, the weighting, W&B."""
+    return [
+        *vae_command(),
+        "fit",
+        "--config",
+        str(study.config),
+        *study.args,
+        "--model.weighting",
+        json.dumps(weighting),
+        "--trainer.default_root_dir",
+        str(out / "runs"),
+        "--trainer.logger.init_args.save_dir",
+        str(out / "runs"),
+        "--trainer.logger.init_args.group",
+        study.name,
+        "--trainer.logger.init_args.name",
+        name,
+        "--trainer.logger.init_args.id",
+        run_id,
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
+
+
+def run_one(study: Study, name: str, weighting: Weighting, out: Path, gpu: int | None) -> RunResult:
+    run_id = f"{re.sub(r'[^a-z0-9]+', '-', f'{study.name}-{name}'.lower())}-{uuid.uuid4().hex[:6]}"
+    env = dict(os.environ)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    log = out / "logs" / f"{name}.log"
+    start = time.perf_counter()
+    with open(log, "w") as f:
+        code = subprocess.run(
+            fit_command(study, name, weighting, out, run_id), stdout=f, stderr=subprocess.STDOUT, env=env
+        ).returncode
+    wall = time.perf_counter() - start
+    if code != 0:
+        lines = log.read_text().strip().splitlines()
+        raise UserError(f"run {name!r} failed (exit {code}): {lines[-1] if lines else 'no output'}; its log: {log}")
+    (run_file,) = (out / "runs" / "wandb").glob(f"*run-*-{run_id}/run-{run_id}.wandb")
+    return summarise(name, weighting, read_history(run_file), wall, run_file)
+
+
+def summarise(name: str, weighting: Weighting, history: RunHistory, wall: float, run_file: Path) -> RunResult:
+    def last(key: str) -> float:
+        values = history.values(key)
+        if not values:
+            raise UserError(f"run {name!r} logged no {key}: it needs at least one validation epoch")
+        return float(values[-1])
+
+    dims = sorted(k for k in history.series if k.startswith("val/kl_dim/"))
+    init_args = ", ".join(f"{k}={v}" for k, v in dict(weighting.get("init_args") or {}).items())
+    return RunResult(
+        name=name,
+        weighting=f"{str(weighting['class_path']).rsplit('.', 1)[-1]}({init_args})",
+        recon=last("val/recon"),
+        kl=last("val/kl"),
+        elbo=last("val/elbo"),
+        active_units=last("val/active_units"),
+        wall_time=wall,
+        kl_per_dim=[last(k) for k in dims],
+        run_file=run_file,
+    )
+
+
+def run_study(study: Study, out: Path, *, jobs: int = 1, gpus: int = 0) -> list[RunResult]:
+    """Every run, one after another (jobs=1) or ``jobs`` at a time, spread over ``gpus`` GPUs if any."""
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    names = list(study.weightings)
+
+    def launch(index: int) -> RunResult:
+        name = names[index]
+        print(f"[{index + 1}/{len(names)}] {name}: {json.dumps(study.weightings[name])}", flush=True)
+        result = run_one(study, name, study.weightings[name], out, index % gpus if gpus else None)
+        numbers = f"ELBO {result.elbo:.2f}, recon {result.recon:.2f}, KL {result.kl:.2f}"
+        print(f"    {name}: {numbers} ({result.wall_time:.0f} s)", flush=True)
+        return result
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(launch, range(len(names))))
+
+
+COLUMNS = ("name", "weighting", "recon", "kl", "elbo", "active_units", "wall_time")
+
+
+def write_tables(results: list[RunResult], out: Path) -> None:
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(COLUMNS)
+        for r in results:
+            row = asdict(r)
+            writer.writerow([row[c] if isinstance(row[c], str) else f"{row[c]:.4f}" for c in COLUMNS])
+    lines = [
+        "| run | weighting | recon (nats) | KL (nats) | ELBO (nats) | active units | wall time (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        numbers = f"{r.recon:.2f} | {r.kl:.2f} | {r.elbo:.2f} | {r.active_units:.0f} | {r.wall_time:.0f}"
+        lines.append(f"| {r.name} | `{r.weighting}` | {numbers} |")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+
+
+def plot(results: list[RunResult], out: Path, study: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # Rate–distortion: KL (rate) against recon (distortion); −ELBO = recon + KL is constant on lines of slope −1.
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    kls, recons = [r.kl for r in results], [r.recon for r in results]
+    span = max(max(kls) - min(kls), max(recons) - min(recons), 1.0)
+    x0, x1 = max(0.0, min(kls) - 0.3 * span), max(kls) + 0.3 * span
+    y0, y1 = min(recons) - 0.3 * span, max(recons) + 0.3 * span
+    for level in sorted({round(r.recon + r.kl) for r in results}):
+        ax.plot([x0, x1], [level - x0, level - x1], ls=":", color="0.7", lw=1)
+        x = min(x1, level - y0)  # where the line leaves the plot, so the label stays inside
+        ax.annotate(f"−ELBO {level}", (x, level - x), fontsize=7, color="0.5", ha="right", va="bottom")
+    for r in results:
+        ax.scatter(r.kl, r.recon, s=40, zorder=3)
+        ax.annotate(r.name, (r.kl, r.recon), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.set(xlim=(x0, x1), ylim=(y0, y1), xlabel="rate: KL (nats)", ylabel="distortion: recon NLL (nats)")
+    ax.set_title(f"{study}: rate–distortion (final validation)")
+    fig.tight_layout()
+    fig.savefig(out / "rate_distortion.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in results:
+        if r.kl_per_dim:
+            ax.plot(range(len(r.kl_per_dim)), sorted(r.kl_per_dim, reverse=True), marker="o", ms=3, label=r.name)
+    ax.set(xlabel="latent dimension (sorted by KL)", ylabel="KL (nats)", title=f"{study}: KL per latent dimension")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "kl_per_dimension.png", dpi=120)
+    plt.close(fig)
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    for r in results:
+        history = read_history(r.run_file)
+        top.plot(*history.curve("train/recon"), lw=1, label=r.name)
+        bottom.plot(*history.curve("train/kl"), lw=1, label=r.name)
+    top.set(ylabel="train recon (nats)", title=f"{study}: training curves")
+    bottom.set(xlabel="step", ylabel="train KL (nats, raw)")
+    top.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "training_curves.png", dpi=120)
+    plt.close(fig)
+
+
+def sweep_config(study: Study) -> dict:
+    """A W&B grid sweep over the study's weightings: `wandb sweep` it, then `wandb agent` on any machine."""
+    base = [
+        "vae",
+        "fit",
+        "--config",
+        str(study.config.resolve()),
+        *study.args,
+        "--trainer.logger.init_args.group",
+        study.name,
+        "${args}",
+    ]
+    return {
+        "name": study.name,
+        "method": "grid",
+        "metric": {"name": "val/elbo", "goal": "maximize"},
+        "parameters": {"model.weighting": {"values": [json.dumps(w) for w in study.weightings.values()]}},
+        "command": base,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = ArgumentParser(prog="vae compare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=Path, help="the base config every run starts from")
+    parser.add_argument("--study", type=Path, help="a YAML file listing the weightings (see vae/compare.py)")
+    parser.add_argument("--weighting", action="append", default=[], help="NAME=Class(key=value, ...); repeatable")
+    parser.add_argument("--name", help="the study's name (the W&B group); default: the study file's name")
+    parser.add_argument("--out", type=Path, help="output folder (default: runs/compare/<name>); must be new or empty")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1); spread over the GPUs")
+    parser.add_argument("--sweep", action="store_true", help="write sweep.yaml for W&B agents instead of running")
+    parser.add_argument(
+        "args", nargs="*", help="extra arguments for every run, after --, e.g. -- --trainer.max_epochs 5"
+    )
+    args = parser.parse_args(argv)
+    try:
+        study = load_study(args.study, config=args.config, flags=args.weighting, name=args.name)
+        study = Study(study.name, study.config, study.weightings, [*study.args, *args.args])
+        out = args.out or Path("runs") / "compare" / study.name
+        if out.exists() and any(out.iterdir()):
+            raise ConfigError(f"{out} already holds files: choose another --out (nothing was overwritten)")
+        if args.jobs < 1:
+            raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+        out.mkdir(parents=True, exist_ok=True)
+        if args.sweep:
+            (out / "sweep.yaml").write_text(yaml.safe_dump(sweep_config(study), sort_keys=False))
+            print(
+                f"W&B sweep written to {out / 'sweep.yaml'}: run `wandb sweep {out / 'sweep.yaml'}`, then "
+                "`wandb agent <the sweep id it prints>` on each machine"
+            )
+            return
+        import torch
+
+        results = run_study(study, out, jobs=args.jobs, gpus=torch.cuda.device_count())
+        write_tables(results, out)
+        plot(results, out, study.name)
+    except UserError as error:
+        exit_with_error(str(error), command="vae compare")
+    print((out / "results.md").read_text().rstrip())
+    print(f"table, plots and runs in {out} (W&B group {study.name!r})")
