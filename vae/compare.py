@@ -239,13 +239,19 @@ def plot(results: list[RunResult], out: Path, study: str) -> None:
     span = max(max(kls) - min(kls), max(recons) - min(recons), 1.0)
     x0, x1 = max(0.0, min(kls) - 0.3 * span), max(kls) + 0.3 * span
     y0, y1 = min(recons) - 0.3 * span, max(recons) + 0.3 * span
-    for level in sorted({round(r.recon + r.kl) for r in results}):
+    levels: list[float] = []
+    for level in sorted(r.recon + r.kl for r in results):  # one dotted line per distinct −ELBO
+        if levels and level - levels[-1] < 0.04 * span:
+            continue
+        levels.append(level)
         ax.plot([x0, x1], [level - x0, level - x1], ls=":", color="0.7", lw=1)
-        x = min(x1, level - y0)  # where the line leaves the plot, so the label stays inside
-        ax.annotate(f"−ELBO {level}", (x, level - x), fontsize=7, color="0.5", ha="right", va="bottom")
+        x = max(x0, level - y1)  # where the line enters the plot (left edge or top), so the label is inside
+        ax.annotate(
+            f"−ELBO {level:.1f}", (x, level - x), fontsize=7, color="0.5", xytext=(3, -10), textcoords="offset points"
+        )
     for r in results:
-        ax.scatter(r.kl, r.recon, s=40, zorder=3)
-        ax.annotate(r.name, (r.kl, r.recon), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        ax.scatter(r.kl, r.recon, s=45, zorder=3, label=f"{r.name}: ELBO {r.elbo:.2f}")
+    ax.legend(fontsize=8, loc="upper right")
     ax.set(xlim=(x0, x1), ylim=(y0, y1), xlabel="rate: KL (nats)", ylabel="distortion: recon NLL (nats)")
     ax.set_title(f"{study}: rate–distortion (final validation)")
     fig.tight_layout()
