@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from einops import rearrange, repeat
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
@@ -19,6 +20,23 @@ from vae.priors import Prior, StandardNormal
 
 
 @dataclass(frozen=True)
+class LogWeights:
+    """For K samples z_k ~ q(z|x) of each example: log p(x|z_k), log p(z_k) and log q(z_k|x), each (K, b).
+
+    Their combination log w_k = log p(x|z_k) + log p(z_k) − log q(z_k|x) is the log importance weight:
+    E_q[w] = p(x), which the IWAE bound and the importance-weighted log-likelihood are built on.
+    """
+
+    log_px: Tensor
+    log_pz: Tensor
+    log_qz: Tensor
+
+    @property
+    def log_w(self) -> Tensor:
+        return self.log_px + self.log_pz - self.log_qz
+
+
+@dataclass(frozen=True)
 class VAEOutput:
     """One forward pass: the posterior's moments, the regularizer's output, the decoder's output and
     log p(x|z) per example (b,), in nats summed over pixels."""
@@ -27,6 +45,11 @@ class VAEOutput:
     latent: Regularized
     params: Tensor
     log_px: Tensor
+
+
+def as_unit(x: Tensor) -> Tensor:
+    """Images as floats in [0, 1]: uint8 pixels k become k/255, floats pass unchanged."""
+    return x.float() / 255.0 if x.dtype == torch.uint8 else x
 
 
 class VAE(nn.Module):
@@ -82,12 +105,24 @@ class VAE(nn.Module):
 
     def forward(self, x: Tensor) -> VAEOutput:
         """x: images (b, c, h, w), floats in [0, 1] or uint8 (read as k/255)."""
-        if x.dtype == torch.uint8:
-            x = x.float() / 255.0
+        x = as_unit(x)
         moments = self.encoder(x)
         latent = self.regularizer(moments.distribution(), self.prior_distribution())
         params = self.decoder(latent.z)  # (b, c, h, w)
         return VAEOutput(moments=moments, latent=latent, params=params, log_px=self.likelihood.log_prob(params, x))
+
+    def log_weights(self, x: Tensor, num_samples: int) -> LogWeights:
+        """log p(x|z_k), log p(z_k), log q(z_k|x) for ``num_samples`` reparameterised z_k ~ q(z|x) per example."""
+        x = as_unit(x)
+        posterior = self.encoder(x).distribution()  # batch (b,), event (d,)
+        z = posterior.rsample(torch.Size([num_samples]))  # (k, b, d)
+        params = self.decoder(rearrange(z, "k b d -> (k b) d"))
+        log_px = self.likelihood.log_prob(params, repeat(x, "b c h w -> (k b) c h w", k=num_samples))
+        return LogWeights(
+            log_px=rearrange(log_px, "(k b) -> k b", k=num_samples),
+            log_pz=self.prior_distribution().log_prob(z),
+            log_qz=posterior.log_prob(z),
+        )
 
     @torch.no_grad()
     def sample(self, z: Tensor) -> Tensor:

@@ -30,12 +30,13 @@ from pytorch_lightning.utilities import AttributeDict
 from torch import Tensor
 
 from vae.data import Batch
+from vae.errors import ConfigError
 from vae.evaluation import LatentStatistics
 from vae.kl import KLEstimator
 from vae.likelihoods import Bernoulli, Likelihood
 from vae.model import VAE
 from vae.nets import ConvNet, Network
-from vae.objectives import elbo_terms
+from vae.objectives import elbo_terms, iwae_bound
 from vae.priors import Prior, StandardNormal
 from vae.weighting import Constant, Weighting
 
@@ -57,6 +58,8 @@ class VAEModule(pl.LightningModule):
     latent_dim, network, likelihood, prior, kl_estimator, kl_samples: see ``vae.model.VAE``.
     weighting: how the KL enters the loss at each step (``vae.weighting``): a constant β by default
         (``--model.weighting.beta 4`` for the β-VAE), warm-up, cyclical, capacity, free bits, GECO.
+    importance_samples: K > 1 trains on the IWAE bound with K importance samples (logged as
+        ``{stage}/iwae``; recon, kl and elbo are still logged from a single-sample pass); 1 is the ELBO.
     optimizer: called with the parameters; Adam with lr 1e-3 by default.
     """
 
@@ -71,13 +74,22 @@ class VAEModule(pl.LightningModule):
         kl_estimator: KLEstimator = "auto",
         kl_samples: int = 1,
         weighting: Weighting = lazy_instance(Constant, beta=1.0),
+        importance_samples: int = 1,
         optimizer: OptimizerCallable = torch.optim.Adam,
     ) -> None:
         super().__init__()
         # Plain objects, not LightningCLI's lazy defaults, so the hyperparameters in a checkpoint load back.
         network, likelihood, prior, weighting = (concrete(x) for x in (network, likelihood, prior, weighting))
+        if importance_samples < 1:
+            raise ConfigError(f"importance_samples must be at least 1, got {importance_samples}")
+        if importance_samples > 1 and not (isinstance(weighting, Constant) and weighting.value == 1.0):
+            raise ConfigError(
+                "the IWAE bound (importance_samples > 1) is its own objective: use the default weighting "
+                "Constant(beta=1.0) with it"
+            )
         self.save_hyperparameters()
         self.weighting = weighting
+        self.importance_samples = importance_samples
         self.optimizer = optimizer
         self.vae = VAE(
             image_shape=image_shape,
@@ -106,6 +118,10 @@ class VAEModule(pl.LightningModule):
             out.log_px, out.latent.kl, out.latent.kl_per_dim, step=self.global_step, training=stage == "train"
         )
         metrics = {"recon": -terms.log_px, "kl": terms.kl, "elbo": terms.elbo, "loss": weighted.loss}
+        if self.importance_samples > 1:  # the IWAE bound is the objective; recon, kl, elbo are still logged
+            weights = self.vae.log_weights(x, self.importance_samples)
+            iwae = iwae_bound(weights.log_px, weights.log_pz, weights.log_qz).bound.mean()
+            metrics |= {"iwae": iwae, "loss": -iwae}
         per_step = stage == "train"
         for name, value in metrics.items():
             self.log(
@@ -122,7 +138,7 @@ class VAEModule(pl.LightningModule):
             self.log_dict({f"train/{name}": value for name, value in extras.items()}, on_step=True, on_epoch=False)
         else:
             self.latent_stats[stage].update(out.moments.mean, out.latent.kl_per_dim)
-        return weighted.loss
+        return metrics["loss"]
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self._common_step(batch, "train")

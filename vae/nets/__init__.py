@@ -2,10 +2,11 @@
 
 from vae.nets.common import LOGVAR_BOUND, GaussianHead, GaussianMoments, Network
 from vae.nets.conv import ConvDecoder, ConvEncoder, ConvNet
-from vae.nets.mlp import MLPDecoder, MLPEncoder, MLPNet
+from vae.nets.mlp import LinearNet, MLPDecoder, MLPEncoder, MLPNet
 
 __all__ = [
     "LOGVAR_BOUND",
+    "LinearNet",
     "ConvDecoder",
     "ConvEncoder",
     "ConvNet",

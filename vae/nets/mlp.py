@@ -63,3 +63,37 @@ class MLPNet(Network):
 
     def decoder(self, *, image_shape: tuple[int, int, int], latent_dim: int) -> MLPDecoder:
         return MLPDecoder(image_shape=image_shape, latent_dim=latent_dim, hidden_dims=self.hidden_dims)
+
+
+class LinearEncoder(nn.Module):
+    def __init__(self, *, image_shape: tuple[int, int, int], latent_dim: int) -> None:
+        super().__init__()
+        check_shape(image_shape=image_shape, latent_dim=latent_dim)
+        self.head = GaussianHead(in_features=math.prod(image_shape), latent_dim=latent_dim)
+
+    def forward(self, x: Tensor) -> GaussianMoments:
+        return self.head(rearrange(x, "b c h w -> b (c h w)"))
+
+
+class LinearDecoder(nn.Module):
+    def __init__(self, *, image_shape: tuple[int, int, int], latent_dim: int) -> None:
+        super().__init__()
+        check_shape(image_shape=image_shape, latent_dim=latent_dim)
+        self.image_shape = image_shape
+        self.linear = nn.Linear(latent_dim, math.prod(image_shape))  # x = W z + b
+
+    def forward(self, z: Tensor) -> Tensor:
+        c, h, w = self.image_shape
+        return rearrange(self.linear(z), "b (c h w) -> b c h w", c=c, h=h, w=w)
+
+
+@dataclass(frozen=True)
+class LinearNet(Network):
+    """A linear encoder and decoder. With the Gaussian likelihood (fixed σ) and the N(0, I) prior the model
+    is probabilistic PCA, x ~ N(b, W Wᵀ + σ² I): its log p(x) is exact, a reference for the estimators."""
+
+    def encoder(self, *, image_shape: tuple[int, int, int], latent_dim: int) -> LinearEncoder:
+        return LinearEncoder(image_shape=image_shape, latent_dim=latent_dim)
+
+    def decoder(self, *, image_shape: tuple[int, int, int], latent_dim: int) -> LinearDecoder:
+        return LinearDecoder(image_shape=image_shape, latent_dim=latent_dim)
