@@ -1,6 +1,8 @@
 """The real `vae` command: a short training run read back from its W&B run file, --help,
 --print_config, and bad input."""
 
+import json
+import math
 import os
 import subprocess
 from pathlib import Path
@@ -63,6 +65,40 @@ def test_wandb_run_file_holds_separate_raw_terms_and_images(fit_run):
     for name in ("samples", "reconstructions"):
         images = history.values(f"val/images/{name}")
         assert len(images) == 2 and images[0]["_type"] == "images/separated"
+
+
+def test_evaluate_a_checkpoint_writes_json_pictures_and_the_wandb_summary(fit_run):
+    tmp_path, _ = fit_run
+    (run,) = (tmp_path / "runs" / "vae").iterdir()
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}
+    args = ["evaluate", str(checkpoint), "--samples", "20", "--chunk", "8", "--limit", "2", "--images"]
+    result = run_vae(args, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "log p(x), importance-weighted, K=20" in result.stdout
+    numbers = json.loads((run / "checkpoints" / "last.test.k20.json").read_text())
+    assert numbers["num_examples"] == 200 and numbers["split"] == "test"
+    assert numbers["log_likelihood"] >= numbers["elbo"] - 1.0  # a tighter bound, up to noise
+    assert numbers["bits_per_dim"] == pytest.approx(-numbers["log_likelihood"] / (784 * math.log(2)))
+    for name in ("samples", "reconstructions", "traversals", "interpolations"):
+        assert (run / "checkpoints" / "last.test.k20" / f"{name}.png").stat().st_size > 1000
+    summaries = [read_history(f).summary for f in (tmp_path / "runs" / "wandb").glob(f"*-{run.name}/run-*.wandb")]
+    assert any(s.get("eval/test/log_likelihood") == pytest.approx(numbers["log_likelihood"]) for s in summaries)
+    again = run_vae(args, cwd=tmp_path, env=env)  # a second evaluation never overwrites the first
+    assert again.returncode == 0 and (run / "checkpoints" / "last.test.k20.2.json").is_file()
+
+
+def test_evaluate_bad_input(tmp_path, offline_env):
+    missing = run_vae(["evaluate", str(tmp_path / "none.ckpt")], cwd=tmp_path, env=offline_env)
+    assert missing.returncode == 2 and missing.stderr.strip().splitlines() == [
+        f"error: checkpoint {tmp_path / 'none.ckpt'} does not exist (see vae evaluate --help)"
+    ]
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "config.yaml").write_text("data: {class_path: vae.data.EmbeddedMNIST}\n")
+    (tmp_path / "run" / "checkpoints" / "bad.ckpt").write_bytes(b"not a checkpoint")
+    bad = run_vae(["evaluate", str(tmp_path / "run" / "checkpoints" / "bad.ckpt")], cwd=tmp_path, env=offline_env)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "cannot load the checkpoint" in bad.stderr
 
 
 def test_a_prior_without_closed_form_trains_and_its_run_says_kl_estimator_mc(tmp_path, offline_env):

@@ -1,4 +1,4 @@
-"""Callbacks: image grids of samples and reconstructions, to PNG files and to W&B, rank zero only."""
+"""Callbacks: the pictures of ``vae.pictures`` during training, to PNG files and to W&B, rank zero only."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from einops import rearrange
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 from torch import Tensor
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import save_image
 
+from vae import pictures
 from vae.errors import ConfigError
 
 
@@ -29,26 +29,38 @@ def run_dir(trainer: pl.Trainer) -> Path:
 
 
 class ImageGrids(pl.Callback):
-    """After every validation epoch, draws samples from the prior p(z) and reconstructions of a fixed
-    validation batch, and writes them to ``<run>/images/{samples,reconstructions}_epochNNN.png`` and to
-    W&B under ``val/images/samples`` and ``val/images/reconstructions``.
+    """Every ``every_n_epochs`` validation epochs, draws the pictures of ``vae.pictures`` (samples from the
+    prior with fixed noise, reconstructions of a fixed validation batch, latent traversals of the most
+    informative dimensions, interpolations) to ``<run>/images/<name>_epochNNN.png`` and to W&B under
+    ``val/images/<name>``. Rank zero only.
 
-    num_samples: images in the sample grid (from fixed prior noise, so epochs are comparable).
+    num_samples: images in the sample grid (from fixed prior noise, so epochs are comparable); a square
+        number fills the grid.
     num_reconstructions: validation images shown, each above its reconstruction.
     nrow: images per row.
-    seed: the seed of that noise.
+    seed: the seed of the prior noise.
+    every_n_epochs: the interval, in validation epochs.
     """
 
-    def __init__(self, *, num_samples: int = 64, num_reconstructions: int = 32, nrow: int = 8, seed: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        num_samples: int = 64,
+        num_reconstructions: int = 32,
+        nrow: int = 8,
+        seed: int = 0,
+        every_n_epochs: int = 1,
+    ) -> None:
         super().__init__()
-        if num_samples < 1 or num_reconstructions < 1 or nrow < 1:
-            raise ConfigError("images num_samples, num_reconstructions and nrow must be positive integers")
+        if min(num_samples, num_reconstructions, nrow, every_n_epochs) < 1:
+            raise ConfigError("images num_samples, num_reconstructions, nrow and every_n_epochs must be positive")
         if num_reconstructions % nrow:
             raise ConfigError(f"images num_reconstructions ({num_reconstructions}) must be a multiple of nrow ({nrow})")
         self.num_samples = num_samples
         self.num_reconstructions = num_reconstructions
         self.nrow = nrow
         self.seed = seed
+        self.every_n_epochs = every_n_epochs
         self.fixed_batch: Tensor | None = None
 
     def on_validation_batch_end(
@@ -67,27 +79,25 @@ class ImageGrids(pl.Callback):
 
     @rank_zero_only
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or self.fixed_batch is None:
+        if trainer.sanity_checking or self.fixed_batch is None or trainer.current_epoch % self.every_n_epochs:
             return
         vae = pl_module.vae
-        device = pl_module.device
-        x = self.fixed_batch.to(device)
-        # The same noise every epoch (so grids are comparable), without touching the training RNG.
-        with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(self.seed)
-            samples = vae.sample(vae.prior_distribution().sample(torch.Size([self.num_samples])))
-            pairs = torch.stack([x, vae.reconstruct(x)])  # (2, n, c, h, w)
-        # Each row of inputs is followed by the row of their reconstructions.
-        pairs = rearrange(pairs, "two (r n) c h w -> (r two n) c h w", n=self.nrow)
-        grids = {
-            "samples": make_grid(samples.float().cpu(), nrow=self.nrow, padding=2, pad_value=0.5),
-            "reconstructions": make_grid(pairs.float().cpu(), nrow=self.nrow, padding=2, pad_value=0.5),
-        }
-        folder = run_dir(trainer) / "images"
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, grid in grids.items():
-            save_image(grid, folder / f"{name}_epoch{trainer.current_epoch:03d}.png")
+        stats = pl_module.latent_stats["val"].compute()  # this epoch's, before the module resets them
+        ranking = stats.kl_per_dim if stats.kl_per_dim is not None else stats.mean_variance
+        x = self.fixed_batch.to(pl_module.device)
+        grids = pictures.all_pictures(vae, x, ranking, num_samples=self.num_samples, nrow=self.nrow, seed=self.seed)
+        save_grids(grids, run_dir(trainer) / "images", suffix=f"_epoch{trainer.current_epoch:03d}")
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                for name, grid in grids.items():
-                    logger.log_image(key=f"val/images/{name}", images=[grid], step=trainer.global_step)
+                for name, image in grids.items():
+                    logger.log_image(key=f"val/images/{name}", images=[image], step=trainer.global_step)
+
+
+def save_grids(grids: dict[str, Tensor], folder: Path, *, suffix: str = "") -> list[Path]:
+    """Write each grid as ``<folder>/<name><suffix>.png``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, image in grids.items():
+        paths.append(folder / f"{name}{suffix}.png")
+        save_image(image, paths[-1])
+    return paths

@@ -4,6 +4,7 @@ KL playground.
 vae fit --config configs/quickstart.yaml --model.latent_dim 32
 vae fit --help
 vae fit --config configs/quickstart.yaml --print_config
+vae evaluate runs/vae/<id>/checkpoints/last.ckpt --images
 vae compare --config configs/quickstart.yaml --study configs/studies/weightings.yaml
 vae kl-demo --out runs/kl_demo
 """
@@ -158,7 +159,8 @@ def cli(args: list[str] | None = None) -> VAECLI:
         parser_class=Parser,
         parser_kwargs={
             "description": "Train and evaluate variational autoencoders (LightningCLI). "
-            "Also: vae compare, a study of KL weightings (vae compare --help), and vae kl-demo, the KL playground."
+            "Also: vae evaluate (a checkpoint's log-likelihood and pictures), vae compare (a study of KL "
+            "weightings) and vae kl-demo (the KL playground); each has --help."
         },
         auto_configure_optimizers=False,  # the optimizer is model.optimizer: one place, not two
         save_config_callback=RunConfig,
@@ -179,6 +181,11 @@ def main(argv: list[str] | None = None) -> None:
         from vae.playground import main as kl_demo
 
         kl_demo(args[1:])
+        return
+    if args[:1] == ["evaluate"]:
+        from vae.evaluate import main as evaluate
+
+        evaluate(args[1:])
         return
     if args[:1] == ["compare"]:
         from vae.compare import main as compare

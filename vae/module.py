@@ -20,6 +20,7 @@ Train metrics are logged every step; val and test metrics once per epoch, over t
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal, TypeVar
 
 import pytorch_lightning as pl
@@ -87,7 +88,9 @@ class VAEModule(pl.LightningModule):
                 "the IWAE bound (importance_samples > 1) is its own objective: use the default weighting "
                 "Constant(beta=1.0) with it"
             )
-        self.save_hyperparameters()
+        with warnings.catch_warnings():  # the modules among them are meant to be saved: they rebuild the model
+            warnings.filterwarnings("ignore", message="Attribute '.*' is an instance of `nn.Module`")
+            self.save_hyperparameters()
         self.weighting = weighting
         self.importance_samples = importance_samples
         self.optimizer = optimizer

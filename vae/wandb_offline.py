@@ -57,6 +57,7 @@ class RunHistory:
 
     series: dict[str, list[tuple[int, object]]] = field(default_factory=dict)
     config: dict[str, object] = field(default_factory=dict)
+    summary: dict[str, object] = field(default_factory=dict)
     group: str = ""  # the W&B run group
     name: str = ""  # the W&B run's display name
 
@@ -83,6 +84,8 @@ def read_history(path: str | Path) -> RunHistory:
                     history.series.setdefault(key, []).append((step, value))
         elif kind == "config":
             history.config.update(nested_items(record.config.update))
+        elif kind == "summary":
+            history.summary.update(nested_items(record.summary.update))
         elif kind == "run":
             history.group = record.run.run_group or history.group
             history.name = record.run.display_name or history.name

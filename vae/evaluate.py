@@ -1,0 +1,131 @@
+"""``vae evaluate``: a checkpoint's numbers on a split, as a table, a JSON file beside it, and in its W&B run.
+
+    vae evaluate runs/vae/<id>/checkpoints/last.ckpt                    # test split, K = 5000
+    vae evaluate runs/vae/<id>/checkpoints/last.ckpt --samples 100 --limit 1000 --images
+
+The data come from the run's ``config.yaml`` (``<run>/config.yaml``, or ``--config``). The JSON lands beside
+the checkpoint as ``<checkpoint>.<split>.k<K>.json`` (never overwriting: a number is added); ``--images``
+writes the pictures of ``vae.pictures`` beside it too. If the run logged to W&B, the numbers go to that run's
+summary under ``eval/<split>/...`` (resumed by its id; offline runs stay offline).
+
+Checkpoints are loaded with pickle (they hold the model's configuration objects): evaluate only
+checkpoints you trust.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+import yaml
+
+from vae.callbacks import save_grids
+from vae.data import ImageDataModule
+from vae.errors import ArgumentParser, ConfigError, DataError, UserError, exit_with_error
+from vae.evaluation import Evaluation, evaluate
+from vae.module import VAEModule
+from vae.pictures import all_pictures
+
+
+def load_data(config: Path, *, batch_size: int) -> ImageDataModule:
+    """The data module of a run's config.yaml (its ``data`` section), with the evaluation's batch size."""
+    from jsonargparse import ArgumentParser as ConfigParser
+
+    try:
+        section = dict(yaml.safe_load(config.read_text())["data"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as error:
+        raise ConfigError(
+            f"cannot read the data section of {config}: {error}; give the run's config with --config"
+        ) from error
+    section["init_args"] = {**dict(section.get("init_args") or {}), "batch_size": batch_size}
+    parser = ConfigParser(exit_on_error=False)
+    parser.add_subclass_arguments(ImageDataModule, "data", required=True)
+    return parser.instantiate(parser.parse_object({"data": section})).data
+
+
+def unique_path(path: Path) -> Path:
+    """``path``, or ``path`` with .2, .3, ... before its suffix if it exists: nothing is overwritten."""
+    candidate, n = path, 2
+    while candidate.exists():
+        candidate, n = path.with_suffix(f".{n}{path.suffix}"), n + 1
+    return candidate
+
+
+def log_to_wandb(config: Path, checkpoint: Path, result: Evaluation, images: dict[str, Path]) -> str | None:
+    """Add the numbers (and pictures) to the run's W&B summary; None if the run did not use W&B."""
+    logger = yaml.safe_load(config.read_text()).get("trainer", {}).get("logger") or {}
+    logger = logger[0] if isinstance(logger, list) else logger
+    if not isinstance(logger, dict) or "WandbLogger" not in str(logger.get("class_path", "")):
+        return None
+    import wandb
+
+    init = logger.get("init_args") or {}
+    run_id = checkpoint.resolve().parent.parent.name  # <save_dir>/<project>/<run id>/checkpoints/x.ckpt
+    run = wandb.init(project=init.get("project"), id=run_id, resume="allow", dir=init.get("save_dir"))
+    prefix = f"eval/{result.split}"
+    numbers = {k: v for k, v in asdict(result).items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    run.summary.update({f"{prefix}/{k}": v for k, v in numbers.items()})
+    if images:
+        run.log({f"{prefix}/images/{name}": wandb.Image(str(path)) for name, path in images.items()})
+    run.finish()
+    return run_id
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = ArgumentParser(prog="vae evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", type=Path, help="a checkpoint written by vae fit")
+    parser.add_argument("--config", type=Path, help="the run's config (default: <run>/config.yaml)")
+    parser.add_argument("--split", choices=("train", "val", "test"), default="test")
+    parser.add_argument("--samples", type=int, default=5000, help="importance samples K per image (default 5000)")
+    parser.add_argument("--chunk", type=int, default=100, help="samples per chunk, bounding memory (default 100)")
+    parser.add_argument("--batch-size", type=int, default=100, help="images per batch (default 100)")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N batches' images, for a quick look")
+    parser.add_argument("--images", action="store_true", help="also write the pictures beside the checkpoint")
+    parser.add_argument("--no-wandb", action="store_true", help="do not add the numbers to the run's W&B summary")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    try:
+        if not args.checkpoint.is_file():
+            raise ConfigError(f"checkpoint {args.checkpoint} does not exist")
+        config = args.config or args.checkpoint.resolve().parent.parent / "config.yaml"
+        if not config.is_file():
+            raise ConfigError(f"no run config at {config}: give the config the run was trained with, --config")
+        try:
+            module = VAEModule.load_from_checkpoint(args.checkpoint, map_location="cpu", weights_only=False)
+        except Exception as error:  # a damaged or foreign file: torch and pickle raise many kinds
+            reason = " ".join(str(error).split())[:200]
+            raise DataError(f"cannot load the checkpoint {args.checkpoint}: {reason}") from error
+        data = load_data(config, batch_size=args.batch_size)
+        data.check_files()
+        data.setup(args.split)
+        loader = {"train": data.train_dataloader, "val": data.val_dataloader, "test": data.test_dataloader}[
+            args.split
+        ]()
+        batches = list(itertools.islice(loader, args.limit)) if args.limit else loader
+        result = evaluate(
+            module.vae, batches, num_samples=args.samples, chunk_size=args.chunk, split=args.split, device=args.device
+        )
+    except UserError as error:
+        exit_with_error(str(error), command="vae evaluate")
+    print(result.table())
+    output = unique_path(args.checkpoint.with_name(f"{args.checkpoint.stem}.{args.split}.k{args.samples}.json"))
+    output.write_text(json.dumps({"checkpoint": str(args.checkpoint), **asdict(result)}, indent=2) + "\n")
+    print(f"written: {output}")
+    images: dict[str, Path] = {}
+    if args.images:
+        x = next(iter(data.val_dataloader() if args.split == "train" else loader))[0][:32].to(args.device)
+        ranking = (
+            torch.tensor(result.kl_per_dim) if result.kl_per_dim is not None else torch.ones(module.vae.latent_dim)
+        )
+        grids = all_pictures(module.vae, x, ranking, nrow=8)
+        folder = unique_path(output.with_suffix(""))
+        images = dict(zip(grids, save_grids(grids, folder)))
+        print(f"pictures: {folder}")
+    if not args.no_wandb:
+        run_id = log_to_wandb(config, args.checkpoint, result, images)
+        if run_id is not None:
+            print(f"added to the W&B run {run_id} (summary eval/{args.split}/...)")

@@ -1,0 +1,94 @@
+"""What the latent space learned, as image grids (uint8-ready float tensors in [0, 1], via make_grid).
+
+    samples          decodes of z drawn from the prior with fixed noise
+    reconstructions  rows of inputs, each followed by the row of their reconstructions
+    traversals       one row per latent dimension, the most informative first (ranked by KL): the posterior
+                     mean of one image with that dimension swept across its prior range (1 % to 99 %)
+    interpolations   one row per pair of images: decodes along the straight line between their posterior means
+
+Axes: b batch, c channels, h height, w width, d latent dimensions, s steps.
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange, repeat
+from torch import Tensor
+from torchvision.utils import make_grid
+
+from vae.model import VAE, as_unit
+
+
+def grid(images: Tensor, nrow: int) -> Tensor:
+    return make_grid(images.float().cpu().clamp(0, 1), nrow=nrow, padding=2, pad_value=0.5)
+
+
+@torch.no_grad()
+def samples(vae: VAE, *, num: int = 64, nrow: int = 8, seed: int = 0) -> Tensor:
+    device = next(vae.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        z = vae.prior_distribution().sample(torch.Size([num]))
+    return grid(vae.sample(z), nrow)
+
+
+@torch.no_grad()
+def reconstructions(vae: VAE, x: Tensor, *, nrow: int = 8) -> Tensor:
+    """x: (r·nrow, c, h, w); each row of inputs is followed by the row of their reconstructions."""
+    x = as_unit(x)
+    pairs = torch.stack([x, vae.reconstruct(x)])  # (2, n, c, h, w)
+    return grid(rearrange(pairs, "two (r n) c h w -> (r two n) c h w", n=nrow), nrow)
+
+
+def ranked_dimensions(kl_per_dim: Tensor) -> list[int]:
+    """Latent dimensions by decreasing KL (the most informative first)."""
+    return torch.argsort(kl_per_dim, descending=True).tolist()
+
+
+@torch.no_grad()
+def prior_range(vae: VAE, *, low: float = 0.01, high: float = 0.99, num: int = 20_000, seed: int = 0) -> Tensor:
+    """Each latent dimension's prior quantiles (low, high), (2, d): ±2.33 for N(0, 1), learned priors alike."""
+    device = next(vae.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        z = vae.prior_distribution().sample(torch.Size([num]))  # (num, d)
+    return torch.quantile(z, torch.tensor([low, high], device=z.device), dim=0)
+
+
+@torch.no_grad()
+def traversals(vae: VAE, x: Tensor, kl_per_dim: Tensor, *, dims: int = 8, steps: int = 9) -> Tensor:
+    """Rows: the ``dims`` most informative dimensions; columns: ``steps`` values across the prior range,
+    the others held at the posterior mean of the first image of x."""
+    base = vae.encoder(as_unit(x[:1])).mean[0]  # (d,)
+    bounds = prior_range(vae)
+    rows = []
+    for d in ranked_dimensions(kl_per_dim)[:dims]:
+        z = repeat(base, "d -> s d", s=steps).clone()
+        z[:, d] = torch.linspace(float(bounds[0, d]), float(bounds[1, d]), steps, device=z.device)
+        rows.append(vae.sample(z))
+    return grid(torch.cat(rows), steps)
+
+
+@torch.no_grad()
+def interpolations(vae: VAE, x: Tensor, *, pairs: int = 4, steps: int = 10) -> Tensor:
+    """Rows: decodes along the line between the posterior means of images 2i and 2i + 1 of x."""
+    means = vae.encoder(as_unit(x[: 2 * pairs])).mean  # (2·pairs, d)
+    start, end = means[0::2], means[1::2]  # (pairs, d) each
+    t = torch.linspace(0, 1, steps, device=means.device)
+    z = start[:, None, :] + t[None, :, None] * (end - start)[:, None, :]  # (pairs, s, d)
+    return grid(vae.sample(rearrange(z, "b s d -> (b s) d")), steps)
+
+
+@torch.no_grad()
+def all_pictures(
+    vae: VAE, x: Tensor, ranking: Tensor, *, num_samples: int = 64, nrow: int = 8, seed: int = 0
+) -> dict[str, Tensor]:
+    """Every picture, for a batch x of at least 2 images (reconstructions use whole rows of ``nrow``);
+    ``ranking`` orders the dimensions to traverse (the KL per dimension, or any informativeness score)."""
+    rows = len(x) // nrow * nrow
+    grids = {"samples": samples(vae, num=num_samples, nrow=nrow, seed=seed)}
+    if rows:
+        grids["reconstructions"] = reconstructions(vae, x[:rows], nrow=nrow)
+    grids["traversals"] = traversals(vae, x, ranking.to(x.device), dims=min(nrow, vae.latent_dim))
+    grids["interpolations"] = interpolations(vae, x, pairs=min(4, len(x) // 2))
+    return grids
