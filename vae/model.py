@@ -58,7 +58,8 @@ class VAE(nn.Module):
     image_shape: (channels, height, width) of the images it models.
     latent_dim: the number of latent dimensions.
     network: the encoder/decoder architecture (``ConvNet`` or ``MLPNet``).
-    likelihood: p(x|z) given the decoder's output (``Bernoulli`` or ``Gaussian``).
+    likelihood: p(x|z) given the decoder's output (``vae.likelihoods``: Bernoulli, Gaussian, discretized
+        logistic and its mixture); the decoder outputs ``likelihood.param_channels(c)`` channels per pixel.
     prior: p(z), one of ``vae.priors`` (N(0, I) by default).
     kl_estimator / kl_samples: how the regularizer computes D_KL(q(z|x) ‖ p(z)); "auto" is the closed form
         where the prior has one and Monte Carlo where it does not. ``self.kl_estimator`` is the one in use.
@@ -79,7 +80,8 @@ class VAE(nn.Module):
         self.image_shape = tuple(image_shape)
         self.latent_dim = latent_dim
         self.encoder = network.encoder(image_shape=self.image_shape, latent_dim=latent_dim)
-        self.decoder = network.decoder(image_shape=self.image_shape, latent_dim=latent_dim)
+        c, h, w = self.image_shape  # the decoder outputs the likelihood's parameters at every pixel
+        self.decoder = network.decoder(image_shape=(likelihood.param_channels(c), h, w), latent_dim=latent_dim)
         self.likelihood = likelihood
         self.prior = prior.build(latent_dim=latent_dim, image_shape=self.image_shape)
         self.kl_estimator: Estimator = self.check_estimator(kl_estimator, name=type(prior).__name__)
@@ -108,7 +110,7 @@ class VAE(nn.Module):
         x = as_unit(x)
         moments = self.encoder(x)
         latent = self.regularizer(moments.distribution(), self.prior_distribution())
-        params = self.decoder(latent.z)  # (b, c, h, w)
+        params = self.decoder(latent.z)  # (b, param channels, h, w)
         return VAEOutput(moments=moments, latent=latent, params=params, log_px=self.likelihood.log_prob(params, x))
 
     def log_weights(self, x: Tensor, num_samples: int) -> LogWeights:

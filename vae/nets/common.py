@@ -57,7 +57,8 @@ class Network(ABC):
     """An encoder/decoder architecture: what ``model.network`` names (``ConvNet``, ``MLPNet``).
 
     Subclasses are small frozen dataclasses of hyperparameters that build the two modules for a given image
-    shape and latent size; the encoder returns ``GaussianMoments``, the decoder the likelihood's parameters.
+    shape and latent size; the encoder returns ``GaussianMoments``, the decoder the likelihood's parameters
+    (the VAE builds it with ``image_shape`` = (parameter channels, h, w), one or more values per pixel).
     """
 
     @abstractmethod
