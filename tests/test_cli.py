@@ -37,7 +37,7 @@ def test_fit_leaves_checkpoints_images_config_and_sync_line(fit_run):
     (run,) = (tmp_path / "runs" / "vae").iterdir()
     checkpoints = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert "last.ckpt" in checkpoints and any(name.startswith("best-epoch") for name in checkpoints)
-    for name in ("samples", "reconstructions"):
+    for name in ("samples", "reconstructions", "traversals", "interpolations"):
         assert (run / "images" / f"{name}_epoch000.png").stat().st_size > 1000
         assert (run / "images" / f"{name}_epoch001.png").stat().st_size > 1000
     config = yaml.safe_load((run / "config.yaml").read_text())
@@ -62,7 +62,7 @@ def test_wandb_run_file_holds_separate_raw_terms_and_images(fit_run):
         assert elbo == pytest.approx(-recon - kl, rel=1e-5)
     first, last = history.values("val/elbo")
     assert last > first
-    for name in ("samples", "reconstructions"):
+    for name in ("samples", "reconstructions", "traversals", "interpolations"):
         images = history.values(f"val/images/{name}")
         assert len(images) == 2 and images[0]["_type"] == "images/separated"
 

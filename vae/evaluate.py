@@ -87,7 +87,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--images", action="store_true", help="also write the pictures beside the checkpoint")
     parser.add_argument("--no-wandb", action="store_true", help="do not add the numbers to the run's W&B summary")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the importance samples (default 0)")
     args = parser.parse_args(argv)
+    torch.manual_seed(args.seed)
     try:
         if not args.checkpoint.is_file():
             raise ConfigError(f"checkpoint {args.checkpoint} does not exist")
