@@ -125,23 +125,18 @@ class VAEModule(pl.LightningModule):
             weights = self.vae.log_weights(x, self.importance_samples)
             iwae = iwae_bound(weights.log_px, weights.log_pz, weights.log_qz).bound.mean()
             metrics |= {"iwae": iwae, "loss": -iwae}
+        # Train metrics every step, val/test once per epoch over the split; the ELBO also in the progress bar.
         per_step = stage == "train"
-        for name, value in metrics.items():
-            self.log(
-                f"{stage}/{name}",
-                value,
-                on_step=per_step,
-                on_epoch=not per_step,
-                batch_size=x.shape[0],
-                sync_dist=not per_step,
-                prog_bar=name == "elbo",
-            )
-        if stage == "train":
-            extras = {"kl_weight": weighted.kl_weight, **weighted.extras}
-            self.log_dict({f"train/{name}": value for name, value in extras.items()}, on_step=True, on_epoch=False)
-        else:
+        loss = metrics["loss"]
+        if per_step:
+            metrics |= {"kl_weight": weighted.kl_weight, **weighted.extras}
+        options = {"on_step": per_step, "on_epoch": not per_step, "sync_dist": not per_step, "batch_size": x.shape[0]}
+        elbo = metrics.pop("elbo")
+        self.log_dict({f"{stage}/{name}": value for name, value in metrics.items()}, **options)
+        self.log(f"{stage}/elbo", elbo, prog_bar=True, **options)
+        if not per_step:
             self.latent_stats[stage].update(out.moments.mean, out.latent.kl_per_dim)
-        return metrics["loss"]
+        return loss
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self._common_step(batch, "train")

@@ -48,7 +48,7 @@ class StandardNormalModule(PriorModule):
         self.register_buffer("scale", torch.ones(latent_dim))
 
     def forward(self, encoder: Encoder) -> Distribution:
-        return Independent(Normal(self.loc, self.scale), 1)
+        return Independent(Normal(self.loc, self.scale, validate_args=False), 1, validate_args=False)
 
 
 class LearnedGaussianModule(PriorModule):
