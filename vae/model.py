@@ -16,6 +16,7 @@ from vae.errors import ConfigError
 from vae.kl import Estimator, KLEstimator, KLRegularizer, Regularized, resolve_estimator
 from vae.likelihoods import Likelihood
 from vae.nets import ConvNet, GaussianMoments, Network
+from vae.nets.common import full_precision
 from vae.priors import Prior, StandardNormal
 
 
@@ -110,7 +111,7 @@ class VAE(nn.Module):
         x = as_unit(x)
         moments = self.encoder(x)
         latent = self.regularizer(moments.distribution(), self.prior_distribution())
-        params = self.decoder(latent.z)  # (b, param channels, h, w)
+        params = full_precision(self.decoder(latent.z))  # (b, param channels, h, w); float32 under autocast
         return VAEOutput(moments=moments, latent=latent, params=params, log_px=self.likelihood.log_prob(params, x))
 
     def log_weights(self, x: Tensor, num_samples: int) -> LogWeights:
@@ -118,7 +119,7 @@ class VAE(nn.Module):
         x = as_unit(x)
         posterior = self.encoder(x).distribution()  # batch (b,), event (d,)
         z = posterior.rsample(torch.Size([num_samples]))  # (k, b, d)
-        params = self.decoder(rearrange(z, "k b d -> (k b) d"))
+        params = full_precision(self.decoder(rearrange(z, "k b d -> (k b) d")))
         log_px = self.likelihood.log_prob(params, repeat(x, "b c h w -> (k b) c h w", k=num_samples))
         return LogWeights(
             log_px=rearrange(log_px, "(k b) -> k b", k=num_samples),

@@ -21,6 +21,11 @@ def soft_clamp(x: Tensor, bound: float) -> Tensor:
     return bound * torch.tanh(x / bound)
 
 
+def full_precision(x: Tensor) -> Tensor:
+    """float16/bfloat16 (from autocast) → float32; float32 and float64 pass unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 @dataclass(frozen=True)
 class GaussianMoments:
     """A diagonal Gaussian posterior q(z|x) = N(mean, exp(logvar)); both (b, d)."""
@@ -30,8 +35,10 @@ class GaussianMoments:
 
     def distribution(self) -> Independent:
         """The diagonal Gaussian as a distribution: batch shape (b,), event shape (d,)."""
-        # No argument validation: the scale is exp(·) > 0 by construction, and the checks cost a sync per step.
-        return Independent(Normal(self.mean, (0.5 * self.logvar).exp(), validate_args=False), 1, validate_args=False)
+        # Float32 even under bf16 autocast (the KL and log-densities need it); no argument validation: the
+        # scale is exp(·) > 0 by construction, and the checks cost a host sync per step on a GPU.
+        mean, scale = full_precision(self.mean), (0.5 * full_precision(self.logvar)).exp()
+        return Independent(Normal(mean, scale, validate_args=False), 1, validate_args=False)
 
 
 class GaussianHead(nn.Module):
