@@ -23,6 +23,7 @@ Two ways to serve a split:
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -146,7 +147,7 @@ class Binarized(Dataset):
 Split = TensorSplit | Dataset
 
 
-class ImageDataModule(pl.LightningDataModule):
+class ImageDataModule(pl.LightningDataModule, ABC):
     """Base class of every data module: image shape, seeded splits, fast or per-item serving.
 
     batch_size: images per batch (per process under DDP).
@@ -192,9 +193,9 @@ class ImageDataModule(pl.LightningDataModule):
         self.splits: dict[Stage, Split] = {}
         self._on_device: dict[Stage, TensorSplit] = {}
 
+    @abstractmethod
     def load_splits(self) -> dict[Stage, Split]:
         """Read the data: every split as a ``TensorSplit`` or a per-item Dataset of (uint8 image, label)."""
-        raise NotImplementedError
 
     def check_files(self) -> None:
         """Raise a one-line ``DataError`` now if the files are missing (and will not be downloaded): the

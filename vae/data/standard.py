@@ -12,6 +12,7 @@ torchvision fetch what is missing; without it, missing files are a one-line erro
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from pathlib import Path
 from typing import ClassVar
 
@@ -41,13 +42,13 @@ class DownloadableDataModule(ImageDataModule):
     def home(self) -> Path:
         return self.root / self.folder
 
+    @abstractmethod
     def folders(self) -> list[Path]:
         """Where the files are looked for, in order."""
-        raise NotImplementedError
 
+    @abstractmethod
     def fetch(self) -> None:
         """Download into ``home`` through torchvision."""
-        raise NotImplementedError
 
     def how_to_get(self) -> str:
         return f"put the files in {self.home}, or set data.download true to download them"
