@@ -55,6 +55,7 @@ def test_compiled_networks_train_and_keep_their_state_dict_keys():
     trainer = pl.Trainer(
         max_steps=3,
         limit_val_batches=0,
+        log_every_n_steps=1,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,

@@ -118,3 +118,39 @@ def test_latent_statistics_without_per_dimension_kl():
     stats.update(torch.stack([torch.linspace(-1, 1, 50), torch.zeros(50)], dim=1), None)
     summary = stats.compute()
     assert summary.kl_per_dim is None and summary.active_units == 1
+
+
+class RecordLosses(pl.Callback):
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append(float(outputs["loss"]))
+
+
+def test_train_metrics_reach_the_logger_on_its_steps_with_that_steps_values(tmp_path):
+    """Train metrics are logged only on the steps Lightning writes (every log_every_n_steps) and on an
+    epoch's last batch; the logger gets the value of its own step, not a stale one."""
+    recorder = RecordLosses()
+    trainer = pl.Trainer(
+        max_epochs=1,
+        limit_train_batches=7,
+        limit_val_batches=0,
+        log_every_n_steps=3,
+        logger=pl.loggers.CSVLogger(tmp_path),
+        callbacks=[recorder],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(VAEModule(latent_dim=LATENT_DIM, network=MLPNet(hidden_dims=(32,))), datamodule=EmbeddedMNIST())
+    rows = (tmp_path / "lightning_logs" / "version_0" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    logged = {
+        int(values[header.index("step")]): float(values[header.index("train/loss")])
+        for values in (row.split(",") for row in rows[1:])
+        if values[header.index("train/loss")]
+    }
+    assert sorted(logged) == [2, 5]  # steps 3 and 6 of 7
+    assert logged == {step: pytest.approx(recorder.losses[step], rel=1e-6) for step in logged}
+    assert trainer.callback_metrics["train/loss"] == pytest.approx(recorder.losses[-1], rel=1e-6)  # the last batch

@@ -131,6 +131,7 @@ def fit(module, data, root, *, max_steps, ckpt_path=None):
         enable_progress_bar=False,
         enable_model_summary=False,
         limit_val_batches=0,
+        log_every_n_steps=1,
     )
     trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=False)  # hparams hold config objects
     return recorder.weights

@@ -7,10 +7,12 @@ vae fit --config configs/quickstart.yaml --print_config
 vae evaluate runs/vae/<id>/checkpoints/last.ckpt --images
 vae compare --config configs/quickstart.yaml --study configs/studies/weightings.yaml
 vae kl-demo --out runs/kl_demo
+vae benchmark
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import netrc
 import os
@@ -29,6 +31,13 @@ from vae.callbacks import ImageGrids, run_dir
 from vae.data import EmbeddedMNIST, ImageDataModule
 from vae.errors import UserError, exit_with_error
 from vae.module import VAEModule
+
+TOOLS = {
+    "kl-demo": "vae.playground",
+    "evaluate": "vae.evaluate",
+    "compare": "vae.compare",
+    "benchmark": "vae.benchmark",
+}
 
 CHECKPOINT_DEFAULTS = {
     "checkpoint.monitor": "val/elbo",
@@ -146,8 +155,9 @@ def wandb_logged_in() -> bool:
         return False
 
 
-def cli(args: list[str] | None = None) -> VAECLI:
-    """Build and run the CLI; ``args`` defaults to the command line."""
+def cli(args: list[str] | None = None, *, run: bool = True) -> VAECLI:
+    """Build the CLI and run its subcommand; ``args`` defaults to the command line. With ``run=False`` the
+    arguments take no subcommand and the caller runs the built trainer, model and data module."""
     if "WANDB_MODE" not in os.environ and not wandb_logged_in():
         os.environ["WANDB_MODE"] = "offline"
     # The seed is in the saved config; "Seed set to 0" would only stand before any error message.
@@ -160,7 +170,8 @@ def cli(args: list[str] | None = None) -> VAECLI:
         parser_kwargs={
             "description": "Train and evaluate variational autoencoders (LightningCLI). "
             "Also: vae evaluate (a checkpoint's log-likelihood and pictures), vae compare (a study of KL "
-            "weightings) and vae kl-demo (the KL playground); each has --help."
+            "weightings), vae kl-demo (the KL playground) and vae benchmark (training and evaluation speed); each has "
+            "--help."
         },
         auto_configure_optimizers=False,  # the optimizer is model.optimizer: one place, not two
         save_config_callback=RunConfig,
@@ -171,26 +182,15 @@ def cli(args: list[str] | None = None) -> VAECLI:
             "logger": lazy_instance(WandbLogger, project="vae", save_dir="runs"),
         },
         args=args,
+        run=run,
     )
 
 
 def main(argv: list[str] | None = None) -> None:
     """The console command; ``argv`` defaults to the command line."""
     args = sys.argv[1:] if argv is None else argv
-    if args[:1] == ["kl-demo"]:
-        from vae.playground import main as kl_demo
-
-        kl_demo(args[1:])
-        return
-    if args[:1] == ["evaluate"]:
-        from vae.evaluate import main as evaluate
-
-        evaluate(args[1:])
-        return
-    if args[:1] == ["compare"]:
-        from vae.compare import main as compare
-
-        compare(args[1:])
+    if args[:1] and args[0] in TOOLS:  # the commands beside Lightning's, imported only when used
+        importlib.import_module(TOOLS[args[0]]).main(args[1:])
         return
     try:
         cli(argv)
