@@ -30,6 +30,7 @@ import os
 import statistics
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -306,7 +307,8 @@ def epochs_of(config: Path, *, epochs: int, compiled: bool, device: str) -> Epoc
 
     window = 10
     timer = StepTimer(window)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # `vae benchmark`'s own
         wandb_offline(tmp)  # sets the offline mode before the CLI builds its logger
         built = cli(
             [
@@ -315,7 +317,8 @@ def epochs_of(config: Path, *, epochs: int, compiled: bool, device: str) -> Epoc
                 f"--trainer.accelerator={device}",
                 f"--trainer.default_root_dir={tmp}",
                 f"--trainer.logger.init_args.save_dir={tmp}",
-                "--trainer.limit_val_batches=1",
+                "--trainer.limit_val_batches=0",
+                "--checkpoint.monitor=null",
                 "--trainer.enable_progress_bar=false",
                 "--trainer.enable_model_summary=false",
                 f"--model.compile={str(compiled).lower()}",

@@ -1,0 +1,39 @@
+"""`vae benchmark` end to end at a tiny size: every contender trains and is timed, the fast-config epochs
+are timed through the `vae` command's machinery, and the report is written. (Speed itself is measured by
+running the benchmark, never asserted by a test.)"""
+
+import json
+
+from conftest import QUICKSTART
+from test_cli import run_vae
+
+TINY = ["--rounds", "2", "--steps", "6", "--window", "2", "--batch-size", "32", "--skip-large"]
+IW = ["--iw-images", "3", "--iw-samples", "20", "--iw-batch-size", "2", "--iw-chunk", "7"]
+
+
+def test_benchmark_runs_every_contender_and_writes_its_report(tmp_path, offline_env):
+    out = tmp_path / "bench.json"
+    args = ["benchmark", *TINY, *IW, "--fast-config", str(QUICKSTART), "--fast-epochs", "2", "--no-compile"]
+    result = run_vae([*args, "--out", str(out)], cwd=tmp_path, env=offline_env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    training = report["training"]
+    for path in ("ours (vae fit path)", "ours, fast path", "bare PyTorch loop"):
+        row = training[f"default conv VAE / {path}"]
+        assert len(row["windows"]) == 2 * 2  # 2 turns × (6 steps / 2 − the warm-up window)
+        assert all(rate > 0 for rate in row["windows"]) and row["images_per_s"] > 0
+    assert training["default conv VAE / bare PyTorch loop"]["vs_bare"] == 1.0
+    (eager,) = report["fast_config"]
+    assert eager["images_per_epoch"] == 4000 and len(eager["epoch_seconds"]) == 2  # the embedded digits
+    assert report["iw_images"] == 3 and report["iw_nll_examples_per_s"] > 0
+    assert "default conv VAE" in result.stdout and "importance-weighted NLL" in result.stdout
+
+
+def test_benchmark_bad_settings_are_one_line_errors(tmp_path, offline_env):
+    for args, message in [
+        (["--steps", "3", "--window", "2"], "at least 3 windows"),
+        (["--fast-config", str(tmp_path / "nope.yaml")], "fast config not found"),
+    ]:
+        result = run_vae(["benchmark", *args], cwd=tmp_path, env=offline_env, timeout=120)
+        assert result.returncode == 2 and message in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
