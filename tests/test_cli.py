@@ -88,19 +88,6 @@ def test_evaluate_a_checkpoint_writes_json_pictures_and_the_wandb_summary(fit_ru
     assert again.returncode == 0 and (run / "checkpoints" / "last.test.k20.2.json").is_file()
 
 
-def test_evaluate_bad_input(tmp_path, offline_env):
-    missing = run_vae(["evaluate", str(tmp_path / "none.ckpt")], cwd=tmp_path, env=offline_env)
-    assert missing.returncode == 2 and missing.stderr.strip().splitlines() == [
-        f"error: checkpoint {tmp_path / 'none.ckpt'} does not exist (see vae evaluate --help)"
-    ]
-    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
-    (tmp_path / "run" / "config.yaml").write_text("data: {class_path: vae.data.EmbeddedMNIST}\n")
-    (tmp_path / "run" / "checkpoints" / "bad.ckpt").write_bytes(b"not a checkpoint")
-    bad = run_vae(["evaluate", str(tmp_path / "run" / "checkpoints" / "bad.ckpt")], cwd=tmp_path, env=offline_env)
-    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
-    assert "cannot load the checkpoint" in bad.stderr
-
-
 def test_a_prior_without_closed_form_trains_and_its_run_says_kl_estimator_mc(tmp_path, offline_env):
     """The mixture prior layered over the quick start: the W&B run config records the resolved estimator."""
     args = ["fit", "--config", str(QUICKSTART), "--config", str(REPO / "configs" / "priors" / "mixture.yaml")]
@@ -152,66 +139,6 @@ def test_help_and_print_config(tmp_path, offline_env):
     config = yaml.safe_load(printed.stdout)
     assert config["model"]["latent_dim"] == 32
     assert config["data"]["class_path"] == "vae.data.EmbeddedMNIST"
-    assert not (tmp_path / "runs").exists()
-
-
-BAD_INPUT = {
-    "unknown key": (["--model.latent_size", "3"], "unrecognized arguments: --model.latent_size"),
-    "abbreviated key": (["--model.lat", "3"], "unrecognized arguments: --model.lat"),
-    "unknown key in a config file": (["--config", "{bad_config}"], "model.no_such_key"),
-    "wrong type": (["--model.latent_dim", "many"], 'Parser key "model.latent_dim"'),
-    "negative beta": (["--model.weighting.beta", "-1"], "Constant beta (the KL weight) must be 0 or more"),
-    "missing config file": (["--config", "no/such/config.yaml"], "File does not exist"),
-    "latent_dim zero": (["--model.latent_dim", "0"], "latent_dim must be a positive integer"),
-    "image size the network cannot take": (
-        ["--model.network.channels", "[8, 8, 8]"],
-        "needs height and width divisible by 8",
-    ),
-    "unknown kl estimator": (["--model.kl_estimator", "exact"], "model.kl_estimator"),
-    "misspelled network option": (["--model.network.chanels", "[8]"], "Option 'chanels' is not accepted"),
-    "analytic KL to a mixture prior": (
-        ["--config", str(REPO / "configs" / "priors" / "mixture.yaml"), "--model.kl_estimator", "analytic"],
-        "kl_estimator 'analytic' needs a closed-form KL, and prior GaussianMixture has none: use 'auto' or 'mc'",
-    ),
-    "empty mixture": (
-        ["--model.prior", "GaussianMixture", "--model.prior.num_components", "0"],
-        "GaussianMixture num_components must be at least 1",
-    ),
-    "unknown prior": (["--model.prior", "Laplace"], "model.prior"),
-}
-
-
-@pytest.mark.parametrize("case", BAD_INPUT, ids=list(BAD_INPUT))
-def test_bad_input_gives_one_line_and_nonzero_exit(case, tmp_path, offline_env):
-    args, expected = BAD_INPUT[case]
-    bad_config = tmp_path / "bad.yaml"
-    bad_config.write_text("model:\n  no_such_key: 3\n")
-    args = [arg.replace("{bad_config}", str(bad_config)) for arg in args]
-    result = run_vae(["fit", "--config", str(QUICKSTART), *args], cwd=tmp_path, env=offline_env)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
-    assert "Traceback" not in result.stderr
-    assert not (tmp_path / "runs").exists()  # nothing written
-
-
-@pytest.mark.parametrize(
-    "args,expected",
-    [
-        (["--data", "vae.data.MNIST", "--data.root", "nowhere"], "error: MNIST not found: looked in nowhere/mnist, "),
-        (
-            ["--data", "vae.data.ImageFolder", "--data.path", "no/such/folder"],
-            "error: image folder no/such/folder does",
-        ),
-    ],
-    ids=["MNIST", "ImageFolder"],
-)
-def test_missing_dataset_files_stop_before_anything_is_written(args, expected, tmp_path, offline_env):
-    result = run_vae(["fit", *args], cwd=tmp_path, env=offline_env)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(expected), result.stderr[-2000:]
     assert not (tmp_path / "runs").exists()
 
 

@@ -133,7 +133,7 @@ def fit(module, data, root, *, max_steps, ckpt_path=None):
         limit_val_batches=0,
         log_every_n_steps=1,
     )
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=False)  # hparams hold config objects
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     return recorder.weights
 
 
@@ -155,8 +155,8 @@ def test_geco_state_is_saved_in_the_checkpoint_and_restored(tmp_path):
     make = lambda: VAEModule(latent_dim=4, network=MLPNet(hidden_dims=(32,)), weighting=GECO(target=150.0))  # noqa: E731
     module = make()
     fit(module, data, tmp_path, max_steps=5)
-    saved = torch.load(tmp_path / "last.ckpt", weights_only=False)["state_dict"]
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)["state_dict"]
     assert float(saved["weighting.multiplier"]) == float(module.weighting.multiplier) != 1.0
-    restored = VAEModule.load_from_checkpoint(tmp_path / "last.ckpt", weights_only=False)
+    restored = VAEModule.load_from_checkpoint(tmp_path / "last.ckpt", weights_only=True)
     assert float(restored.weighting.multiplier) == float(module.weighting.multiplier)
     assert int(restored.weighting.updates) == 5

@@ -293,7 +293,8 @@ class EpochTiming:
 
     @property
     def steady_images_per_s(self) -> float:
-        return self.images_per_epoch / self.epoch_seconds[-1]
+        """Of the fastest epoch (after the first, which pays the compile time, when compiled)."""
+        return self.images_per_epoch / min((self.compiled and self.epoch_seconds[1:]) or self.epoch_seconds)
 
     @property
     def compile_seconds(self) -> float:

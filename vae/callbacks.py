@@ -28,6 +28,11 @@ def run_dir(trainer: pl.Trainer) -> Path:
     return Path(logger.save_dir or trainer.default_root_dir) / str(logger.name) / version
 
 
+def last_checkpoint_path(trainer: pl.Trainer) -> Path:
+    """``<run>/checkpoints/last.ckpt``: the run's latest state (``vae.checkpoints.LastCheckpoint``)."""
+    return run_dir(trainer) / "checkpoints" / "last.ckpt"
+
+
 class ImageGrids(pl.Callback):
     """Every ``every_n_epochs`` validation epochs, draws the pictures of ``vae.pictures`` (samples from the
     prior with fixed noise, reconstructions of a fixed validation batch, latent traversals of the most

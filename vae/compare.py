@@ -37,8 +37,10 @@ from pathlib import Path
 
 import yaml
 
+from vae.config import build, is_spec
 from vae.errors import ArgumentParser, ConfigError, UserError, exit_with_error
 from vae.wandb_offline import RunHistory, read_history
+from vae.weighting import Weighting as WeightingModule
 
 Weighting = dict[str, object]  # {"class_path": ..., "init_args": {...}}
 
@@ -99,6 +101,10 @@ def load_study(path: Path | None, *, config: Path | None, flags: Sequence[str], 
     weightings.update(parse_weighting_flag(flag) for flag in flags)
     if len(weightings) < 1:
         raise ConfigError("no weightings to compare: give --study FILE or --weighting NAME=Class(...)")
+    for run, weighting in weightings.items():  # every weighting builds, before any run starts
+        if not is_spec(weighting):
+            raise ConfigError(f"weighting {run!r}: give class_path (and init_args), got {weighting!r}")
+        build(weighting, WeightingModule, f"weighting {run!r}")
     base = config or (find_beside(Path(data["config"]), path) if "config" in data and path else None)
     if base is None:
         raise ConfigError("no base config: give --config FILE (or 'config:' in the study file)")

@@ -17,6 +17,10 @@ class DataError(UserError, OSError):
     """Dataset files that are missing or unreadable."""
 
 
+class NonFiniteError(UserError):
+    """A non-finite loss, KL, reconstruction or gradient stopped training (the message names the step)."""
+
+
 def exit_with_error(message: str, *, command: str = "vae") -> NoReturn:
     """Print ``error: ...`` as one line on stderr and exit with status 2."""
     print(f"error: {' '.join(message.split())} (see {command} --help)", file=sys.stderr)

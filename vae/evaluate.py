@@ -8,8 +8,8 @@ the checkpoint as ``<checkpoint>.<split>.k<K>.json`` (never overwriting: a numbe
 writes the pictures of ``vae.pictures`` beside it too. If the run logged to W&B, the numbers go to that run's
 summary under ``eval/<split>/...`` (resumed by its id; offline runs stay offline).
 
-Checkpoints are loaded with pickle (they hold the model's configuration objects): evaluate only
-checkpoints you trust.
+Checkpoints are loaded with ``weights_only=True``: tensors and plain data only, so a checkpoint carrying
+a pickled object is refused and runs nothing (see ``vae.config``).
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ import torch
 import yaml
 
 from vae.callbacks import save_grids
+from vae.checkpoints import load_module
+from vae.config import check_trusted
 from vae.data import ImageDataModule
-from vae.errors import ArgumentParser, ConfigError, DataError, UserError, exit_with_error
+from vae.errors import ArgumentParser, ConfigError, UserError, exit_with_error
 from vae.evaluation import Evaluation, evaluate
-from vae.module import VAEModule
 from vae.pictures import all_pictures
 
 
@@ -41,6 +42,7 @@ def load_data(config: Path, *, batch_size: int) -> ImageDataModule:
         raise ConfigError(
             f"cannot read the data section of {config}: {error}; give the run's config with --config"
         ) from error
+    check_trusted(str(section.get("class_path")), f"{config}: data")
     section["init_args"] = {**dict(section.get("init_args") or {}), "batch_size": batch_size}
     parser = ConfigParser(exit_on_error=False)
     parser.add_subclass_arguments(ImageDataModule, "data", required=True)
@@ -89,6 +91,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0, help="seed of the importance samples (default 0)")
     args = parser.parse_args(argv)
+    for name in ("samples", "chunk", "batch_size", "limit"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     torch.manual_seed(args.seed)
     try:
         if not args.checkpoint.is_file():
@@ -96,11 +102,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         config = args.config or args.checkpoint.resolve().parent.parent / "config.yaml"
         if not config.is_file():
             raise ConfigError(f"no run config at {config}: give the config the run was trained with, --config")
-        try:
-            module = VAEModule.load_from_checkpoint(args.checkpoint, map_location="cpu", weights_only=False)
-        except Exception as error:  # a damaged or foreign file: torch and pickle raise many kinds
-            reason = " ".join(str(error).split())[:200]
-            raise DataError(f"cannot load the checkpoint {args.checkpoint}: {reason}") from error
+        module = load_module(args.checkpoint)
         data = load_data(config, batch_size=args.batch_size)
         data.check_files()
         data.setup(args.split)

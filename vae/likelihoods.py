@@ -24,10 +24,11 @@ import torch.nn.functional as F
 from einops import rearrange, reduce
 from torch import Tensor, nn
 
+from vae.config import Recorded
 from vae.errors import ConfigError
 
 
-class Likelihood(nn.Module, ABC):
+class Likelihood(Recorded, nn.Module, ABC):
     """Base class: a decoder output ``params`` (b, param_channels(c), h, w) defines p(x|z)."""
 
     def param_channels(self, channels: int) -> int:

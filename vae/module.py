@@ -21,18 +21,20 @@ and on each epoch's last batch; val and test metrics once per epoch, over the wh
 
 from __future__ import annotations
 
-import warnings
 from typing import Literal, TypeVar
 
 import pytorch_lightning as pl
 import torch
 from jsonargparse import lazy_instance
 from pytorch_lightning.cli import OptimizerCallable
-from pytorch_lightning.utilities import AttributeDict
+from pytorch_lightning.utilities import AttributeDict, rank_zero_warn
 from torch import Tensor
+from torchmetrics import MeanMetric
 
+from vae.callbacks import last_checkpoint_path
+from vae.config import build, build_optimizer, to_spec
 from vae.data import Batch
-from vae.errors import ConfigError
+from vae.errors import ConfigError, NonFiniteError
 from vae.evaluation import LatentStatistics
 from vae.kl import KLEstimator
 from vae.likelihoods import Bernoulli, Likelihood
@@ -43,6 +45,7 @@ from vae.priors import Prior, StandardNormal
 from vae.weighting import Constant, Weighting
 
 Stage = Literal["train", "val", "test"]
+NonFinitePolicy = Literal["stop", "skip"]
 T = TypeVar("T")
 
 
@@ -66,6 +69,10 @@ class VAEModule(pl.LightningModule):
         on GPUs with tensor cores, with bf16 precision).
     compile: compile the encoder and decoder with ``torch.compile`` when training starts (the first steps pay
         the compile time; the state dict keys do not change, so checkpoints stay interchangeable).
+    nonfinite: what a non-finite training loss, KL, reconstruction or gradient does: "stop" (the default)
+        ends the run with a message naming the step and the term, before the optimizer step, so the weights
+        and the last checkpoint stay good; "skip" skips that batch's update, warns, and counts the skipped
+        steps (``train/skipped_steps``). One process only: under DDP use "stop".
     optimizer: called with the parameters; Adam with lr 1e-3 by default.
     """
 
@@ -83,11 +90,18 @@ class VAEModule(pl.LightningModule):
         importance_samples: int = 1,
         channels_last: bool = False,
         compile: bool = False,
+        nonfinite: NonFinitePolicy = "stop",
         optimizer: OptimizerCallable = torch.optim.Adam,
     ) -> None:
         super().__init__()
-        # Plain objects, not LightningCLI's lazy defaults, so the hyperparameters in a checkpoint load back.
-        network, likelihood, prior, weighting = (concrete(x) for x in (network, likelihood, prior, weighting))
+        # Plain objects (LightningCLI's lazy defaults made concrete; specs from a checkpoint built).
+        network = build(concrete(network), Network, "model.network")
+        likelihood = build(concrete(likelihood), Likelihood, "model.likelihood")
+        prior = build(concrete(prior), Prior, "model.prior")
+        weighting = build(concrete(weighting), Weighting, "model.weighting")
+        optimizer = build_optimizer(optimizer)
+        if nonfinite not in ("stop", "skip"):
+            raise ConfigError(f"model.nonfinite must be 'stop' or 'skip', got {nonfinite!r}")
         if importance_samples < 1:
             raise ConfigError(f"importance_samples must be at least 1, got {importance_samples}")
         if importance_samples > 1 and not (isinstance(weighting, Constant) and weighting.value == 1.0):
@@ -95,13 +109,30 @@ class VAEModule(pl.LightningModule):
                 "the IWAE bound (importance_samples > 1) is its own objective: use the default weighting "
                 "Constant(beta=1.0) with it"
             )
-        with warnings.catch_warnings():  # the modules among them are meant to be saved: they rebuild the model
-            warnings.filterwarnings("ignore", message="Attribute '.*' is an instance of `nn.Module`")
-            self.save_hyperparameters()
+        # Recorded as plain data (specs), so that a checkpoint loads with weights_only=True (vae.config).
+        self.save_hyperparameters(
+            {
+                "image_shape": tuple(image_shape),
+                "latent_dim": latent_dim,
+                "network": to_spec(network),
+                "likelihood": to_spec(likelihood),
+                "prior": to_spec(prior),
+                "kl_estimator": kl_estimator,
+                "kl_samples": kl_samples,
+                "weighting": to_spec(weighting),
+                "importance_samples": importance_samples,
+                "channels_last": channels_last,
+                "compile": compile,
+                "nonfinite": nonfinite,
+                "optimizer": to_spec(optimizer),
+            }
+        )
         self.weighting = weighting
         self.importance_samples = importance_samples
         self.channels_last = channels_last
         self.compile_networks = compile
+        self.nonfinite = nonfinite
+        self.skipped_steps = 0
         self.optimizer = optimizer
         self.vae = VAE(
             image_shape=image_shape,
@@ -114,6 +145,12 @@ class VAEModule(pl.LightningModule):
         )
         self.latent_stats = torch.nn.ModuleDict(
             {stage: LatentStatistics(latent_dim=latent_dim) for stage in ("val", "test")}
+        )
+        # Val/test means weighted by batch size and reduced over processes by torchmetrics (sums of values and
+        # of weights): Lightning's own mean reduction averages the per-process image counts as integers.
+        names = ("recon", "kl", "elbo", "loss", *(("iwae",) if importance_samples > 1 else ()))
+        self.epoch_means = torch.nn.ModuleDict(
+            {stage: torch.nn.ModuleDict({name: MeanMetric() for name in names}) for stage in ("val", "test")}
         )
 
     @property
@@ -129,7 +166,7 @@ class VAEModule(pl.LightningModule):
             self.vae.encoder.compile()
             self.vae.decoder.compile()
 
-    def _common_step(self, batch: Batch, stage: Stage) -> Tensor:
+    def _common_step(self, batch: Batch, stage: Stage) -> Tensor | None:
         x, _ = batch
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -143,21 +180,67 @@ class VAEModule(pl.LightningModule):
             weights = self.vae.log_weights(x, self.importance_samples)
             iwae = iwae_bound(weights.log_px, weights.log_pz, weights.log_qz).bound.mean()
             metrics |= {"iwae": iwae, "loss": -iwae}
-        # Train metrics on the steps Lightning writes to the loggers, val/test once per epoch over the split;
-        # the ELBO also in the progress bar.
+        # Train metrics on the steps Lightning writes to the loggers, val/test once per epoch over the split
+        # (all reduced over the processes under DDP); the ELBO also in the progress bar.
         per_step = stage == "train"
         loss = metrics["loss"]
+        if per_step and not self.all_finite({name: metrics[name] for name in ("loss", "recon", "kl")}, "train/"):
+            return None  # "skip": no backward, no optimizer step for this batch
         if per_step and not self.writes_train_metrics():
             return loss
         if per_step:
             metrics |= {"kl_weight": weighted.kl_weight, **weighted.extras}
-        options = {"on_step": per_step, "on_epoch": not per_step, "sync_dist": not per_step, "batch_size": x.shape[0]}
+            if self.nonfinite == "skip":
+                metrics["skipped_steps"] = float(self.skipped_steps)
+        if per_step:  # this step's values, averaged over the processes
+            options = {"on_step": True, "on_epoch": False, "sync_dist": True, "batch_size": x.shape[0]}
+        else:  # the split's means: torchmetrics accumulates, Lightning computes and resets them at epoch end
+            for name, value in metrics.items():
+                self.epoch_means[stage][name].update(value.detach(), weight=x.shape[0])
+            metrics = dict(self.epoch_means[stage].items())
+            options = {"on_step": False, "on_epoch": True}
+            self.latent_stats[stage].update(out.moments.mean, out.latent.kl_per_dim)
         elbo = metrics.pop("elbo")
         self.log_dict({f"{stage}/{name}": value for name, value in metrics.items()}, **options)
         self.log(f"{stage}/elbo", elbo, prog_bar=True, **options)
-        if not per_step:
-            self.latent_stats[stage].update(out.moments.mean, out.latent.kl_per_dim)
         return loss
+
+    def all_finite(self, terms: dict[str, Tensor], prefix: str = "") -> bool:
+        """Whether every term is finite (one host sync). If not: stop with a NonFiniteError naming the step
+        and the terms, or, under ``nonfinite="skip"``, warn, count the step, and say False."""
+        finite = torch.isfinite(torch.stack([term.detach().float().reshape(()) for term in terms.values()]))
+        if bool(finite.all()):
+            return True
+        bad = ", ".join(f"{prefix}{name} = {float(terms[name])}" for name, ok in zip(terms, finite.tolist()) if not ok)
+        return self.nonfinite_found(bad)
+
+    def nonfinite_found(self, what: str) -> bool:
+        step = self.global_step
+        if self.nonfinite == "skip":
+            self.skipped_steps += 1
+            rank_zero_warn(f"step {step}: non-finite {what}; skipped this batch (model.nonfinite: skip)")
+            return False
+        last = last_checkpoint_path(self.trainer) if self._trainer is not None else None
+        where = f"the last good checkpoint is {last}; " if last is not None and last.is_file() else ""
+        raise NonFiniteError(
+            f"step {step}: non-finite {what}; stopped before the update, {where}lower the learning rate (and "
+            "resume with --ckpt_path last), or set --model.nonfinite skip to skip such batches"
+        )
+
+    def setup(self, stage: str) -> None:
+        if self.nonfinite == "skip" and self.trainer.world_size > 1:
+            raise ConfigError("model.nonfinite 'skip' is for one process: under DDP use 'stop'")
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.trainer.precision == "16-mixed":  # the gradient scaler skips non-finite steps itself
+            return
+        grads = {name: p.grad for name, p in self.named_parameters() if p.grad is not None}
+        if not grads or bool(torch.isfinite(torch.nn.utils.get_total_norm(list(grads.values())))):
+            return
+        names = [name for name, grad in grads.items() if not bool(torch.isfinite(grad).all())]
+        self.nonfinite_found(f"gradient of {', '.join(names[:3])}{' and more' if len(names) > 3 else ''}")
+        for p in self.parameters():  # "skip": the optimizer leaves parameters without a gradient alone
+            p.grad = None
 
     def writes_train_metrics(self) -> bool:
         """Whether to log this training step's metrics: on the steps Lightning writes to the loggers (every
@@ -170,7 +253,7 @@ class VAEModule(pl.LightningModule):
             return False
         return (self.global_step + 1) % trainer.log_every_n_steps == 0 or trainer.should_stop or trainer.is_last_batch
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
         return self._common_step(batch, "train")
 
     def validation_step(self, batch: Batch, batch_idx: int) -> Tensor:
@@ -185,7 +268,7 @@ class VAEModule(pl.LightningModule):
         metrics = {f"{stage}/active_units": float(summary.active_units)}
         if summary.kl_per_dim is not None:
             metrics |= {f"{stage}/kl_dim/{d:02d}": kl for d, kl in enumerate(summary.kl_per_dim.tolist())}
-        self.log_dict(metrics)
+        self.log_dict(metrics, sync_dist=True)  # already reduced over the processes: the same on each
 
     def on_validation_epoch_end(self) -> None:
         self._log_latent_stats("val")

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
 
+from vae.config import Recorded
 from vae.errors import ConfigError
 from vae.nets.common import LOGVAR_BOUND, GaussianMoments, soft_clamp
 
@@ -94,7 +95,7 @@ class VampPriorModule(PriorModule):
         return gaussian_mixture(logits, encoder(self.pseudo_inputs()))
 
 
-class Prior(ABC):
+class Prior(Recorded, ABC):
     """A choice of prior for ``model.prior``: hyperparameters that build the ``PriorModule``."""
 
     @abstractmethod

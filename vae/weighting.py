@@ -25,6 +25,7 @@ import torch
 from einops import reduce
 from torch import Tensor, nn
 
+from vae.config import Recorded
 from vae.errors import ConfigError
 
 
@@ -37,7 +38,7 @@ class WeightedLoss:
     extras: dict[str, float] = field(default_factory=dict)
 
 
-class Weighting(nn.Module, ABC):
+class Weighting(Recorded, nn.Module, ABC):
     """How the reconstruction and the KL combine into the loss at a training step."""
 
     @abstractmethod

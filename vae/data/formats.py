@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import pickle
 import zlib
 from collections.abc import Sequence
@@ -69,7 +70,7 @@ def read_idx(folder: Path, name: str, *, ndim: int) -> Tensor:
             "the file is damaged or not the right one; get it again"
         )
     shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    size = int(np.prod(shape))
+    size = math.prod(shape)  # Python ints: a damaged header must not overflow
     if len(data) - header != size:
         raise DataError(
             f"{path} holds {len(data) - header} bytes of data for shape {tuple(shape)} ({size} expected): "

@@ -10,6 +10,7 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.distributions import Independent, Normal
 
+from vae.config import Recorded
 from vae.errors import ConfigError
 
 LOGVAR_BOUND = 10.0
@@ -61,7 +62,7 @@ def check_shape(*, image_shape: tuple[int, int, int], latent_dim: int) -> None:
         raise ConfigError(f"latent_dim must be a positive integer, got {latent_dim}")
 
 
-class Network(ABC):
+class Network(Recorded, ABC):
     """An encoder/decoder architecture: what ``model.network`` names (``ConvNet``, ``MLPNet``).
 
     Subclasses are small frozen dataclasses of hyperparameters that build the two modules for a given image

@@ -1,0 +1,55 @@
+"""DDP through Lightning with two real CPU processes (gloo, ddp_spawn): the validation metrics are reduced
+over both processes' shares of the split exactly as one process computes them, and training at the same
+global batch reaches the same metrics."""
+
+import pytest
+import pytorch_lightning as pl
+
+from vae.data import EmbeddedMNIST
+from vae.module import VAEModule
+from vae.nets import MLPNet
+
+DETERMINISTIC = ["val/kl", "val/active_units", *(f"val/kl_dim/{d:02d}" for d in range(4))]  # no sampling noise
+
+
+def run(*, devices: int, batch_size: int, train: bool, steps: int = 40, seed: int = 0) -> dict[str, float]:
+    pl.seed_everything(seed, verbose=False)
+    module = VAEModule(latent_dim=4, network=MLPNet(hidden_dims=(64,)))
+    data = EmbeddedMNIST(batch_size=batch_size, val_size=333)  # 167 + 166 images on two processes
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp_spawn" if devices > 1 else "auto",
+        max_epochs=1,
+        limit_train_batches=steps,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    if train:
+        trainer.fit(module, datamodule=data)
+    else:
+        trainer.validate(module, datamodule=data)
+    return {name: float(value) for name, value in trainer.callback_metrics.items() if value.numel() == 1}
+
+
+def test_validation_metrics_are_reduced_across_processes_exactly():
+    """The same weights on one process and on two (333 images: 167 and 166 per process): the KL, per
+    dimension, and the active units have no sampling noise, so they agree to float rounding (1e-5); recon and
+    ELBO to their Monte-Carlo noise."""
+    one, two = run(devices=1, batch_size=64, train=False), run(devices=2, batch_size=32, train=False)
+    for name in DETERMINISTIC:
+        assert two[name] == pytest.approx(one[name], rel=1e-5, abs=1e-5), name
+    assert two["val/elbo"] == pytest.approx(one["val/elbo"], abs=1.0)
+
+
+def test_two_processes_train_like_one_at_the_same_global_batch():
+    """40 steps at a global batch of 64 (one process × 64, two × 32) from the same initial weights: the same
+    trajectory up to the reparameterisation noise, which the processes draw differently. Measured: val ELBO
+    −270.62 vs −271.12, recon 243.09 vs 244.22, KL 27.52 vs 26.90 (another initial seed: ELBO −285.97)."""
+    one, two = run(devices=1, batch_size=64, train=True), run(devices=2, batch_size=32, train=True)
+    for name, tolerance in {"val/elbo": 3.0, "val/recon": 3.0, "val/kl": 2.0, "train/loss": 10.0}.items():
+        assert two[name] == pytest.approx(one[name], abs=tolerance), (name, one[name], two[name])
+    assert two["val/active_units"] == one["val/active_units"] == 4

@@ -1,0 +1,94 @@
+"""Checkpoints are data, configs are code: a checkpoint loads with weights_only=True and a pickle payload in
+one executes nothing; a config builds only classes from trusted modules."""
+
+import pickle
+import zipfile
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from faults import Payload
+
+from vae.config import build, build_optimizer, check_trusted, to_spec
+from vae.data import EmbeddedMNIST
+from vae.errors import ConfigError
+from vae.likelihoods import Gaussian
+from vae.module import VAEModule
+from vae.nets import ConvNet, MLPNet, Network
+from vae.priors import GaussianMixture
+from vae.weighting import GECO, FreeBits, LinearWarmup, Weighting
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        ConvNet(channels=(16, 32)),
+        FreeBits(floor=0.25, beta=LinearWarmup(steps=7)),
+        GECO(target=90.0),
+        Gaussian(sigma=0.2, learn_sigma=True),
+        GaussianMixture(num_components=3),
+    ],
+)
+def test_specs_are_plain_data_that_rebuild_the_same_object(value):
+    spec = to_spec(value)
+    assert pickle.loads(pickle.dumps(spec)) == spec
+    rebuilt = build(spec, type(value).__mro__[1], "model.x")
+    assert type(rebuilt) is type(value) and to_spec(rebuilt) == spec
+
+
+def test_optimizer_specs_round_trip():
+    spec = to_spec(build_optimizer({"class_path": "torch.optim.AdamW", "init_args": {"lr": 0.01}}))
+    assert spec == {"class_path": "torch.optim.adamw.AdamW", "init_args": {"lr": 0.01}}
+    optimizer = build_optimizer(spec)([torch.nn.Parameter(torch.zeros(2))])
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["lr"] == 0.01
+
+
+def test_specs_build_only_trusted_subclasses_of_the_expected_type(monkeypatch):
+    with pytest.raises(ConfigError, match="VAE_TRUSTED_MODULES=collections"):
+        build({"class_path": "collections.OrderedDict"}, Network, "model.network")
+    with pytest.raises(ConfigError, match="is not a Network"):
+        build({"class_path": "vae.weighting.Constant"}, Network, "model.network")
+    with pytest.raises(ConfigError, match="is not a Optimizer|is not a Weighting"):
+        build({"class_path": "torch.nn.Linear", "init_args": {"in_features": 1, "out_features": 1}}, Weighting, "w")
+    monkeypatch.setenv("VAE_TRUSTED_MODULES", "collections")
+    check_trusted("collections.OrderedDict", "x")  # allowed once trusted
+
+
+def trained_checkpoint(tmp_path) -> str:
+    module = VAEModule(latent_dim=4, network=MLPNet(hidden_dims=(32,)), weighting=FreeBits(beta=LinearWarmup(steps=3)))
+    trainer = pl.Trainer(
+        max_steps=2,
+        limit_val_batches=0,
+        logger=False,
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, datamodule=EmbeddedMNIST(batch_size=32))
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    return str(path)
+
+
+def test_checkpoints_load_with_weights_only_and_rebuild_the_model(tmp_path):
+    path = trained_checkpoint(tmp_path)
+    checkpoint = torch.load(path, weights_only=True)  # raises if anything but tensors and plain data
+    assert (
+        checkpoint["hyper_parameters"]["weighting"]["init_args"]["beta"]["class_path"] == "vae.weighting.LinearWarmup"
+    )
+    restored = VAEModule.load_from_checkpoint(path, weights_only=True)
+    assert isinstance(restored.weighting, FreeBits) and restored.weighting.schedule.steps == 3
+    assert all(torch.equal(a, b) for a, b in zip(restored.state_dict().values(), checkpoint["state_dict"].values()))
+
+
+def test_a_pickle_payload_in_a_checkpoint_executes_nothing(tmp_path):
+    path = trained_checkpoint(tmp_path)
+    marker = tmp_path / "pwned"
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["hyper_parameters"]["network"] = Payload(marker)
+    evil = tmp_path / "evil.ckpt"
+    torch.save(checkpoint, evil)
+    assert "posix\nsystem" in zipfile.ZipFile(evil).read("evil/data.pkl").decode("latin-1")  # the payload is there
+    with pytest.raises(pickle.UnpicklingError):
+        VAEModule.load_from_checkpoint(evil, weights_only=True)
+    assert not marker.exists()
