@@ -155,3 +155,15 @@ def test_wandb_goes_offline_only_without_credentials(tmp_path, monkeypatch):
     netrc.unlink()
     monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef")
     assert wandb_logged_in()
+
+
+def test_training_proceeds_offline_when_wandb_is_unreachable(tmp_path, offline_env):
+    """Logged in (an API key) but the server does not answer: the run logs offline and says how to sync."""
+    env = {k: v for k, v in offline_env.items() if k != "WANDB_MODE"}
+    env.update(WANDB_API_KEY="0123456789abcdef0123456789abcdef01234567", WANDB_BASE_URL="http://127.0.0.1:9")
+    limits = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"]
+    result = run_vae(["fit", "--config", str(QUICKSTART), *limits], cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "W&B server 127.0.0.1:9 unreachable: logging offline (upload later with wandb sync)" in result.stderr
+    assert "W&B run saved offline; upload it with: wandb sync " in result.stdout
+    assert len(list((tmp_path / "runs" / "wandb").glob("offline-run-*/run-*.wandb"))) == 1
