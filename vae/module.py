@@ -72,7 +72,7 @@ class VAEModule(pl.LightningModule):
     nonfinite: what a non-finite training loss, KL, reconstruction or gradient does: "stop" (the default)
         ends the run with a message naming the step and the term, before the optimizer step, so the weights
         and the last checkpoint stay good; "skip" skips that batch's update, warns, and counts the skipped
-        steps (``train/skipped_steps``). One process only: under DDP use "stop".
+        steps (``train/skipped_steps``).
     optimizer: called with the parameters; Adam with lr 1e-3 by default.
     """
 
@@ -133,6 +133,7 @@ class VAEModule(pl.LightningModule):
         self.compile_networks = compile
         self.nonfinite = nonfinite
         self.skipped_steps = 0
+        self.step_terms: dict[str, Tensor] = {}
         self.optimizer = optimizer
         self.vae = VAE(
             image_shape=image_shape,
@@ -166,7 +167,7 @@ class VAEModule(pl.LightningModule):
             self.vae.encoder.compile()
             self.vae.decoder.compile()
 
-    def _common_step(self, batch: Batch, stage: Stage) -> Tensor | None:
+    def _common_step(self, batch: Batch, stage: Stage) -> Tensor:
         x, _ = batch
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -184,8 +185,8 @@ class VAEModule(pl.LightningModule):
         # (all reduced over the processes under DDP); the ELBO also in the progress bar.
         per_step = stage == "train"
         loss = metrics["loss"]
-        if per_step and not self.all_finite({name: metrics[name] for name in ("loss", "recon", "kl")}, "train/"):
-            return None  # "skip": no backward, no optimizer step for this batch
+        if per_step:  # checked with the gradients, before the optimizer step
+            self.step_terms = {name: metrics[name].detach() for name in ("loss", "recon", "kl")}
         if per_step and not self.writes_train_metrics():
             return loss
         if per_step:
@@ -205,41 +206,36 @@ class VAEModule(pl.LightningModule):
         self.log(f"{stage}/elbo", elbo, prog_bar=True, **options)
         return loss
 
-    def all_finite(self, terms: dict[str, Tensor], prefix: str = "") -> bool:
-        """Whether every term is finite (one host sync). If not: stop with a NonFiniteError naming the step
-        and the terms, or, under ``nonfinite="skip"``, warn, count the step, and say False."""
-        finite = torch.isfinite(torch.stack([term.detach().float().reshape(()) for term in terms.values()]))
-        if bool(finite.all()):
-            return True
-        bad = ", ".join(f"{prefix}{name} = {float(terms[name])}" for name, ok in zip(terms, finite.tolist()) if not ok)
-        return self.nonfinite_found(bad)
-
-    def nonfinite_found(self, what: str) -> bool:
-        step = self.global_step
-        if self.nonfinite == "skip":
-            self.skipped_steps += 1
-            rank_zero_warn(f"step {step}: non-finite {what}; skipped this batch (model.nonfinite: skip)")
-            return False
-        last = last_checkpoint_path(self.trainer) if self._trainer is not None else None
-        where = f"the last good checkpoint is {last}; " if last is not None and last.is_file() else ""
-        raise NonFiniteError(
-            f"step {step}: non-finite {what}; stopped before the update, {where}lower the learning rate (and "
-            "resume with --ckpt_path last), or set --model.nonfinite skip to skip such batches"
-        )
-
-    def setup(self, stage: str) -> None:
-        if self.nonfinite == "skip" and self.trainer.world_size > 1:
-            raise ConfigError("model.nonfinite 'skip' is for one process: under DDP use 'stop'")
-
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        if self.trainer.precision == "16-mixed":  # the gradient scaler skips non-finite steps itself
-            return
+        """The non-finite guard, once per optimizer step with one host sync: this step's loss terms and the
+        gradients' total norm. A non-finite one stops the run (a NonFiniteError naming the step and the
+        terms), or under ``nonfinite="skip"`` drops every gradient, so the optimizer leaves all weights and
+        its own state alone. Under DDP the gradients are already averaged, so every process sees the same
+        non-finite norm and takes the same decision."""
+        terms, self.step_terms = self.step_terms, {}
+        checks = [torch.stack([term.float().reshape(()) for term in terms.values()])] if terms else []
         grads = {name: p.grad for name, p in self.named_parameters() if p.grad is not None}
-        if not grads or bool(torch.isfinite(torch.nn.utils.get_total_norm(list(grads.values())))):
+        if grads and self.trainer.precision != "16-mixed":  # 16-mixed: the gradient scaler skips inf steps
+            checks.append(torch.nn.utils.get_total_norm(list(grads.values())).reshape(1))
+        if not checks or bool(torch.isfinite(torch.cat(checks)).all()):
             return
-        names = [name for name, grad in grads.items() if not bool(torch.isfinite(grad).all())]
-        self.nonfinite_found(f"gradient of {', '.join(names[:3])}{' and more' if len(names) > 3 else ''}")
-        for p in self.parameters():  # "skip": the optimizer leaves parameters without a gradient alone
+        bad_terms = [f"train/{name} = {float(value)}" for name, value in terms.items() if not torch.isfinite(value)]
+        if bad_terms:
+            what = ", ".join(bad_terms)
+        else:
+            names = [name for name, grad in grads.items() if not bool(torch.isfinite(grad).all())]
+            what = f"gradient of {', '.join(names[:3])}{' and more' if len(names) > 3 else ''}"
+        step = self.global_step
+        if self.nonfinite == "stop":
+            last = last_checkpoint_path(self.trainer)
+            where = f"the last good checkpoint is {last}; " if last.is_file() else ""
+            raise NonFiniteError(
+                f"step {step}: non-finite {what}; stopped before the update, {where}lower the learning rate (and "
+                "resume with --ckpt_path last), or set --model.nonfinite skip to skip such batches"
+            )
+        self.skipped_steps += 1
+        rank_zero_warn(f"step {step}: non-finite {what}; skipped this update (model.nonfinite: skip)")
+        for p in self.parameters():
             p.grad = None
 
     def writes_train_metrics(self) -> bool:
@@ -253,7 +249,7 @@ class VAEModule(pl.LightningModule):
             return False
         return (self.global_step + 1) % trainer.log_every_n_steps == 0 or trainer.should_stop or trainer.is_last_batch
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self._common_step(batch, "train")
 
     def validation_step(self, batch: Batch, batch_idx: int) -> Tensor:
