@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,8 +126,10 @@ def find_checkpoint(ckpt_path: str, *, runs: Path) -> Resume:
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint's contents, loaded with ``weights_only=True`` (tensors and plain data only)."""
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"cannot load the checkpoint {path}: not a torch checkpoint (damaged, or another kind of file)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # tensors read on demand
     except pickle.UnpicklingError as error:
         if "global" not in str(error).lower():  # not a pickle at all: a damaged or foreign file
             raise DataError(f"cannot load the checkpoint {path}: {one_line(error)}") from error

@@ -147,7 +147,7 @@ class VAECLI(LightningCLI):
             if not getattr(self.datamodule, "download", False):
                 self.datamodule.setup(self.subcommand or "fit")  # reads the files now (setup runs once)
         resume = getattr(self, "resume", None)
-        if resume is not None:  # refuse a foreign or unsafe checkpoint before anything is written
+        if resume is not None:  # refuse an unsafe, damaged or foreign checkpoint before anything is written
             check_compatible(read_checkpoint(resume.checkpoint), self.model, resume.checkpoint)
         trainer_config = self._get(self.config_init, "trainer", default={})
         if not trainer_config.get("plugins"):  # checkpoints written whole or not at all
@@ -201,8 +201,7 @@ def resume_run(config) -> Resume:
         runs = Path(init.save_dir or config.trainer.default_root_dir or ".") / (init.project or "lightning_logs")
     else:
         runs = Path(config.trainer.default_root_dir or ".")
-    resume = find_checkpoint(config.ckpt_path, runs=runs)
-    read_checkpoint(resume.checkpoint)  # refused if unsafe, one line if damaged
+    resume = find_checkpoint(config.ckpt_path, runs=runs)  # read and vetted once the model is built
     config.ckpt_path = str(resume.checkpoint)
     if wandb is not None and not wandb.init_args.get("id"):
         wandb.init_args.id = resume.run_id
