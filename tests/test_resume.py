@@ -64,6 +64,8 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_final_metrics(tmp_path, faul
     assert len(broken_files) == 2 and {f.parent.name.rsplit("-", 1)[1] for f in broken_files} == {run.name}
     expected, got = finals(whole_file), finals(broken_files[-1])
     assert got == {key: pytest.approx(value, rel=1e-6, abs=1e-6) for key, value in expected.items()}
+    best = sorted(p.name for p in (run / "checkpoints").glob("best-*.ckpt"))
+    assert best == sorted(p.name for p in whole.glob("runs/vae/*/checkpoints/best-*.ckpt")) and len(best) == 1
     steps = [read_history(f).values("trainer/global_step")[-1] for f in (whole_file, broken_files[-1])]
     assert steps[0] == steps[1] > 12  # the resumed run ran on to the same last step
 

@@ -23,6 +23,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins import TorchCheckpointIO
+from pytorch_lightning.callbacks import Checkpoint
 
 from vae.callbacks import last_checkpoint_path
 from vae.errors import ConfigError, DataError, UserError
@@ -62,11 +63,13 @@ def set_rng_states(states: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state(states["cuda"])
 
 
-class LastCheckpoint(pl.Callback):
+class LastCheckpoint(Checkpoint):
     """Writes ``<run>/checkpoints/last.ckpt`` at the end of every training epoch, after validation.
 
     Lightning's ``save_last`` refreshes ``last.ckpt`` only when a top-k checkpoint is saved, so after an
-    epoch that did not improve it would still hold an older epoch. Every checkpoint of the run also records
+    epoch that did not improve it would still hold an older epoch. As a ``Checkpoint`` it runs after the
+    other callbacks at an epoch's end, so the checkpoint holds their final state (the best checkpoint's
+    bookkeeping included). Every checkpoint of the run also records
     the random number generators' states, restored when a run resumes; the sanity check's validation batches
     draw their noise on the side (the generators' states are put back after it). A resumed run therefore
     draws the same noise, and reaches the same metrics, as an uninterrupted one.

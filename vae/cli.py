@@ -152,9 +152,9 @@ class VAECLI(LightningCLI):
         trainer_config = self._get(self.config_init, "trainer", default={})
         if not trainer_config.get("plugins"):  # checkpoints written whole or not at all
             kwargs["plugins"] = [AtomicCheckpointIO()]
-        callbacks = trainer_config.get("callbacks") or []
-        kwargs["callbacks"] = [*(callbacks if isinstance(callbacks, list) else [callbacks]), LastCheckpoint()]
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.callbacks.append(LastCheckpoint())  # the very last: its checkpoint holds every other's state
+        return trainer
 
     def before_fit(self) -> None:
         resume = getattr(self, "resume", None)
