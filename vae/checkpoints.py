@@ -101,6 +101,11 @@ class LastCheckpoint(Checkpoint):
         trainer.save_checkpoint(last_checkpoint_path(trainer), weights_only=False)  # the whole state, to resume
 
 
+def run_id_of(checkpoint: Path) -> str:
+    """The run a checkpoint belongs to: ``<save_dir>/<project>/<run id>/checkpoints/<name>.ckpt``."""
+    return checkpoint.resolve().parent.parent.name
+
+
 @dataclass(frozen=True)
 class Resume:
     """A checkpoint to resume, and the id of the W&B run it belongs to (its run folder's name)."""
@@ -124,7 +129,7 @@ def find_checkpoint(ckpt_path: str, *, runs: Path) -> Resume:
         path = Path(ckpt_path)
         if not path.is_file():
             raise ConfigError(f"checkpoint not found: {ckpt_path} (give a .ckpt written by vae fit, or 'last')")
-    return Resume(checkpoint=path, run_id=path.resolve().parent.parent.name)
+    return Resume(checkpoint=path, run_id=run_id_of(path))
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

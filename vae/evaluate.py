@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from vae.callbacks import save_grids
-from vae.checkpoints import load_module
+from vae.checkpoints import load_module, run_id_of
 from vae.config import check_trusted
 from vae.data import ImageDataModule
 from vae.errors import ArgumentParser, ConfigError, UserError, exit_with_error
@@ -66,7 +66,7 @@ def log_to_wandb(config: Path, checkpoint: Path, result: Evaluation, images: dic
     import wandb
 
     init = logger.get("init_args") or {}
-    run_id = checkpoint.resolve().parent.parent.name  # <save_dir>/<project>/<run id>/checkpoints/x.ckpt
+    run_id = run_id_of(checkpoint)
     run = wandb.init(project=init.get("project"), id=run_id, resume="allow", dir=init.get("save_dir"))
     prefix = f"eval/{result.split}"
     numbers = {k: v for k, v in asdict(result).items() if isinstance(v, int | float) and not isinstance(v, bool)}
