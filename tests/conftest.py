@@ -1,9 +1,9 @@
 import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from command import run_vae, start_vae, vae_command  # noqa: F401 (the tests import them from here)
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
@@ -22,7 +22,16 @@ def offline_env(tmp_path):
     return env
 
 
-def vae_command() -> list[str]:
-    """The installed `vae` console command beside this interpreter, else the module."""
-    script = Path(sys.executable).with_name("vae")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "vae.cli"]
+def new_user(home: Path) -> dict:
+    """A new user's environment for a real `vae` process: no W&B key and no WANDB_* setting (so the command itself
+    decides to log offline), and a home folder of their own (no ~/.netrc, no W&B settings)."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(HOME=str(home), PYTHONUNBUFFERED="1")
+    env.pop("WANDB_API_KEY", None)
+    return env
+
+
+@pytest.fixture
+def new_user_env(tmp_path):
+    return new_user(tmp_path / "home")

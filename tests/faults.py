@@ -22,6 +22,19 @@ class KillAtStep(pl.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+class SignalAtStep(pl.Callback):
+    """Sends its own process ``signal`` (a name: SIGTERM, SIGINT, ...) right after training step ``step``: what a
+    scheduler or a user does to a running job."""
+
+    def __init__(self, step: int, signal: str = "SIGTERM") -> None:
+        self.step = step
+        self.signal = signal
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), getattr(signal, self.signal))
+
+
 class PoisonAtStep(pl.Callback):
     """Makes a term non-finite from training step ``step`` on: ``what`` is "weights" (the encoder's first
     weight becomes nan, so the KL and reconstruction are nan) or "gradient" (one gradient becomes inf at that step)."""

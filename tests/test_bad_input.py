@@ -6,11 +6,12 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from conftest import QUICKSTART, REPO
+import yaml
+from conftest import QUICKSTART, REPO, run_vae
 from faults import Payload
-from test_cli import run_vae
 
 TINY_MODEL = ["--model.latent_dim", "4", "--model.network.channels", "[8, 16]", "--model.network.hidden_dim", "32"]
 TINY_RUN = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"]
@@ -40,7 +41,63 @@ def existing(tmp_path_factory, offline_env_module):
     checkpoint["hyper_parameters"]["network"] = Payload(root / "pwned")
     torch.save(checkpoint, root / "evil.ckpt")
     (root / "untrusted.yaml").write_text("model:\n  network:\n    class_path: faults.PlantedNet\n")
+    write_payloads(root, run)
     return root, run.relative_to(root)
+
+
+TOUCH = "touch pwned"  # what every payload below runs if it is ever built: the cases check pwned never appears
+
+
+def spec(class_path: str, **init_args) -> dict:
+    return {"class_path": class_path, "init_args": init_args}
+
+
+def write_payloads(root: Path, run: Path) -> None:
+    """Configs, studies and checkpoints that reach os, subprocess, builtins, importlib and pickle through trusted
+    packages, and files a user may hand over by mistake (binary garbage, a key given twice, junk checkpoints)."""
+    torch.save(Payload(root / "pwned"), root / "payload.pt")
+    yamls = {
+        "os_system.yaml": {"model": {"optimizer": spec("torch.os.system", command=TOUCH)}},
+        "popen.yaml": {"model": {"network": spec("vae.compare.subprocess.Popen", args=["touch", "pwned"])}},
+        "torch_load.yaml": {"model": {"optimizer": spec("torch.load", f="payload.pt", weights_only=False)}},
+        "import_module.yaml": {"data": spec("vae.cli.importlib.import_module", name="faults")},
+        "pickle_loads.yaml": {"model": {"likelihood": spec("torch.serialization.pickle.loads", data="x")}},
+        "callback_function.yaml": {
+            "trainer": {"callbacks": [spec("pytorch_lightning.callbacks.LambdaCallback", on_fit_start="torch.load")]}
+        },
+        "evil_study.yaml": {"config": str(QUICKSTART), "weightings": {"a": spec("torch.os.system", command=TOUCH)}},
+        "slash_study.yaml": {"config": str(QUICKSTART), "weightings": {"a/b": spec("vae.weighting.Constant")}},
+        "parent_study.yaml": {"config": str(QUICKSTART), "weightings": {"../x": spec("vae.weighting.Constant")}},
+    }
+    for name, content in yamls.items():
+        (root / name).write_text(yaml.safe_dump(content))
+    evil_run = yaml.safe_load((run / "config.yaml").read_text())
+    evil_run["data"] = spec("torch.os.system", command=TOUCH)
+    (root / "evil_run.yaml").write_text(yaml.safe_dump(evil_run))
+    (root / "garbage.yaml").write_bytes(bytes(range(256)) * 8)
+    (root / "twice.yaml").write_text("model:\n  latent_dim: 4\nmodel:\n  kl_samples: 2\n")
+    (root / "twice_study.yaml").write_text(
+        f"config: {QUICKSTART}\nweightings:\n  a: {{class_path: vae.weighting.Constant}}\n"
+        "  a: {class_path: vae.weighting.LinearWarmup}\n"
+    )
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint["hyper_parameters"]["network"] = spec("torch.os.system", command=TOUCH)  # plain data, not a pickle
+    torch.save(checkpoint, root / "spec.ckpt")
+    torch.save({"weights": torch.zeros(3)}, root / "foreign.ckpt")  # a torch file, not a vae fit checkpoint
+    torch.save([np.zeros(2)], root / "numpy.ckpt")  # needs numpy's pickled globals
+    good = (run / "checkpoints" / "last.ckpt").read_bytes()
+    (root / "truncated.ckpt").write_bytes(good[: len(good) // 2])
+    (root / "zip.ckpt").write_bytes(zip_of_text())
+
+
+def zip_of_text() -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("readme.txt", "not a checkpoint")
+    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +154,7 @@ CASES = {
     ),
     "checkpoint from a different model": (
         [*FIT, "--model.latent_dim", "8", "--ckpt_path", "last"],
-        "is from a different model (vae.decoder.",
+        "model.latent_dim cannot change when resuming (the checkpoint runs/vae/",
     ),
     "resuming a checkpoint that carries code": ([*FIT, "--ckpt_path", "evil.ckpt"], "carries a pickled posix.system"),
     "evaluate: checkpoint not found": (["evaluate", "none.ckpt"], "checkpoint none.ckpt does not exist"),
@@ -112,7 +169,99 @@ CASES = {
         "Sigmoid",
     ),
     "benchmark: too few steps": (["benchmark", "--steps", "3", "--window", "2"], "at least 3 windows"),
+    # A config can run no code, however the path is spelt (decided on the object the path reaches).
+    "config: os.system through torch": ([*FIT, "--config", "os_system.yaml"], "it is the function posix.system"),
+    "command line: os.system through vae": (
+        [*FIT, "--model.optimizer", "vae.runs.os.system"],
+        "refusing vae.runs.os.system: it is the function posix.system",
+    ),
+    "config: subprocess through vae": (
+        [*FIT, "--config", "popen.yaml"],
+        "vae.compare.subprocess.Popen is subprocess.Popen, which is not from a trusted module",
+    ),
+    "config: torch.load of a pickle": (
+        [*FIT, "--config", "torch_load.yaml"],
+        "refusing torch.load: it is the function torch.serialization.load",
+    ),
+    "config: importlib through vae": (
+        [*FIT, "--config", "import_module.yaml"],
+        "it is the function importlib.import_module",
+    ),
+    "config: pickle through torch": ([*FIT, "--config", "pickle_loads.yaml"], "it is the function _pickle.loads"),
+    "config: a function as a callback's argument": (
+        [*FIT, "--config", "callback_function.yaml"],
+        "on_fit_start: refusing torch.serialization.load: it is the function torch.serialization.load",
+    ),
+    "checkpoint: a spec that names os.system": (
+        ["evaluate", "spec.ckpt", "--config", "{run}/config.yaml"],
+        "model.network: refusing torch.os.system: it is the function posix.system",
+    ),
+    "evaluate: a run config whose data names os.system": (
+        ["evaluate", "{run}/checkpoints/last.ckpt", "--config", "evil_run.yaml"],
+        "refusing torch.os.system: it is the function posix.system",
+    ),
+    "compare: a study that names os.system": (["compare", "--study", "evil_study.yaml"], "function posix.system"),
+    "compare: a flag that names subprocess": (
+        ["compare", "--config", str(QUICKSTART), "--weighting", "a=vae.compare.subprocess.run(args=x)"],
+        "it is the function subprocess.run",
+    ),
+    # Files that are not what they should be.
+    "binary config file": ([*FIT, "--config", "garbage.yaml"], "garbage.yaml: it is not a YAML text file"),
+    "a key given twice in a config": ([*FIT, "--config", "twice.yaml"], "the key 'model' is given twice"),
+    "evaluate: binary config file": (
+        ["evaluate", "{run}/checkpoints/last.ckpt", "--config", "garbage.yaml"],
+        "it is not a YAML text file",
+    ),
+    "compare: binary study file": (["compare", "--study", "garbage.yaml"], "it is not a YAML text file"),
+    "compare: binary base config": (
+        ["compare", "--config", "garbage.yaml", "--weighting", "a=Constant(beta=1)"],
+        "it is not a YAML text file",
+    ),
+    "compare: a run name given twice in a study": (["compare", "--study", "twice_study.yaml"], "is given twice"),
+    "compare: a run name given twice as flags": (
+        ["compare", "--config", str(QUICKSTART), "--weighting", "a=Constant(beta=1)", "--weighting", "a=Constant()"],
+        "the run name 'a' is given twice",
+    ),
+    "compare: a run name with a slash": (["compare", "--study", "slash_study.yaml"], "run name 'a/b': use letters"),
+    "compare: a run name that leaves --out": (["compare", "--study", "parent_study.yaml"], "run name '../x'"),
+    "junk checkpoint: a torch file of something else": (
+        ["evaluate", "foreign.ckpt", "--config", "{run}/config.yaml"],
+        "foreign.ckpt is not a vae fit checkpoint",
+    ),
+    "junk checkpoint: truncated": ([*FIT, "--ckpt_path", "truncated.ckpt"], "truncated.ckpt: not a torch checkpoint"),
+    "junk checkpoint: a zip of something else": (
+        ["evaluate", "zip.ckpt", "--config", "{run}/config.yaml"],
+        "cannot load the checkpoint zip.ckpt",
+    ),
+    "junk checkpoint: numpy inside": (
+        ["evaluate", "numpy.ckpt", "--config", "{run}/config.yaml"],
+        "refusing the checkpoint numpy.ckpt: it carries a pickled numpy",
+    ),
+    # Settings that Lightning (or the machine) cannot honour.
+    "max_epochs negative": ([*FIT, "--trainer.max_epochs", "-3"], "`max_epochs` must be a non-negative integer"),
+    "val_check_interval zero": ([*FIT, "--trainer.val_check_interval", "0"], "val_check_interval must be positive"),
+    "check_val_every_n_epoch zero": ([*FIT, "--trainer.check_val_every_n_epoch", "0"], "must be 1 or more, got 0"),
+    "save_top_k below -1": ([*FIT, "--checkpoint.save_top_k", "-5"], "Invalid value for save_top_k=-5"),
+    "accelerator tpu without one": ([*FIT, "--trainer.accelerator", "tpu"], "trainer: Requirement 'torch_xla"),
+    "latent_dim too large to allocate": (
+        [*FIT, "--model.latent_dim", "1000000000"],
+        "the model would have 98,000,055,409 parameters",
+    ),
+    "WANDB_MODE online without a key": ([*FIT], "WANDB_MODE=online, but W&B has no API key", {"WANDB_MODE": "online"}),
+    "WANDB_MODE misspelt": ([*FIT], "WANDB_MODE=onlin is not a W&B mode", {"WANDB_MODE": "onlin"}),
+    "predict is not a command": (["predict", "--config", str(QUICKSTART)], "invalid choice: 'predict'"),
+    "test without a checkpoint": (["test", "--config", str(QUICKSTART)], "vae test needs --ckpt_path"),
+    "evaluate: a read-only output folder": (
+        ["evaluate", "{run}/checkpoints/last.ckpt", "--out", "/sys/vae-results"],
+        "--out: cannot write in /sys",
+    ),
 }
+if not torch.cuda.is_available():  # on a machine with a GPU these are not mistakes
+    CASES["accelerator gpu without one"] = ([*FIT, "--trainer.accelerator", "gpu"], "trainer: No supported gpu backend")
+    CASES["evaluate: --device cuda without one"] = (
+        ["evaluate", "{run}/checkpoints/last.ckpt", "--device", "cuda"],
+        "--device cuda: there is no such CUDA device here",
+    )
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -131,7 +280,8 @@ def outcomes(existing, tmp_path_factory, offline_env_module):
         shutil.copytree(source, work, symlinks=True)
         before = snapshot(work)
         args = [arg.replace("{run}", str(run)) for arg in CASES[case][0]]
-        result = run_vae(args, cwd=work, env={**offline_env_module, "WANDB_DIR": str(work)})
+        extra_env = CASES[case][2] if len(CASES[case]) > 2 else {}
+        result = run_vae(args, cwd=work, env={**offline_env_module, "WANDB_DIR": str(work), **extra_env})
         after = snapshot(work)
         changed = sorted(set(before.items()) ^ set(after.items()))
         return result, changed, (work / "pwned").exists()

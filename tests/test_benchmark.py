@@ -4,17 +4,16 @@ running the benchmark, never asserted by a test.)"""
 
 import json
 
-from conftest import QUICKSTART
-from test_cli import run_vae
+from conftest import QUICKSTART, run_vae
 
 TINY = ["--rounds", "2", "--steps", "6", "--window", "2", "--batch-size", "32", "--skip-large"]
 IW = ["--iw-images", "3", "--iw-samples", "20", "--iw-batch-size", "2", "--iw-chunk", "7"]
 
 
-def test_benchmark_runs_every_contender_and_writes_its_report(tmp_path, offline_env):
+def test_benchmark_runs_every_contender_and_writes_its_report(tmp_path, new_user_env):
     out = tmp_path / "bench.json"
     args = ["benchmark", *TINY, *IW, "--fast-config", str(QUICKSTART), "--fast-epochs", "2", "--no-compile"]
-    result = run_vae([*args, "--out", str(out)], cwd=tmp_path, env=offline_env)
+    result = run_vae([*args, "--out", str(out)], cwd=tmp_path, env=new_user_env)  # as a new user runs it
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
     training = report["training"]

@@ -4,29 +4,25 @@
 import json
 import math
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import QUICKSTART, REPO, vae_command
+from conftest import QUICKSTART, REPO, new_user, run_vae
 
 from vae.wandb_offline import read_history
 
 
-def run_vae(args: list[str], cwd: Path, env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([*vae_command(), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def fit_run(tmp_path_factory):
-    """Two epochs of the quick start on the embedded MNIST subset, W&B offline."""
+    """Two epochs of the quick start on the embedded MNIST subset, as a new user runs it (no W&B key, no
+    WANDB_MODE: the command logs offline by itself)."""
     tmp_path = tmp_path_factory.mktemp("fit")
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}
     result = run_vae(
         ["fit", "--config", str(QUICKSTART), "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false"],
         cwd=tmp_path,
-        env=env,
+        env=new_user(tmp_path / "home"),
+        console=True,  # the installed `vae` script itself
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return tmp_path, result
@@ -71,7 +67,7 @@ def test_evaluate_a_checkpoint_writes_json_pictures_and_the_wandb_summary(fit_ru
     tmp_path, _ = fit_run
     (run,) = (tmp_path / "runs" / "vae").iterdir()
     checkpoint = run / "checkpoints" / "last.ckpt"
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"}
+    env = new_user(tmp_path / "home")  # the README's command, as a new user runs it: W&B offline by itself
     args = ["evaluate", str(checkpoint), "--samples", "20", "--chunk", "8", "--limit", "2", "--images"]
     result = run_vae(args, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -86,6 +82,22 @@ def test_evaluate_a_checkpoint_writes_json_pictures_and_the_wandb_summary(fit_ru
     assert any(s.get("eval/test/log_likelihood") == pytest.approx(numbers["log_likelihood"]) for s in summaries)
     again = run_vae(args, cwd=tmp_path, env=env)  # a second evaluation never overwrites the first
     assert again.returncode == 0 and (run / "checkpoints" / "last.test.k20.2.json").is_file()
+
+
+def test_test_results_belong_to_the_run_they_test(fit_run):
+    """`vae test --config <run>/config.yaml --ckpt_path <checkpoint>`, as the README gives it: the test metrics
+    go to the run's own W&B run, the run folder keeps this part's config, and no other run folder appears."""
+    tmp_path, _ = fit_run
+    (run,) = (tmp_path / "runs" / "vae").iterdir()
+    before = len(list((tmp_path / "runs" / "wandb").glob(f"offline-run-*-{run.name}")))
+    args = ["test", "--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints" / "last.ckpt")]
+    result = run_vae([*args, "--trainer.enable_progress_bar", "false"], cwd=tmp_path, env=new_user(tmp_path / "home"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "runs" / "vae").iterdir()] == [run.name]  # no stray run folder
+    parts = sorted((tmp_path / "runs" / "wandb").glob(f"offline-run-*-{run.name}/run-*.wandb"))
+    assert len(parts) == before + 1
+    assert read_history(parts[-1]).values("test/elbo")  # logged under the tested run's id
+    assert (run / "config-test-1.yaml").is_file()
 
 
 def test_a_prior_without_closed_form_trains_and_its_run_says_kl_estimator_mc(tmp_path, offline_env):
@@ -143,7 +155,7 @@ def test_help_and_print_config(tmp_path, offline_env):
 
 
 def test_wandb_goes_offline_only_without_credentials(tmp_path, monkeypatch):
-    from vae.cli import wandb_logged_in
+    from vae.wandb_offline import wandb_logged_in
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))

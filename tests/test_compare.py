@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import QUICKSTART, REPO, vae_command
+from conftest import QUICKSTART, REPO, new_user, run_vae, vae_command
 
 from vae.compare import load_study, parse_weighting_flag, sweep_config
 from vae.errors import ConfigError
@@ -58,21 +58,8 @@ def test_sweep_config_runs_the_same_study_through_wandb_agents(tmp_path):
     values = [json.loads(v) for v in sweep["parameters"]["model.weighting"]["values"]]
     assert [v["init_args"]["beta"] for v in values] == [1, 4]
     out = tmp_path / "sweep"
-    result = subprocess.run(
-        [
-            *vae_command(),
-            "compare",
-            "--config",
-            str(QUICKSTART),
-            "--weighting",
-            "a=Constant(beta=1)",
-            "--sweep",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    args = ["compare", "--config", str(QUICKSTART), "--weighting", "a=Constant(beta=1)", "--sweep", "--out", str(out)]
+    result = run_vae(args, cwd=tmp_path, env=dict(os.environ))
     assert result.returncode == 0, result.stderr
     assert (
         yaml.safe_load((out / "sweep.yaml").read_text())["parameters"]
@@ -83,15 +70,14 @@ def test_sweep_config_runs_the_same_study_through_wandb_agents(tmp_path):
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """Three weightings, two runs at a time, each 2 epochs of 6 steps on the embedded digits, W&B offline."""
+    """Three weightings, two runs at a time, each 2 epochs of 6 steps on the embedded digits, as a new user runs
+    it (no W&B key or WANDB_MODE: every run logs offline by itself)."""
     out = tmp_path_factory.mktemp("compare") / "study"
-    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(out.parent)}
     flags = ["b1=Constant(beta=1)", "warm=LinearWarmup(steps=8)", "fb=FreeBits(floor=0.5)"]
     command = [*vae_command(), "compare", "--config", str(QUICKSTART), "--name", "tiny-study", "--out", str(out)]
     command += [arg for flag in flags for arg in ("--weighting", flag)] + ["--jobs", "2", "--", *TINY]
-    result = subprocess.run(
-        command, capture_output=True, text=True, env={**os.environ, **env}, cwd=out.parent, timeout=600
-    )
+    env = new_user(out.parent / "home")
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=out.parent, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return out, result
 
@@ -128,11 +114,8 @@ def test_compare_never_writes_into_a_used_folder(tmp_path):
     used = tmp_path / "used"
     used.mkdir()
     (used / "results.csv").write_text("keep me")
-    result = subprocess.run(
-        [*vae_command(), "compare", "--config", str(QUICKSTART), "--weighting", "a=Constant()", "--out", str(used)],
-        capture_output=True,
-        text=True,
-    )
+    args = ["compare", "--config", str(QUICKSTART), "--weighting", "a=Constant()", "--out", str(used)]
+    result = run_vae(args, cwd=tmp_path, env=dict(os.environ))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: {used} already holds files: choose another --out (nothing was overwritten) (see vae compare --help)"

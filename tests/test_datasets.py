@@ -277,7 +277,7 @@ def test_image_folder_errors(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         ImageFolder(path=tmp_path / "nowhere").setup("fit")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="holds 0 PNG/JPEG files"):
+    with pytest.raises(DataError, match="holds 0 image files"):
         ImageFolder(path=tmp_path / "empty").setup("fit")
     write_folder(tmp_path / "broken", {".": 4})
     (tmp_path / "broken" / "0.JPG").write_bytes(b"\xff\xd8\xff garbage")
@@ -327,11 +327,22 @@ def test_static_binarization_is_a_fixed_bernoulli_sample_of_the_grey_levels(tmp_
 
 
 def test_dynamic_binarization_resamples_training_batches_and_fixes_validation(tmp_path):
-    data = mnist(tmp_path, binarize="dynamic")
-    train = data.train_dataloader()
-    first, second = next(iter(train))[0], next(iter(train))[0]
+    data = mnist(tmp_path, binarize="dynamic", in_memory=True)
+    epoch = {"n": 0}
+    split = data.splits["train"]
+    train = TensorBatches(split, batch_size=10, shuffle=False, seed=0, epoch=lambda: epoch["n"], dynamic_binarize=True)
+    first = next(iter(train))[0]
     assert set(first.unique().tolist()) <= {0, 255}
-    assert not torch.equal(first, second)  # same epoch, same images: a fresh sample
+    assert torch.equal(first, next(iter(train))[0])  # the same epoch and batch: the same draw (a resumed epoch)
+    epoch["n"] = 1
+    assert not torch.equal(first, next(iter(train))[0])  # the next epoch, the same images: a fresh sample
+    draws = []
+    for n in range(2, 202):  # each pixel is 1 with its grey level's probability, drawn afresh every epoch
+        epoch["n"] = n
+        draws.append(next(iter(train))[0].float() / 255)
+    grey, frequency = split.images[:10].float() / 255, torch.stack(draws).mean(0)
+    assert (frequency.mean() - grey.mean()).abs() < 0.004  # 1.6 million draws: standard error 0.0004
+    assert torch.corrcoef(torch.stack([frequency.flatten(), grey.flatten()]))[0, 1] > 0.95  # pixel by pixel
     val = data.splits["val"].images
     assert set(val.unique().tolist()) <= {0, 255}
     assert torch.equal(next(iter(data.val_dataloader()))[0], next(iter(data.val_dataloader()))[0])

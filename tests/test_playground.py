@@ -1,10 +1,10 @@
 """The KL playground: each demonstration shows what the theory says, the figures exist, the command works."""
 
 import math
-import subprocess
+import os
 
 import pytest
-from conftest import vae_command
+from conftest import run_vae
 
 from vae.playground import (
     FIGURES,
@@ -68,12 +68,10 @@ def test_worked_numbers_match_torch_distributions_exactly():
     assert numbers["VAE D(N(mu,sigma^2)||N(0,I)) per example"].ours[2].item() == 0.0  # q = p exactly
 
 
-def test_kl_demo_command_prints_numbers_and_writes_figures(tmp_path):
-    """The whole playground through the real command, held to a one-minute limit."""
+def test_kl_demo_command_prints_numbers_and_writes_figures(tmp_path, new_user_env):
+    """The whole playground through the real command, as a new user runs it, held to a one-minute limit."""
     out = tmp_path / "figures"
-    result = subprocess.run(
-        [*vae_command(), "kl-demo", "--out", str(out)], capture_output=True, text=True, timeout=60, cwd=tmp_path
-    )
+    result = run_vae(["kl-demo", "--out", str(out)], cwd=tmp_path, env=new_user_env, timeout=60)
     assert result.returncode == 0, result.stderr
     for heading in ("1. Mode covering", "2. Monte Carlo", "3. Maximum likelihood", "4. Worked numbers"):
         assert heading in result.stdout
@@ -85,7 +83,7 @@ def test_kl_demo_command_prints_numbers_and_writes_figures(tmp_path):
 def test_kl_demo_rejects_a_file_as_output_folder(tmp_path):
     target = tmp_path / "taken.txt"
     target.write_text("keep me")
-    result = subprocess.run([*vae_command(), "kl-demo", "--out", str(target)], capture_output=True, text=True)
+    result = run_vae(["kl-demo", "--out", str(target)], cwd=tmp_path, env=dict(os.environ))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: --out {target} is a file; give a folder for the figures (see vae kl-demo --help)"

@@ -1,9 +1,14 @@
 """Faults through the real `vae` command: a run SIGKILLed mid-epoch resumes from last.ckpt and ends exactly
-where an uninterrupted run ends, under the same W&B run id; a non-finite term stops the run with one line
-naming the step and the term, and leaves the last checkpoint good (or skips the batch, if asked); a
-checkpoint write killed half-way leaves the previous checkpoint whole."""
+where an uninterrupted run ends, under the same W&B run id, with the completed epochs' metrics in W&B; a
+SIGTERM (or Ctrl-C, SIGHUP, SIGUSR1) saves mid-epoch, says how to resume, marks the W&B run and exits
+non-zero, and the resumed run ends exactly where an uninterrupted one does; a resumed run takes the settings
+it is given and keeps every part's config; two processes never train in one run folder; a non-finite term
+stops the run with one line naming the step and the term, and leaves the last checkpoint good (or skips the
+batch, if asked); a checkpoint write killed half-way, or failing on a full disk, leaves the previous
+checkpoint whole."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,11 +17,11 @@ import time
 import pytest
 import torch
 import yaml
-from conftest import QUICKSTART, REPO
-from test_cli import run_vae
+from conftest import QUICKSTART, REPO, run_vae, start_vae
 
-from vae.checkpoints import read_checkpoint
-from vae.wandb_offline import read_history
+from vae.checkpoints import AtomicCheckpointIO, read_checkpoint
+from vae.errors import DataError
+from vae.wandb_offline import read_history, read_records
 
 # 3 epochs of 6 steps on the embedded digits (dynamically binarized: the data draw noise too), deterministic.
 SHORT = ["--trainer.max_epochs", "3", "--trainer.limit_train_batches", "6", "--trainer.log_every_n_steps", "1"]
@@ -43,36 +48,177 @@ def finals(run_file) -> dict[str, float]:
     return {key: history.values(key)[-1] for key in FINAL}
 
 
-def test_a_run_killed_mid_epoch_resumes_to_the_same_final_metrics(tmp_path, fault_env):
-    whole, broken = tmp_path / "whole", tmp_path / "broken"
-    whole.mkdir(), broken.mkdir()
-    fit = ["fit", "--config", str(QUICKSTART), *SHORT]
-    uninterrupted = run_vae(fit, cwd=whole, env={**fault_env, "WANDB_DIR": str(whole)})
-    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+FIT = ["fit", "--config", str(QUICKSTART), *SHORT]
 
-    kill = fault_config(tmp_path, "KillAtStep", {"step": 9})  # epoch 2 of 3, step 3 of 6
-    killed = run_vae([*fit, "--config", kill], cwd=broken, env={**fault_env, "WANDB_DIR": str(broken)})
-    assert killed.returncode == -signal.SIGKILL
-    (run,) = (broken / "runs" / "vae").iterdir()
-    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 6  # the end of epoch 1
-    resumed = run_vae([*fit, "--ckpt_path", "last"], cwd=broken, env={**fault_env, "WANDB_DIR": str(broken)})
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"resuming {run / 'checkpoints' / 'last.ckpt'}".replace(str(broken) + "/", "") in resumed.stdout
 
-    (whole_file,) = (whole / "runs" / "wandb").glob("offline-run-*/run-*.wandb")
-    broken_files = sorted((broken / "runs" / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert len(broken_files) == 2 and {f.parent.name.rsplit("-", 1)[1] for f in broken_files} == {run.name}
-    expected, got = finals(whole_file), finals(broken_files[-1])
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The 3-epoch run that the interrupted ones must end exactly like: its folder and its W&B run file."""
+    whole = tmp_path_factory.mktemp("whole")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(WANDB_MODE="offline", WANDB_DIR=str(whole), WANDB_SILENT="true", PYTHONUNBUFFERED="1")
+    result = run_vae(FIT, cwd=whole, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_file,) = (whole / "runs" / "wandb").glob("offline-run-*/run-*.wandb")
+    return whole, run_file
+
+
+def assert_ends_like(uninterrupted, folder, run) -> None:
+    """The resumed run's last W&B part ends with the uninterrupted run's metrics (to 1e-6), at the same step,
+    with the same best checkpoint."""
+    whole, whole_file = uninterrupted
+    files = sorted((folder / "runs" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 2 and {f.parent.name.rsplit("-", 1)[1] for f in files} == {run.name}
+    expected, got = finals(whole_file), finals(files[-1])
     assert got == {key: pytest.approx(value, rel=1e-6, abs=1e-6) for key, value in expected.items()}
     best = sorted(p.name for p in (run / "checkpoints").glob("best-*.ckpt"))
     assert best == sorted(p.name for p in whole.glob("runs/vae/*/checkpoints/best-*.ckpt")) and len(best) == 1
-    steps = [read_history(f).values("trainer/global_step")[-1] for f in (whole_file, broken_files[-1])]
+    steps = [read_history(f).values("trainer/global_step")[-1] for f in (whole_file, files[-1])]
     assert steps[0] == steps[1] > 12  # the resumed run ran on to the same last step
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_same_final_metrics(tmp_path, fault_env, uninterrupted):
+    kill = fault_config(tmp_path, "KillAtStep", {"step": 9})  # epoch 2 of 3, step 3 of 6
+    killed = run_vae([*FIT, "--config", kill], cwd=tmp_path, env=fault_env)
+    assert killed.returncode == -signal.SIGKILL
+    (run,) = (tmp_path / "runs" / "vae").iterdir()
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 6  # the end of epoch 1
+    (killed_file,) = (tmp_path / "runs" / "wandb").glob("offline-run-*/run-*.wandb")
+    assert len(read_history(killed_file).values("val/elbo")) == 1  # the completed epoch reached W&B's file
+    resumed = run_vae([*FIT, "--ckpt_path", "last"], cwd=tmp_path, env=fault_env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming {run / 'checkpoints' / 'last.ckpt'}".replace(str(tmp_path) + "/", "") in resumed.stdout
+    assert_ends_like(uninterrupted, tmp_path, run)
+    files = sorted((tmp_path / "runs" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert sum(len(read_history(f).values("val/elbo")) for f in files) == 3  # every epoch, once, after sync
+
+
+def test_sigterm_saves_mid_epoch_reports_and_the_resumed_run_ends_the_same(tmp_path, fault_env, uninterrupted):
+    term = fault_config(tmp_path, "SignalAtStep", {"step": 9, "signal": "SIGTERM"})
+    stopped = run_vae([*FIT, "--config", term], cwd=tmp_path, env=fault_env)
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    (run,) = (tmp_path / "runs" / "vae").iterdir()
+    last = (run / "checkpoints" / "last.ckpt").relative_to(tmp_path)
+    assert f"stopped by SIGTERM at step 9, epoch 1: saved {last}; resume with --ckpt_path last" in stdout(stopped)
+    assert "W&B run saved offline; upload it with: wandb sync " in stopped.stdout
+    assert read_checkpoint(tmp_path / last)["global_step"] == 9  # mid-epoch, where it stopped
+    (stopped_file,) = (tmp_path / "runs" / "wandb").glob("offline-run-*/run-*.wandb")
+    kinds = {record.WhichOneof("record_type"): record for record in read_records(stopped_file)}
+    assert "preempting" in kinds and kinds["exit"].exit.exit_code == 143  # W&B: preempted, failed with 143
+    resumed = run_vae([*FIT, "--ckpt_path", "last"], cwd=tmp_path, env=fault_env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "You're resuming from a checkpoint that ended before the epoch ended" not in resumed.stderr
+    assert_ends_like(uninterrupted, tmp_path, run)
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGHUP", "SIGUSR1"])
+def test_other_stop_signals_save_and_exit_with_their_number(tmp_path, fault_env, name):
+    stop = fault_config(tmp_path, "SignalAtStep", {"step": 3, "signal": name})
+    stopped = run_vae([*FIT, "--config", stop], cwd=tmp_path, env=fault_env)
+    assert stopped.returncode == 128 + getattr(signal, name), stopped.stderr[-3000:]
+    assert f"stopped by {name} at step 3, epoch 0: saved " in stdout(stopped)
+    (run,) = (tmp_path / "runs" / "vae").iterdir()
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 3
+    assert "Traceback" not in stopped.stderr
+
+
+def stdout(result) -> str:
+    return " ".join(result.stdout.split())
+
+
+@pytest.fixture(scope="module")
+def one_epoch(tmp_path_factory):
+    """A finished one-epoch run, copied by each test that resumes it."""
+    root = tmp_path_factory.mktemp("one-epoch")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(WANDB_MODE="offline", WANDB_DIR=str(root), WANDB_SILENT="true", PYTHONUNBUFFERED="1")
+    result = run_vae([*FIT, "--trainer.max_epochs", "1"], cwd=root, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root
+
+
+def copy_of(one_epoch, tmp_path):
+    """A copy of the finished run in tmp_path; returns its run folder."""
+    shutil.copytree(one_epoch, tmp_path, dirs_exist_ok=True)
+    (run,) = (tmp_path / "runs" / "vae").iterdir()
+    return run
+
+
+def test_resuming_applies_the_new_settings_says_which_and_keeps_every_config(tmp_path, fault_env, one_epoch):
+    run = copy_of(one_epoch, tmp_path)
+    original = (run / "config.yaml").read_bytes()
+    args = [*FIT, "--trainer.max_epochs", "2", "--model.optimizer.init_args.lr", "1e-05", "--ckpt_path", "last"]
+    resumed = run_vae(args, cwd=tmp_path, env=fault_env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "changed: model.optimizer.lr 0.001 → 1e-05, trainer.max_epochs 1 → 2" in resumed.stdout
+    groups = read_checkpoint(run / "checkpoints" / "last.ckpt")["optimizer_states"][0]["param_groups"]
+    assert [group["lr"] for group in groups] == [1e-05]  # not the checkpoint's 1e-3
+    assert (run / "config.yaml").read_bytes() == original  # the first part's config, untouched
+    second = yaml.safe_load((run / "config-resume-1.yaml").read_text())
+    assert second["model"]["optimizer"]["init_args"]["lr"] == 1e-05 and second["trainer"]["max_epochs"] == 2
+
+
+def test_a_run_folder_takes_one_process_at_a_time(tmp_path, fault_env, one_epoch):
+    run = copy_of(one_epoch, tmp_path)
+    long = [*FIT, "--trainer.max_epochs", "1000", "--trainer.limit_train_batches", "50", "--ckpt_path", "last"]
+    holder = start_vae(long, tmp_path, fault_env)
+    try:
+        deadline = time.monotonic() + 120
+        while f"process {holder.pid}" not in lock_text(run) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        second = run_vae([*FIT, "--trainer.max_epochs", "1000", "--ckpt_path", "last"], cwd=tmp_path, env=fault_env)
+        assert second.returncode == 2
+        (line,) = second.stderr.strip().splitlines()
+        assert line.startswith(f"error: the run {run} is in use by process {holder.pid} on "), line
+    finally:
+        holder.send_signal(signal.SIGTERM)  # which stops it cleanly, as a scheduler would
+        stopped = holder.wait(timeout=120)
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    assert "stopped by SIGTERM" in stopped.stdout
+    again = run_vae(
+        [*FIT, "--trainer.max_epochs", "1000", "--trainer.max_steps", "1", "--ckpt_path", "last"],
+        cwd=tmp_path,
+        env=fault_env,
+    )
+    assert "is in use by" not in again.stderr  # the lock went with its process
+
+
+def lock_text(run) -> str:
+    lock = run / ".lock"
+    return lock.read_text() if lock.is_file() else ""
+
+
+def test_a_full_disk_during_a_checkpoint_write_is_one_line_and_keeps_the_last_good_one(tmp_path, fault_env, one_epoch):
+    """Writes beyond 4 MB fail (RLIMIT_FSIZE, as a full disk or quota does): the resumed run cannot write its
+    20 MB checkpoints; it stops with one line, removes the partial file and leaves last.ckpt as it was."""
+    run = copy_of(one_epoch, tmp_path)
+    last = run / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    args = [*FIT, "--trainer.max_epochs", "2", "--ckpt_path", "last"]
+    result = run_vae(args, cwd=tmp_path, env=fault_env, file_size_limit=4_000_000)
+    assert result.returncode == 2, result.stderr[-3000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: cannot write: File too large;"), line
+    assert f".ckpt.partial); removed it, the last good checkpoint {last.relative_to(tmp_path)} is intact" in line
+    assert "Traceback" not in result.stderr
+    assert not list((run / "checkpoints").glob("*.partial"))
+    assert last.read_bytes() == before
+
+
+def test_a_checkpoint_write_on_a_full_device_removes_the_partial_file(tmp_path):
+    """A real ENOSPC: the partial file is /dev/full, where every write fails."""
+    path = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"weights": torch.ones(10)}, path)
+    before = path.read_bytes()
+    (tmp_path / "last.ckpt.partial").symlink_to("/dev/full")
+    with pytest.raises(DataError, match=r"cannot write: No space left on device; free some space .* the last good"):
+        AtomicCheckpointIO().save_checkpoint({"weights": torch.ones(1_000_000)}, path)
+    assert not os.path.lexists(tmp_path / "last.ckpt.partial") and path.read_bytes() == before
 
 
 def test_a_nonfinite_term_stops_the_run_with_one_line_and_a_good_checkpoint(tmp_path, fault_env):
     poison = fault_config(tmp_path, "PoisonAtStep", {"step": 8})  # epoch 2
-    result = run_vae(["fit", "--config", str(QUICKSTART), *SHORT, "--config", poison], cwd=tmp_path, env=fault_env)
+    result = run_vae([*FIT, "--config", poison], cwd=tmp_path, env=fault_env)
     assert result.returncode != 0
     (line,) = result.stderr.strip().splitlines()[-1:]
     assert line.startswith("error: step 8: non-finite train/loss = nan, train/recon = nan, train/kl = nan;"), line

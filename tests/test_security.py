@@ -1,15 +1,19 @@
 """Checkpoints are data, configs are code: a checkpoint loads with weights_only=True and a pickle payload in
-one executes nothing; a config builds only classes from trusted modules."""
+one executes nothing; a config builds only classes, defined in trusted modules, of the kind each key expects,
+however the path to them is spelt (the spellings that reach os, subprocess, builtins, importlib and pickle
+through trusted packages are refused: tests/test_bad_input.py runs them through the real command)."""
 
+import collections
 import pickle
 import zipfile
+from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
 from faults import Payload
 
-from vae.config import build, build_optimizer, check_trusted, to_spec
+from vae.config import build, build_optimizer, resolve_class, to_spec
 from vae.data import EmbeddedMNIST
 from vae.errors import ConfigError
 from vae.likelihoods import Gaussian
@@ -46,12 +50,43 @@ def test_optimizer_specs_round_trip():
 def test_specs_build_only_trusted_subclasses_of_the_expected_type(monkeypatch):
     with pytest.raises(ConfigError, match="VAE_TRUSTED_MODULES=collections"):
         build({"class_path": "collections.OrderedDict"}, Network, "model.network")
-    with pytest.raises(ConfigError, match="is not a Network"):
+    with pytest.raises(ConfigError, match="is not a subclass of Network"):
         build({"class_path": "vae.weighting.Constant"}, Network, "model.network")
-    with pytest.raises(ConfigError, match="is not a Optimizer|is not a Weighting"):
+    with pytest.raises(ConfigError, match="is not a subclass of Weighting"):
         build({"class_path": "torch.nn.Linear", "init_args": {"in_features": 1, "out_features": 1}}, Weighting, "w")
     monkeypatch.setenv("VAE_TRUSTED_MODULES", "collections")
-    check_trusted("collections.OrderedDict", "x")  # allowed once trusted
+    assert resolve_class("collections.OrderedDict", dict, "x") is collections.OrderedDict  # allowed once trusted
+
+
+# Paths that start in a trusted package and reach something that runs code: each names where it really leads.
+SPELLINGS = {
+    "torch.os.system": "it is the function posix.system",
+    "vae.runs.os.system": "it is the function posix.system",
+    "torch.serialization.os.system": "it is the function posix.system",
+    "vae.compare.subprocess.Popen": "is subprocess.Popen, which is not from a trusted module",
+    "vae.compare.subprocess.run": "it is the function subprocess.run",
+    "torch.serialization.pickle.loads": "it is the function _pickle.loads",
+    "torch.serialization.pickle.Unpickler": "is _pickle.Unpickler, which is not from a trusted module",
+    "vae.cli.importlib.import_module": "it is the function importlib.import_module",
+    "vae.config.importlib": "it is the module importlib",
+    "vae.cli.sys.modules": "is builtins.dict, which is not from a trusted module",
+    "torch.optim.Adam.__class__": "is builtins.type, which is not from a trusted module",
+    "torch.load": "it is the function torch.serialization.load",  # trusted, but a function: loads pickles
+    "torch.hub.load": "it is the function torch.hub.load",  # trusted, but a function: runs hubconf.py
+    "torch.optim.Adam.__init__": "it is the function torch.optim.adam.Adam.__init__",
+    "builtins.eval": "builtins.eval is not from a trusted module",
+    "posix.system": "posix.system is not from a trusted module",
+    "pytorch_lightning.cli.LightningCLI": "is not a subclass of Optimizer",  # trusted class, wrong kind
+}
+
+
+@pytest.mark.parametrize("path", SPELLINGS, ids=list(SPELLINGS))
+def test_a_path_is_judged_by_the_object_it_reaches_not_by_its_spelling(path):
+    with pytest.raises(ConfigError) as error:
+        build_optimizer({"class_path": path, "init_args": {"command": "touch pwned"}})
+    message = str(error.value)
+    assert SPELLINGS[path] in message and "\n" not in message, message
+    assert not Path("pwned").exists()
 
 
 def trained_checkpoint(tmp_path) -> str:

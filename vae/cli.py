@@ -12,37 +12,46 @@ vae benchmark
 
 from __future__ import annotations
 
+import collections.abc
+import functools
 import importlib
+import inspect
 import logging
-import netrc
-import os
 import re
-import socket
 import sys
+import typing
 import warnings
 from pathlib import Path
 from typing import NoReturn
-from urllib.parse import urlparse
 
+import torch
 from jsonargparse import lazy_instance
 from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from vae.callbacks import ImageGrids, last_checkpoint_path, run_dir
 from vae.checkpoints import (
     AtomicCheckpointIO,
+    ConfigOverCheckpoint,
     LastCheckpoint,
     Resume,
-    check_compatible,
+    StopOnSignal,
+    changes,
+    describe,
     find_checkpoint,
+    flatten,
     read_checkpoint,
+    resume_changes,
 )
-from vae.config import check_trusted
+from vae.config import check_class, defined_at, import_trusted, read_yaml, trust_imports
 from vae.data import EmbeddedMNIST, ImageDataModule
-from vae.errors import ConfigError, UserError, exit_with_error
+from vae.errors import ConfigError, exit_with_error, user_error_in
 from vae.module import VAEModule
+from vae.runs import check_writable, config_path, describe_write_failure, is_rank_zero, lock_run, write_failure
+from vae.wandb_offline import check_wandb_mode, choose_wandb_mode, wandb_report
 
 TOOLS = {
     "kl-demo": "vae.playground",
@@ -61,16 +70,20 @@ CHECKPOINT_DEFAULTS = {
 
 
 class RunConfig(SaveConfigCallback):
-    """Saves the full config as ``<run>/config.yaml`` (never overwriting another run's) and into the
-    W&B run's config."""
+    """Saves the full config of every part of a run into its folder (``config.yaml``, then
+    ``config-resume-N.yaml`` or ``config-test-N.yaml``: never overwriting, see ``vae.runs``) and into the W&B
+    run's config; holds the run folder's lock from then on."""
+
+    PARTS = {"fit": "resume", "validate": "validate", "test": "test"}
 
     def __init__(self, parser: LightningArgumentParser, config, **kwargs) -> None:
         super().__init__(parser, config, **{**kwargs, "save_to_log_dir": False})
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        path = run_dir(trainer) / self.config_filename
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.parser.save(self.config, str(path), skip_none=False, overwrite=True, multifile=self.multifile)
+        folder = run_dir(trainer)
+        lock_run(folder)
+        path = config_path(folder, self.PARTS.get(stage, stage))
+        self.parser.save(self.config, str(path), skip_none=False, overwrite=False, multifile=self.multifile)
         for logger in trainer.loggers:
             logger.log_hyperparams(self.config.as_dict())
 
@@ -82,6 +95,14 @@ class Parser(LightningArgumentParser):
         # No abbreviations: a mistyped --model.lat must not silently set --model.latent_dim.
         super().__init__(*args, **{"allow_abbrev": False, **kwargs})
 
+    def parse_path(self, path, *args, **kwargs):
+        """A config file, read first as strict YAML: a binary file or a key given twice is a one-line error."""
+        try:
+            read_yaml(path)
+        except ConfigError as error:
+            self.error(str(error))
+        return super().parse_path(path, *args, **kwargs)
+
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:
             super().error(message, ex)
@@ -91,6 +112,19 @@ class Parser(LightningArgumentParser):
 def one_line(message: str) -> str:
     """Fold a parser message into one line; of a union's errors keep only the informative ones."""
     text = " ".join(message.split())
+    key = re.search(r'Parser key "([^"]+)"', text)
+    patterns = (  # the path as given, in jsonargparse's words; the resolved one only as the last resort
+        r"Got value: (?:Namespace\(class_path=')?([\w.]+)",
+        r"Expected a path but ([\w.]+)",
+        r"class_path '([\w.]+)'",
+        r"Importing '([\w.]+)'",
+    )
+    path = next((found.group(1) for pattern in patterns if (found := re.search(pattern, text))), "")
+    if key and "." in path:  # a class path: judged by vae.config's rules, in their words
+        try:
+            judge(key.group(1), path)
+        except ConfigError as error:
+            return str(error)
     union = re.search(r'Parser key "([^"]+)":.*?Does not validate .*? Errors: - (.*?) Given value type:', text)
     if union is None:
         return text
@@ -99,16 +133,15 @@ def one_line(message: str) -> str:
     return f"{key}: " + "; ".join(useful)
 
 
-def user_error_in(error: BaseException | None) -> UserError | None:
-    """The UserError that caused ``error``, if any (jsonargparse wraps errors raised in constructors)."""
-    while error is not None:
-        if isinstance(error, UserError):
-            return error
-        error = error.__cause__ or error.__context__
-    return None
-
-
 class VAECLI(LightningCLI):
+    attached: Resume | None = None  # the checkpoint (and run) that fit resumes, or test / validate evaluate
+    changed: dict[str, tuple] = {}  # settings a resumed run changes (key → (before, after))
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """fit, validate and test (Lightning's predict is not offered: a VAE has no one prediction)."""
+        return {name: skip for name, skip in LightningCLI.subcommands().items() if name != "predict"}
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.image_shape", "model.image_shape", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -116,23 +149,28 @@ class VAECLI(LightningCLI):
         parser.add_lightning_class_args(ImageGrids, "images")
 
     def _parse_ckpt_path(self) -> None:
-        """Resolve and vet ``ckpt_path`` as soon as the arguments are parsed. Unlike LightningCLI, do not merge
-        the checkpoint's hyperparameters into the config: the config given is the one used, and a checkpoint
-        that does not fit it is an error, not a silent override of what the command line says."""
+        """Resolve ``ckpt_path`` as soon as the arguments are parsed, and attach the command to that checkpoint's
+        run (its folder and W&B run). Unlike LightningCLI, do not merge the checkpoint's hyperparameters into the
+        config: the config given is the one used; what it cannot change is refused once the model is built."""
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else None
-        if config is None or not config.get("ckpt_path"):
+        if config is None:
             return
-        if subcommand == "fit":
-            self.resume = resume_run(config)
-        elif config.ckpt_path not in ("best", "last"):
-            read_checkpoint(config.ckpt_path)  # refused if unsafe, one line if damaged
+        if subcommand in ("test", "validate") and not config.get("ckpt_path"):
+            raise ConfigError(
+                f"vae {subcommand} needs --ckpt_path: a checkpoint of the run to {subcommand} (a path, or last / best: "
+                "the newest run's)"
+            )
+        if config.get("ckpt_path"):
+            self.attached = attach_run(config)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        for where, path in class_paths(config.as_dict()):
-            check_trusted(path, where)
+        check_classes(config.as_dict())
         logger = config.trainer.logger
+        if "WandbLogger" in str(getattr(logger, "class_path", "")):
+            check_wandb_mode()
+        check_trainer_settings(config.trainer)
         for key, folder in [
             ("trainer.default_root_dir", config.trainer.default_root_dir),
             ("trainer.logger.init_args.save_dir", getattr(getattr(logger, "init_args", None), "save_dir", None)),
@@ -146,54 +184,99 @@ class VAECLI(LightningCLI):
             self.datamodule.check_files()
             if not getattr(self.datamodule, "download", False):
                 self.datamodule.setup(self.subcommand or "fit")  # reads the files now (setup runs once)
-        resume = getattr(self, "resume", None)
-        if resume is not None:  # refuse an unsafe, damaged or foreign checkpoint before anything is written
-            check_compatible(read_checkpoint(resume.checkpoint), self.model, resume.checkpoint)
+        if self.attached is not None:  # an unsafe, damaged or foreign checkpoint: refused before anything is written
+            self.changed = resume_changes(
+                read_checkpoint(self.attached.checkpoint), self.model, self.attached.checkpoint
+            )
+            if is_rank_zero():
+                lock_run(self.attached.folder)  # refused if another process works in the run
         trainer_config = self._get(self.config_init, "trainer", default={})
         if not trainer_config.get("plugins"):  # checkpoints written whole or not at all
             kwargs["plugins"] = [AtomicCheckpointIO()]
-        trainer = super().instantiate_trainer(**kwargs)
-        trainer.callbacks.append(LastCheckpoint())  # the very last: its checkpoint holds every other's state
+        try:
+            trainer = super().instantiate_trainer(**kwargs)
+        except (MisconfigurationException, ValueError, TypeError, ImportError) as error:  # Lightning's own checks
+            if user_error_in(error) is not None:
+                raise
+            raise ConfigError(f"trainer: {' '.join(str(error).split())}") from error
+        # ConfigOverCheckpoint: a resumed run takes the optimizer settings the config gives. StopOnSignal: a
+        # scheduler's SIGTERM (or Ctrl-C) saves, says how to resume, exits non-zero. LastCheckpoint: the very last
+        # callback, so its checkpoint holds every other's state.
+        trainer.callbacks += [ConfigOverCheckpoint(), StopOnSignal(), LastCheckpoint()]
         return trainer
 
     def before_fit(self) -> None:
-        resume = getattr(self, "resume", None)
-        if resume is not None and self.trainer.is_global_zero:
-            print(f"resuming {resume.checkpoint} (W&B run {resume.run_id})", flush=True)
+        if self.attached is None or not self.trainer.is_global_zero:
+            return
+        changed = {**self.changed, **settings_changes(self.attached.folder, self.config[self.subcommand].as_dict())}
+        what = f"; changed: {describe(changed)}" if changed else ", with the settings it had"
+        print(f"resuming {self.attached.checkpoint} (W&B run {self.attached.run_id}){what}", flush=True)
 
     def after_fit(self) -> None:
         if self.trainer.is_global_zero:
             print(fit_report(self.trainer), flush=True)
 
 
-def class_paths(config, where: str = "") -> list[tuple[str, str]]:
-    """Every (key, class_path) in a parsed config."""
-    found = []
+# Trainer settings that Lightning accepts and then divides by (or silently ignores): the least value each takes.
+TRAINER_MINIMA = {
+    "check_val_every_n_epoch": 1,
+    "accumulate_grad_batches": 1,
+    "log_every_n_steps": 0,
+    "min_epochs": 0,
+    "min_steps": 0,
+    "gradient_clip_val": 0,
+}
+
+
+def check_trainer_settings(trainer) -> None:
+    """A one-line ConfigError for a trainer setting out of its range (Lightning checks the others itself)."""
+    for key, least in TRAINER_MINIMA.items():
+        value = trainer.get(key)
+        if isinstance(value, int | float) and value < least:
+            raise ConfigError(f"trainer.{key} must be {least} or more, got {value}")
+    interval = trainer.get("val_check_interval")
+    if isinstance(interval, int | float) and interval <= 0:
+        raise ConfigError(
+            f"trainer.val_check_interval must be positive (a fraction of an epoch, or batches), got {interval}"
+        )
+
+
+def check_classes(config, where: str = "") -> None:
+    """Every class a parsed config names, judged on the object (``vae.config``): defined in a trusted module,
+    a class (functions are refused wherever they appear), and of the kind its key expects."""
     if isinstance(config, dict):
         if isinstance(config.get("class_path"), str):
-            found.append((where or "config", config["class_path"]))
+            judge(where or "config", config["class_path"])
         for key, value in config.items():
-            found += class_paths(value, f"{where}.{key}" if where else key)
-    elif isinstance(config, list):
+            check_classes(value, f"{where}.{key}" if where else key)
+    elif isinstance(config, list | tuple):
         for i, value in enumerate(config):
-            found += class_paths(value, f"{where}[{i}]")
-    return found
+            check_classes(value, f"{where}[{i}]")
+    elif inspect.isclass(config) or inspect.isroutine(config) or isinstance(config, functools.partial):
+        judge(where, defined_at(config) or repr(config))
 
 
-def check_writable(key: str, folder: str | os.PathLike | None) -> None:
-    """A ConfigError unless ``folder`` exists as a writable folder or can be made (nothing is made here)."""
-    if folder is None or "://" in str(folder):
-        return
-    path = Path(folder).absolute()
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    if not existing.is_dir():
-        raise ConfigError(f"{key}: cannot make {path}, since {existing} is a file: choose another folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{key}: {existing} is not writable: choose another folder")
+def judge(key: str, path: str) -> type:
+    """The class ``path`` names, if a config may build it under ``key`` (else a one-line ConfigError)."""
+    return check_class(import_trusted(path, key), expected_base(key), key, path)
 
 
-def resume_run(config) -> Resume:
-    """Resolve ``ckpt_path`` ("last" or a path) to a checkpoint, and continue its W&B run under the same id."""
+def expected_base(key: str) -> type | None:
+    """The class a config key must name a subclass of: what ``VAEModule``'s argument is typed as (the return
+    type of a callable, for ``model.optimizer``), ``ImageDataModule`` for ``data``; None if no one kind."""
+    if key == "data":
+        return ImageDataModule
+    section, _, name = key.partition(".")
+    if section != "model" or "." in name:
+        return None
+    hint = typing.get_type_hints(VAEModule.__init__).get(name)
+    if typing.get_origin(hint) is collections.abc.Callable:
+        hint = typing.get_args(hint)[-1]
+    return hint if inspect.isclass(hint) else None
+
+
+def attach_run(config) -> Resume:
+    """Resolve ``ckpt_path`` ("last", "best" or a path) to a checkpoint, and log to its W&B run (same id)."""
     logger = config.trainer.logger
     wandb = logger if getattr(logger, "class_path", "").endswith("WandbLogger") else None
     if wandb is not None:
@@ -201,12 +284,26 @@ def resume_run(config) -> Resume:
         runs = Path(init.save_dir or config.trainer.default_root_dir or ".") / (init.project or "lightning_logs")
     else:
         runs = Path(config.trainer.default_root_dir or ".")
-    resume = find_checkpoint(config.ckpt_path, runs=runs)  # read and vetted once the model is built
-    config.ckpt_path = str(resume.checkpoint)
+    attached = find_checkpoint(config.ckpt_path, runs=runs)  # read and vetted once the model is built
+    config.ckpt_path = str(attached.checkpoint)
     if wandb is not None and not wandb.init_args.get("id"):
-        wandb.init_args.id = resume.run_id
+        wandb.init_args.id = attached.run_id
         wandb.init_args.resume = "allow"
-    return resume
+    return attached
+
+
+def settings_changes(folder: Path, config: dict) -> dict[str, tuple]:
+    """What the config changes in the trainer and data settings against the run's latest saved config (its
+    newest ``config.yaml`` / ``config-resume-N.yaml``); nothing if the run folder has none."""
+    saved = sorted(folder.glob("config-resume-*.yaml"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+    latest = saved[-1] if saved else folder / "config.yaml"
+    if not latest.is_file():
+        return {}
+    previous = read_yaml(latest)
+    found = {}
+    for section in ("trainer", "data"):
+        found |= changes(flatten(previous.get(section), section), flatten(config.get(section), section))
+    return {key: change for key, change in found.items() if key not in ("trainer.logger.id", "trainer.logger.resume")}
 
 
 def fit_report(trainer: Trainer) -> str:
@@ -231,57 +328,14 @@ def fit_report(trainer: Trainer) -> str:
     images = run_dir(trainer) / "images"
     if images.is_dir():
         lines.append(f"image grids: {images}")
-    for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger):
-            run = logger.experiment
-            if run.offline:
-                lines.append(f"W&B run saved offline; upload it with: wandb sync {Path(run.dir).parent}")
-            else:
-                lines.append(f"W&B run: {run.url}")
-    return "\n".join(lines)
-
-
-def wandb_logged_in() -> bool:
-    """Whether W&B has credentials here (an API key in the environment or in ~/.netrc)."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    try:
-        return netrc.netrc().authenticators("api.wandb.ai") is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
-
-
-def wandb_server() -> tuple[str, int]:
-    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
-    return url.hostname or "api.wandb.ai", url.port or (80 if url.scheme == "http" else 443)
-
-
-def reachable(host: str, port: int, timeout: float = 3.0) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def choose_wandb_mode() -> None:
-    """Offline W&B logging unless logged in and the server answers (an explicit WANDB_MODE wins): training
-    never waits on, or fails for, the network; the fit report says how to upload an offline run."""
-    if "WANDB_MODE" in os.environ:
-        return
-    if not wandb_logged_in():
-        os.environ["WANDB_MODE"] = "offline"
-        return
-    host, port = wandb_server()
-    if not reachable(host, port):
-        os.environ["WANDB_MODE"] = "offline"
-        print(f"W&B server {host}:{port} unreachable: logging offline (upload later with wandb sync)", file=sys.stderr)
+    return "\n".join([*lines, *wandb_report(trainer)])
 
 
 def cli(args: list[str] | None = None, *, run: bool = True) -> VAECLI:
     """Build the CLI and run its subcommand; ``args`` defaults to the command line. With ``run=False`` the
     arguments take no subcommand and the caller runs the built trainer, model and data module."""
     choose_wandb_mode()
+    trust_imports()
     # Dumping the defaults' tuples (ConvNet channels) as YAML lists is expected; the notice is noise.
     warnings.filterwarnings("ignore", message="(?s).*does not round-trip")
     # The seed is in the saved config; "Seed set to 0" would only stand before any error message.
@@ -318,11 +372,21 @@ def main(argv: list[str] | None = None) -> None:
         return
     try:
         cli(argv)
-    except (UserError, ValueError, TypeError) as error:
-        cause = user_error_in(error)
-        if cause is None:
-            raise
-        exit_with_error(str(cause))
+    except torch.OutOfMemoryError as error:
+        exit_with_error(
+            f"out of {'GPU' if 'CUDA' in str(error) else ''} memory: {str(error).split('.')[0]}; lower data.batch_size "
+            "(or the model's size) and resume with --ckpt_path last"
+        )
+    except MisconfigurationException as error:  # Lightning's word for a setting that cannot work
+        exit_with_error(str(error))
+    except BaseException as error:
+        cause = user_error_in(error) if isinstance(error, Exception) else None
+        written = write_failure(error) if isinstance(error, Exception) else None
+        if cause is not None:
+            exit_with_error(str(cause))
+        if written is not None:  # a full or read-only disk: the user's to fix; the last checkpoint is intact
+            exit_with_error(describe_write_failure(written))
+        raise
 
 
 if __name__ == "__main__":

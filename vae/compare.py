@@ -37,7 +37,7 @@ from pathlib import Path
 
 import yaml
 
-from vae.config import build, is_spec
+from vae.config import build, is_spec, load_yaml, read_yaml
 from vae.errors import ArgumentParser, ConfigError, UserError, exit_with_error
 from vae.wandb_offline import RunHistory, read_history
 from vae.weighting import Weighting as WeightingModule
@@ -82,7 +82,7 @@ def parse_weighting_flag(text: str) -> tuple[str, Weighting]:
         key, sep, value = part.partition("=")
         if not sep:
             raise ConfigError(f"--weighting {text!r}: {part!r} is not key=value")
-        init_args[key.strip()] = yaml.safe_load(value)
+        init_args[key.strip()] = load_yaml(value, f"--weighting {text!r}")
     class_path = cls if "." in cls else f"vae.weighting.{cls}"
     return name, {"class_path": class_path, "init_args": init_args}
 
@@ -91,16 +91,20 @@ def load_study(path: Path | None, *, config: Path | None, flags: Sequence[str], 
     """The study from a file and/or flags; flags add to (or replace) the file's weightings."""
     data: dict = {}
     if path is not None:
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise ConfigError(f"cannot read the study file {path}: {' '.join(str(error).split())}") from error
+        data = read_yaml(path) or {}  # a run name given twice in the file is an error, not a dropped run
         if not isinstance(data, dict) or not isinstance(data.get("weightings", {}), dict):
             raise ConfigError(f"{path} must be a mapping with a 'weightings' mapping of run name → weighting")
     weightings = dict(data.get("weightings", {}))
-    weightings.update(parse_weighting_flag(flag) for flag in flags)
+    from_flags = [parse_weighting_flag(flag) for flag in flags]
+    names = [name for name, _ in from_flags]
+    if len(set(names)) < len(names):
+        twice = sorted({name for name in names if names.count(name) > 1})
+        raise ConfigError(f"--weighting: the run name {twice[0]!r} is given twice; give every run its own name")
+    weightings.update(from_flags)  # a flag with a file's run name replaces that run's weighting
     if len(weightings) < 1:
         raise ConfigError("no weightings to compare: give --study FILE or --weighting NAME=Class(...)")
+    for run in weightings:
+        check_run_name(str(run))
     for run, weighting in weightings.items():  # every weighting builds, before any run starts
         if not is_spec(weighting):
             raise ConfigError(f"weighting {run!r}: give class_path (and init_args), got {weighting!r}")
@@ -110,8 +114,23 @@ def load_study(path: Path | None, *, config: Path | None, flags: Sequence[str], 
         raise ConfigError("no base config: give --config FILE (or 'config:' in the study file)")
     if not base.is_file():
         raise ConfigError(f"the base config {base} does not exist")
+    if not isinstance(read_yaml(base), dict):
+        raise ConfigError(f"the base config {base} is not a mapping of config keys")
     study_name = name or data.get("name") or (path.stem if path else "study")
     return Study(name=str(study_name), config=base, weightings=weightings, args=[str(a) for a in data.get("args", [])])
+
+
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def check_run_name(name: str) -> None:
+    """A run name becomes a file name (its log) and a W&B run name: letters, digits, '_', '.', '+', '-', starting
+    with a letter or digit, so no name can reach outside the output folder (``a/b``, ``../x``)."""
+    if not RUN_NAME.match(name):
+        raise ConfigError(
+            f"run name {name!r}: use letters, digits, '_', '.', '+' and '-', starting with a letter or digit "
+            "(a run name becomes a file name)"
+        )
 
 
 def find_beside(config: Path, study_file: Path) -> Path:

@@ -1,9 +1,19 @@
 """What a config may build, and how a checkpoint records what was built: as plain data.
 
-A config is code: each ``class_path`` in it names a class to import and build. The ``vae`` commands build
-only classes from trusted modules: this package, torch, torchvision, torchmetrics and Lightning, plus the
-top-level modules named in the environment variable ``VAE_TRUSTED_MODULES`` (comma-separated), e.g.
-``VAE_TRUSTED_MODULES=mylab`` to use ``mylab.nets.ResNet`` as the network.
+A config is code: each ``class_path`` in it names a class to import and build. What it may build is decided
+on the object the path resolves to, never on how the path is spelt:
+
+1. the path must start in a trusted module (checked before anything is imported): this package, torch,
+   torchvision, torchmetrics and Lightning, plus the top-level modules named in the environment variable
+   ``VAE_TRUSTED_MODULES`` (comma-separated), e.g. ``VAE_TRUSTED_MODULES=mylab`` to use ``mylab.nets.ResNet``;
+2. the object it reaches must be *defined* in a trusted module (``torch.os.system`` starts in torch but is
+   ``posix.system``: refused);
+3. it must be a class, and a subclass of what the key expects (a ``Network`` for ``model.network``, an
+   ``Optimizer`` for ``model.optimizer``, ...): functions are refused, even trusted ones (``torch.load``).
+
+The same rules apply to the ``vae`` command's parser (``trust_imports`` sets jsonargparse's import policy, so
+nothing outside the trusted modules is even imported), to the specs inside checkpoints, and to ``vae compare``
+and ``vae evaluate``.
 
 The model's choices (network, likelihood, prior, weighting, optimizer) are recorded as specs, plain
 ``{"class_path": ..., "init_args": {...}}`` dicts, in the checkpoint's hyperparameters. A checkpoint then
@@ -17,9 +27,11 @@ import functools
 import importlib
 import inspect
 import os
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+import yaml
 
 from vae.errors import ConfigError
 
@@ -30,17 +42,138 @@ Spec = dict[str, Any]
 
 def trusted_modules() -> tuple[str, ...]:
     extra = os.environ.get("VAE_TRUSTED_MODULES", "")
-    return TRUSTED_MODULES + tuple(name.strip() for name in extra.split(",") if name.strip())
+    names = tuple(name.strip() for name in extra.split(",") if name.strip())
+    for name in names:
+        if not all(part.isidentifier() for part in name.split(".")) or name.split(".")[0] == "jsonargparse":
+            raise ConfigError(f"VAE_TRUSTED_MODULES: {name!r} is not a module name (give names such as mylab,other)")
+    return TRUSTED_MODULES + names
 
 
-def check_trusted(class_path: str, where: str) -> None:
-    """A one-line ConfigError unless ``class_path`` lies in a trusted module."""
-    if not any(class_path.startswith(f"{module}.") for module in trusted_modules()):
-        root = class_path.split(".")[0]
+def is_trusted(path: str) -> bool:
+    """Whether a dotted path lies in a trusted module (``vae.nets.ConvNet`` yes, ``vaex.Thing`` no)."""
+    return any(path == module or path.startswith(f"{module}.") for module in trusted_modules())
+
+
+def untrusted(where: str, path: str, defined: str | None = None) -> ConfigError:
+    """The one-line refusal of a path outside the trusted modules (``defined``: where the object really is)."""
+    root = (defined or path).split(".")[0]
+    what = f"{path} is {defined}, which is" if defined and defined != path else f"{path} is"
+    return ConfigError(
+        f"{where}: refusing {path}: {what} not from a trusted module ({', '.join(trusted_modules())}); a config is "
+        f"code: if you have read {root} and trust it, allow it with VAE_TRUSTED_MODULES={root}"
+    )
+
+
+def defined_at(obj: Any) -> str | None:
+    """Where an object is defined (``module.qualname``), which can differ from the path that reached it: a
+    function or class is its own, an instance or a partial is judged by its class or its function."""
+    while isinstance(obj, functools.partial):
+        obj = obj.func
+    if not (inspect.isclass(obj) or inspect.isroutine(obj) or inspect.ismodule(obj)):
+        obj = type(obj)
+    if inspect.ismodule(obj):
+        return obj.__name__
+    module, name = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    return f"{module}.{name}" if module and name else None
+
+
+def import_trusted(path: str, where: str) -> Any:
+    """The object a dotted path names, imported only from trusted modules and defined in one (rules 1, 2)."""
+    if not isinstance(path, str) or not path or not all(part.isidentifier() for part in path.split(".")):
+        raise ConfigError(f"{where}: {path!r} is not a dotted class path such as vae.nets.ConvNet")
+    if not is_trusted(path):
+        raise untrusted(where, path)
+    parts = path.split(".")
+    obj: Any = None
+    for depth in range(len(parts) - 1, 0, -1):  # the longest prefix that is a module, then attributes
+        try:
+            obj = importlib.import_module(".".join(parts[:depth]))
+        except ImportError:
+            continue
+        try:
+            for part in parts[depth:]:
+                obj = getattr(obj, part)
+        except AttributeError as error:
+            raise ConfigError(f"{where}: cannot import {path} ({error})") from error
+        break
+    else:
+        raise ConfigError(f"{where}: cannot import {path} (no such module)")
+    defined = defined_at(obj)
+    if defined is not None and is_trusted(defined):
+        return obj
+    if inspect.isroutine(obj) or inspect.ismodule(obj):
+        kind = "the module" if inspect.ismodule(obj) else "the function"
+        raise ConfigError(f"{where}: refusing {path}: it is {kind} {defined}, and a config may only name classes")
+    raise untrusted(where, path, defined or repr(obj))
+
+
+def check_class(obj: Any, base: type | None, where: str, path: str) -> type:
+    """``obj`` itself if it is a class (rule 3), and a subclass of ``base`` if one is expected."""
+    if not inspect.isclass(obj):
+        kind = f"the function {defined_at(obj)}" if inspect.isroutine(obj) else f"a {type(obj).__name__}"
+        raise ConfigError(f"{where}: refusing {path}: it is {kind}, and a config may only name classes")
+    if base is not None and not issubclass(obj, base):
+        raise ConfigError(f"{where}: {path} is not a subclass of {base.__name__} ({class_path(base)})")
+    return obj
+
+
+def resolve_class(path: str, base: type | None, where: str) -> type:
+    """The class a config's ``class_path`` names, under all three rules."""
+    return check_class(import_trusted(path, where), base, where, path)
+
+
+def trust_imports() -> None:
+    """Make jsonargparse (under LightningCLI) import only from trusted modules, judging each object by where it
+    is defined (rules 1 and 2, for every value it parses), and never build a class spec given to an
+    argument typed ``Any``."""
+    from jsonargparse import set_parsing_settings
+
+    set_parsing_settings(
+        import_path_denylist=["*"],
+        import_path_allowlist=list(trusted_modules()),
+        instantiate_subclass_spec_in_any=False,
+    )
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader (plain data only), refusing a key given twice in one mapping: PyYAML would silently
+    keep the last one, so a second ``model:`` section would drop the first without a word."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, source: str | os.PathLike) -> Any:
+    """YAML text as plain data, or a one-line ConfigError naming ``source`` (a duplicate key included)."""
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader: plain data only
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise ConfigError(f"cannot read {source}: {where}{error.problem or error.context}") from error
+    except yaml.YAMLError as error:
+        raise ConfigError(f"cannot read {source}: {' '.join(str(error).split())}") from error
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """A YAML file as plain data; a missing, unreadable, binary or malformed file is a one-line ConfigError."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
         raise ConfigError(
-            f"{where}: {class_path} is not from a trusted module ({', '.join(trusted_modules())}); a config is "
-            f"code: if you trust {root}, allow it with VAE_TRUSTED_MODULES={root}"
-        )
+            f"cannot read {path}: it is not a YAML text file (not UTF-8 at byte {error.start}); give a config file"
+        ) from error
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror or error}") from error
+    return load_yaml(text, path)
 
 
 def class_path(cls: type) -> str:
@@ -85,20 +218,6 @@ def to_spec(value: Any) -> Any:
     return value
 
 
-def resolve(spec: Spec, base: type, where: str) -> type:
-    """The class a spec names: from a trusted module, and a subclass of ``base``."""
-    path = spec["class_path"]
-    check_trusted(path, where)
-    module, _, name = path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as error:
-        raise ConfigError(f"{where}: cannot import {path} ({error})") from error
-    if not (isinstance(cls, type) and issubclass(cls, base)):
-        raise ConfigError(f"{where}: {path} is not a {base.__name__}")
-    return cls
-
-
 def is_spec(value: Any) -> bool:
     return isinstance(value, dict) and "class_path" in value
 
@@ -107,8 +226,8 @@ def build(value: T | Spec, base: type[T], where: str) -> T:
     """A spec built into an object of type ``base`` (nested specs too); an object passes unchanged."""
     if not is_spec(value):
         return value
+    cls = resolve_class(value["class_path"], base, where)
     init_args = {k: build(v, Recorded, f"{where}.{k}") for k, v in (value.get("init_args") or {}).items()}
-    cls = resolve(value, base, where)
     try:
         return cls(**init_args)
     except TypeError as error:  # an unknown or missing argument
@@ -119,4 +238,5 @@ def build_optimizer(value: Any, where: str = "model.optimizer") -> Any:
     """An optimizer spec as a callable of the parameters (a partial of the class); a callable passes."""
     if not is_spec(value):
         return value
-    return functools.partial(resolve(value, torch.optim.Optimizer, where), **(value.get("init_args") or {}))
+    optimizer = resolve_class(value["class_path"], torch.optim.Optimizer, where)
+    return functools.partial(optimizer, **(value.get("init_args") or {}))

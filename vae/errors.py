@@ -8,6 +8,19 @@ from typing import NoReturn
 class UserError(Exception):
     """A problem with the user's input (config, data, paths), not a bug: its message names the fix."""
 
+    def __init__(self, message: str = "") -> None:
+        super().__init__(worker_message(str(message)))
+
+
+def worker_message(message: str) -> str:
+    """A UserError raised in a DataLoader worker reaches the main process re-raised, with the worker's whole
+    traceback as its message ("Caught DataError in DataLoader worker process 0. Original Traceback ...
+    vae.errors.DataError: <message>"): keep the message itself."""
+    if "Original Traceback" not in message:
+        return message
+    last = message.rstrip().splitlines()[-1]
+    return last.split(": ", 1)[1] if ": " in last else last
+
 
 class ConfigError(UserError, ValueError):
     """A configuration value that cannot work (a negative β, a latent size of 0, ...)."""
@@ -19,6 +32,15 @@ class DataError(UserError, OSError):
 
 class NonFiniteError(UserError):
     """A non-finite loss, KL, reconstruction or gradient stopped training (the message names the step)."""
+
+
+def user_error_in(error: BaseException | None) -> UserError | None:
+    """The UserError that caused ``error``, if any (jsonargparse wraps errors raised in constructors)."""
+    while error is not None:
+        if isinstance(error, UserError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def exit_with_error(message: str, *, command: str = "vae") -> NoReturn:

@@ -4,9 +4,10 @@
     vae evaluate runs/vae/<id>/checkpoints/last.ckpt --samples 100 --limit 1000 --images
 
 The data come from the run's ``config.yaml`` (``<run>/config.yaml``, or ``--config``). The JSON lands beside
-the checkpoint as ``<checkpoint>.<split>.k<K>.json`` (never overwriting: a number is added); ``--images``
-writes the pictures of ``vae.pictures`` beside it too. If the run logged to W&B, the numbers go to that run's
-summary under ``eval/<split>/...`` (resumed by its id; offline runs stay offline).
+the checkpoint (or in ``--out``) as ``<checkpoint>.<split>.k<K>.json`` (never overwriting: a number is added);
+``--images`` writes the pictures of ``vae.pictures`` beside it too. A folder that cannot be written is an error
+before the work starts. If the run logged to W&B, the numbers go to that run's summary under
+``eval/<split>/...`` (resumed by its id; without W&B credentials or a server, offline, as ``vae fit`` does).
 
 Checkpoints are loaded with ``weights_only=True``: tensors and plain data only, so a checkpoint carrying
 a pickled object is refused and runs nothing (see ``vae.config``).
@@ -21,48 +22,51 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-import yaml
 
 from vae.callbacks import save_grids
 from vae.checkpoints import load_module, run_id_of
-from vae.config import check_trusted
+from vae.config import read_yaml, resolve_class, trust_imports
 from vae.data import ImageDataModule
-from vae.errors import ArgumentParser, ConfigError, UserError, exit_with_error
+from vae.errors import ArgumentParser, ConfigError, UserError, exit_with_error, user_error_in
 from vae.evaluation import Evaluation, evaluate
 from vae.pictures import all_pictures
+from vae.runs import check_writable, describe_write_failure, unique_path
+from vae.wandb_offline import check_wandb_mode, choose_wandb_mode
 
 
-def load_data(config: Path, *, batch_size: int) -> ImageDataModule:
-    """The data module of a run's config.yaml (its ``data`` section), with the evaluation's batch size."""
+def read_run_config(path: Path) -> dict:
+    """A run's config.yaml as a mapping (one-line errors for a missing, binary or malformed file)."""
+    config = read_yaml(path)
+    if not isinstance(config, dict) or not isinstance(config.get("data"), dict):
+        raise ConfigError(f"{path} has no data section: give the config the run was trained with, --config")
+    return config
+
+
+def load_data(config: dict, source: Path, *, batch_size: int) -> ImageDataModule:
+    """The data module of a run's config (its ``data`` section), with the evaluation's batch size; its class is
+    judged by ``vae.config``'s rules before anything is built."""
     from jsonargparse import ArgumentParser as ConfigParser
 
-    try:
-        section = dict(yaml.safe_load(config.read_text())["data"])
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as error:
-        raise ConfigError(
-            f"cannot read the data section of {config}: {error}; give the run's config with --config"
-        ) from error
-    check_trusted(str(section.get("class_path")), f"{config}: data")
+    section = dict(config["data"])
+    resolve_class(str(section.get("class_path")), ImageDataModule, f"{source}: data")
+    trust_imports()
     section["init_args"] = {**dict(section.get("init_args") or {}), "batch_size": batch_size}
     parser = ConfigParser(exit_on_error=False)
     parser.add_subclass_arguments(ImageDataModule, "data", required=True)
-    return parser.instantiate(parser.parse_object({"data": section})).data
+    try:
+        return parser.instantiate(parser.parse_object({"data": section})).data
+    except (TypeError, ValueError) as error:  # jsonargparse's message for a bad value
+        cause = user_error_in(error)
+        raise cause or ConfigError(f"{source}: data: {' '.join(str(error).split())}") from error
 
 
-def unique_path(path: Path) -> Path:
-    """``path``, or ``path`` with .2, .3, ... before its suffix if it exists: nothing is overwritten."""
-    candidate, n = path, 2
-    while candidate.exists():
-        candidate, n = path.with_suffix(f".{n}{path.suffix}"), n + 1
-    return candidate
-
-
-def log_to_wandb(config: Path, checkpoint: Path, result: Evaluation, images: dict[str, Path]) -> str | None:
+def log_to_wandb(config: dict, checkpoint: Path, result: Evaluation, images: dict[str, Path]) -> str | None:
     """Add the numbers (and pictures) to the run's W&B summary; None if the run did not use W&B."""
-    logger = yaml.safe_load(config.read_text()).get("trainer", {}).get("logger") or {}
+    logger = config.get("trainer", {}).get("logger") or {}
     logger = logger[0] if isinstance(logger, list) else logger
     if not isinstance(logger, dict) or "WandbLogger" not in str(logger.get("class_path", "")):
         return None
+    check_wandb_mode()
     import wandb
 
     init = logger.get("init_args") or {}
@@ -87,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=100, help="images per batch (default 100)")
     parser.add_argument("--limit", type=int, help="evaluate only the first N batches' images, for a quick look")
     parser.add_argument("--images", action="store_true", help="also write the pictures beside the checkpoint")
+    parser.add_argument("--out", type=Path, help="folder for the JSON and pictures (default: the checkpoint's)")
     parser.add_argument("--no-wandb", action="store_true", help="do not add the numbers to the run's W&B summary")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0, help="seed of the importance samples (default 0)")
@@ -97,13 +102,20 @@ def main(argv: Sequence[str] | None = None) -> None:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     torch.manual_seed(args.seed)
     try:
+        device = check_device(args.device)
         if not args.checkpoint.is_file():
             raise ConfigError(f"checkpoint {args.checkpoint} does not exist")
-        config = args.config or args.checkpoint.resolve().parent.parent / "config.yaml"
-        if not config.is_file():
-            raise ConfigError(f"no run config at {config}: give the config the run was trained with, --config")
+        out = args.out or args.checkpoint.parent
+        check_writable("--out", out)  # before the work, not after it: nothing computed is lost
+        config_path = args.config or args.checkpoint.resolve().parent.parent / "config.yaml"
+        if not config_path.is_file():
+            raise ConfigError(f"no run config at {config_path}: give the config the run was trained with, --config")
+        config = read_run_config(config_path)
+        if not args.no_wandb:
+            choose_wandb_mode()
+            check_wandb_mode()  # an explicit WANDB_MODE that cannot work: said now, not after the work
         module = load_module(args.checkpoint)
-        data = load_data(config, batch_size=args.batch_size)
+        data = load_data(config, config_path, batch_size=args.batch_size)
         data.check_files()
         data.setup(args.split)
         loader = {"train": data.train_dataloader, "val": data.val_dataloader, "test": data.test_dataloader}[
@@ -111,25 +123,48 @@ def main(argv: Sequence[str] | None = None) -> None:
         ]()
         batches = list(itertools.islice(loader, args.limit)) if args.limit else loader
         result = evaluate(
-            module.vae, batches, num_samples=args.samples, chunk_size=args.chunk, split=args.split, device=args.device
+            module.vae, batches, num_samples=args.samples, chunk_size=args.chunk, split=args.split, device=device
         )
     except UserError as error:
         exit_with_error(str(error), command="vae evaluate")
     print(result.table())
-    output = unique_path(args.checkpoint.with_name(f"{args.checkpoint.stem}.{args.split}.k{args.samples}.json"))
-    output.write_text(json.dumps({"checkpoint": str(args.checkpoint), **asdict(result)}, indent=2) + "\n")
+    numbers = json.dumps({"checkpoint": str(args.checkpoint), **asdict(result)}, indent=2) + "\n"
+    output = unique_path(out / f"{args.checkpoint.stem}.{args.split}.k{args.samples}.json")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        output.write_text(numbers)
+    except OSError as error:
+        print(numbers, end="")
+        exit_with_error(f"{describe_write_failure(error)}; the numbers are printed above", command="vae evaluate")
     print(f"written: {output}")
     images: dict[str, Path] = {}
     if args.images:
-        x = next(iter(data.val_dataloader() if args.split == "train" else loader))[0][:32].to(args.device)
+        x = next(iter(data.val_dataloader() if args.split == "train" else loader))[0][:32].to(device)
         ranking = (
             torch.tensor(result.kl_per_dim) if result.kl_per_dim is not None else torch.ones(module.vae.latent_dim)
         )
         grids = all_pictures(module.vae, x, ranking, nrow=8)
         folder = unique_path(output.with_suffix(""))
-        images = dict(zip(grids, save_grids(grids, folder)))
+        try:
+            images = dict(zip(grids, save_grids(grids, folder)))
+        except OSError as error:
+            exit_with_error(f"{describe_write_failure(error)}; the numbers are in {output}", command="vae evaluate")
         print(f"pictures: {folder}")
     if not args.no_wandb:
-        run_id = log_to_wandb(config, args.checkpoint, result, images)
+        try:
+            run_id = log_to_wandb(config, args.checkpoint, result, images)
+        except UserError as error:
+            exit_with_error(f"{error}; the numbers are in {output} (--no-wandb skips W&B)", command="vae evaluate")
         if run_id is not None:
             print(f"added to the W&B run {run_id} (summary eval/{args.split}/...)")
+
+
+def check_device(name: str) -> torch.device:
+    """``--device`` as a torch device that exists here (one-line errors otherwise)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ConfigError(f"--device {name} is not a device (give cpu, cuda or cuda:N)") from error
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"--device {name}: there is no such CUDA device here; use --device cpu")
+    return device

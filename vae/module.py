@@ -76,6 +76,9 @@ class VAEModule(pl.LightningModule):
     optimizer: called with the parameters; Adam with lr 1e-3 by default.
     """
 
+    # The arguments that define what the weights mean: a resumed run must keep them (``vae.checkpoints``).
+    ARCHITECTURE = ("image_shape", "latent_dim", "network", "likelihood", "prior")
+
     def __init__(
         self,
         *,
@@ -135,15 +138,26 @@ class VAEModule(pl.LightningModule):
         self.skipped_steps = 0
         self.step_terms: dict[str, Tensor] = {}
         self.optimizer = optimizer
-        self.vae = VAE(
-            image_shape=image_shape,
-            latent_dim=latent_dim,
-            network=network,
-            likelihood=likelihood,
-            prior=prior,
-            kl_estimator=kl_estimator,
-            kl_samples=kl_samples,
-        )
+        parts = {
+            "image_shape": image_shape,
+            "latent_dim": latent_dim,
+            "network": network,
+            "likelihood": likelihood,
+            "prior": prior,
+            "kl_estimator": kl_estimator,
+            "kl_samples": kl_samples,
+        }
+        try:
+            self.vae = VAE(**parts)
+        except RuntimeError as error:  # torch's allocator (and torch.OutOfMemoryError): sizes that cannot fit
+            if "allocate" not in str(error):
+                raise
+            with torch.device("meta"):  # the same model without memory, to count it
+                count = sum(p.numel() for p in VAE(**parts).parameters())
+            raise ConfigError(
+                f"the model would have {count:,} parameters ({count * 4 / 2**30:,.1f} GiB in float32), more than "
+                f"fits in memory here: make model.latent_dim ({latent_dim}) or the network smaller"
+            ) from error
         self.latent_stats = torch.nn.ModuleDict(
             {stage: LatentStatistics(latent_dim=latent_dim) for stage in ("val", "test")}
         )

@@ -1,4 +1,5 @@
-"""Read back a W&B run file (``run-<id>.wandb``), e.g. of an offline run, without a W&B server.
+"""W&B without a server: when to log offline (``choose_wandb_mode``), and reading a run file
+(``run-<id>.wandb``) back, e.g. of an offline run.
 
 The file is a LevelDB-style log: a 7-byte header (":W&B", magic 0xBEE1, version), then records in
 32 KiB blocks, each record chunk with a 7-byte header (CRC32C, little-endian length, type) and a
@@ -9,12 +10,114 @@ LAST chunks.
 from __future__ import annotations
 
 import json
+import netrc
+import os
+import socket
 import struct
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
-from vae.errors import DataError
+from vae.errors import ConfigError, DataError
+
+
+def wandb_logged_in() -> bool:
+    """Whether W&B has credentials here (an API key in the environment or in ~/.netrc)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def wandb_server() -> tuple[str, int]:
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    return url.hostname or "api.wandb.ai", url.port or (80 if url.scheme == "http" else 443)
+
+
+def reachable(host: str, port: int, timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+WANDB_MODES = ("online", "offline", "shared", "disabled", "dryrun", "run")
+
+
+# Seconds between wandb-core's writes of the run file (``run-<id>.wandb``); W&B's own default is 15, so a job
+# killed (SIGKILL) within 15 s of an epoch's end lost that epoch's metrics. A user's own setting wins.
+FLUSH_INTERVAL = "0.02"
+FLUSH_ENV = "WANDB_X_TRANSACTION_LOG_FLUSH_INTERVAL"
+
+
+def choose_wandb_mode() -> None:
+    """Offline W&B logging unless logged in and the server answers (an explicit WANDB_MODE wins): training
+    never waits on, or fails for, the network; the fit report says how to upload an offline run."""
+    os.environ.setdefault(FLUSH_ENV, FLUSH_INTERVAL)
+    if "WANDB_MODE" in os.environ:
+        return
+    if not wandb_logged_in():
+        os.environ["WANDB_MODE"] = "offline"
+        return
+    host, port = wandb_server()
+    if not reachable(host, port):
+        os.environ["WANDB_MODE"] = "offline"
+        print(f"W&B server {host}:{port} unreachable: logging offline (upload later with wandb sync)", file=sys.stderr)
+
+
+def check_wandb_mode() -> None:
+    """A one-line ConfigError for an explicit WANDB_MODE that cannot work: an unknown mode, or an online mode
+    without credentials (W&B itself would fail later, with a traceback, once the run has started)."""
+    mode = os.environ.get("WANDB_MODE")
+    if mode is None:
+        return
+    if mode not in WANDB_MODES:
+        raise ConfigError(f"WANDB_MODE={mode} is not a W&B mode: use one of {', '.join(WANDB_MODES)}, or unset it")
+    if mode in ("online", "run", "shared") and not wandb_logged_in():
+        raise ConfigError(
+            f"WANDB_MODE={mode}, but W&B has no API key here: run `wandb login` (or set WANDB_API_KEY), or unset "
+            "WANDB_MODE to log offline and upload later with wandb sync"
+        )
+
+
+def wandb_runs(trainer) -> list:
+    """The W&B runs a trainer logs to (rank zero only: the other ranks have none)."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    if not trainer.is_global_zero:
+        return []
+    return [logger.experiment for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+
+
+def flush_wandb(trainer) -> None:
+    """Return once everything logged to W&B so far is in the run file, so that a checkpoint written next never
+    holds more than W&B does (a SIGKILL after it loses no completed epoch's metrics): a round trip to
+    wandb-core (once it answers, it holds every earlier record), then two of its flush intervals. Skipped
+    when the interval is over a second (a user's own, longer setting)."""
+    for run in wandb_runs(trainer):
+        interval = float(getattr(run.settings, "x_transaction_log_flush_interval", 15.0) or 15.0)
+        if run.disabled or interval > 1.0:
+            continue
+        dict(run.summary)  # a request answered after every record sent before it
+        time.sleep(2 * interval)
+
+
+def wandb_report(trainer) -> list[str]:
+    """Where a trainer's W&B runs are: the sync line of an offline run, the URL of an online one."""
+    lines = []
+    for run in wandb_runs(trainer):
+        if run.offline:
+            lines.append(f"W&B run saved offline; upload it with: wandb sync {Path(run.dir).parent}")
+        else:
+            lines.append(f"W&B run: {run.url}")
+    return lines
+
 
 BLOCK_SIZE = 32 * 1024
 HEADER_SIZE = 7

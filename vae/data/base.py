@@ -47,9 +47,9 @@ def bernoulli_pixels(images: Tensor, generator: torch.Generator | None = None) -
     return (torch.bernoulli(probs, generator=generator) * 255).to(torch.uint8)
 
 
-def seeded_generator(seed: int, *salt: int) -> torch.Generator:
-    """A CPU generator seeded by a seed and a few integers (split, epoch, item), reproducibly."""
-    return torch.Generator().manual_seed(hash((seed, *salt)) & 0x7FFF_FFFF_FFFF_FFFF)
+def seeded_generator(seed: int, *salt: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator seeded by a seed and a few integers (split, epoch, item), reproducibly."""
+    return torch.Generator(device=device).manual_seed(hash((seed, *salt)) & 0x7FFF_FFFF_FFFF_FFFF)
 
 
 def carve(n: int, holdout: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -80,8 +80,11 @@ class TensorSplit:
 class TensorBatches:
     """Serves batches of a ``TensorSplit`` by slicing a permutation: the in-memory fast path.
 
-    The permutation is drawn from (seed, epoch), so a resumed run sees the same order. Under DDP each
-    process takes every world_size-th index of the same permutation (equal shares when shuffling).
+    The permutation is drawn from (seed, epoch), and dynamic binarization from (seed, epoch, batch, rank), so a
+    resumed run sees the same batches. Under DDP each process takes every world_size-th index of the same
+    permutation (equal shares when shuffling). It is resumable mid-epoch: ``state_dict`` records how many of
+    this epoch's batches are done (``done``: Lightning's count), and after ``load_state_dict`` the next pass
+    over the same epoch starts after them.
     """
 
     def __init__(
@@ -95,6 +98,7 @@ class TensorBatches:
         rank: int = 0,
         world_size: int = 1,
         dynamic_binarize: bool = False,
+        done: Callable[[], int] = lambda: 0,
     ) -> None:
         self.split = split
         self.batch_size = batch_size
@@ -104,6 +108,8 @@ class TensorBatches:
         self.rank = rank
         self.world_size = world_size
         self.dynamic_binarize = dynamic_binarize
+        self.done = done
+        self.resume: dict[str, int] | None = None
 
     def indices(self) -> Tensor:
         n = len(self.split)
@@ -120,11 +126,23 @@ class TensorBatches:
         return -(-share // self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
-        for index in self.indices().split(self.batch_size):
+        epoch, resume, self.resume = self.epoch(), self.resume, None
+        start = resume["batches"] if resume is not None and resume["epoch"] == epoch else 0
+        for i, index in enumerate(self.indices().split(self.batch_size)):
+            if i < start:
+                continue
             images = self.split.images[index]  # (b, c, h, w) uint8, on the split's device
             if self.dynamic_binarize:
-                images = bernoulli_pixels(images)
+                images = bernoulli_pixels(
+                    images, seeded_generator(self.seed, epoch, i, self.rank, device=images.device)
+                )
             yield images, self.split.labels[index]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch(), "batches": self.done()}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.resume = dict(state)
 
 
 class Binarized(Dataset):
@@ -254,6 +272,7 @@ class ImageDataModule(pl.LightningDataModule, ABC):
                 rank=rank,
                 world_size=world_size,
                 dynamic_binarize=dynamic,
+                done=lambda: trainer.fit_loop.epoch_loop.batch_progress.current.completed if shuffle and trainer else 0,
             )
         return DataLoader(
             Binarized(split, seed=None) if dynamic else split,

@@ -1,4 +1,4 @@
-"""Images from files: ``ImageFiles`` (decoded per item) and ``ImageFolder`` (any tree of PNG/JPEG files)."""
+"""Images from files: ``ImageFiles`` (decoded per item) and ``ImageFolder`` (any tree of image files)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from vae.data.base import Batch, Binarize, ImageDataModule, Pixels, Split, Stage
-from vae.data.formats import decode, image_files
+from vae.data.formats import check_image, decode, image_files
 from vae.errors import ConfigError, DataError
 
 
@@ -31,8 +31,9 @@ class ImageFiles(Dataset):
 
 
 class ImageFolder(ImageDataModule):
-    """Every PNG/JPEG file under ``path`` (recursively), resized (shorter side) and center-cropped to
-    ``image_size``×``image_size``, as grey (``channels: 1``) or RGB (``channels: 3``) images.
+    """Every image file (PNG, JPEG, BMP, GIF, TIFF, WebP) under ``path`` (recursively), resized (shorter side)
+    and center-cropped to ``image_size``×``image_size``, as grey (``channels: 1``) or RGB (``channels: 3``)
+    images, at any bit depth (``vae.data.formats.decode``: 16-bit files keep their full range).
 
     Labels are the index of each file's top-level subfolder in sorted order (as torchvision's
     ImageFolder); files directly in ``path`` get their own class. The split into train / val / test is
@@ -83,13 +84,15 @@ class ImageFolder(ImageDataModule):
 
     def check_files(self) -> None:
         if not self.path.is_dir():
-            raise DataError(f"image folder {self.path} does not exist: set data.path to a folder of PNG/JPEG files")
+            raise DataError(f"image folder {self.path} does not exist: set data.path to a folder of image files")
 
     def load_splits(self) -> dict[Stage, Split]:
         self.check_files()
         paths = image_files(self.path)
         if len(paths) < 3:
-            raise DataError(f"image folder {self.path} holds {len(paths)} PNG/JPEG files; it needs at least 3")
+            raise DataError(f"image folder {self.path} holds {len(paths)} image files; it needs at least 3")
+        for path in paths:  # cheap: the first bytes of each, so a damaged file stops nothing mid-training
+            check_image(path)
         groups = [p.relative_to(self.path).parts[0] if len(p.relative_to(self.path).parts) > 1 else "." for p in paths]
         self.classes = sorted(set(groups))
         labels = torch.tensor([self.classes.index(g) for g in groups])

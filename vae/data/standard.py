@@ -23,7 +23,7 @@ from torchvision.transforms import v2
 
 from vae.data.base import Binarize, ImageDataModule, Pixels, Split, Stage, TensorSplit, carve
 from vae.data.folder import ImageFiles
-from vae.data.formats import locate, read_cifar_batch, read_idx
+from vae.data.formats import check_image, locate, read_cifar_batch, read_idx
 from vae.errors import ConfigError, DataError
 
 
@@ -262,6 +262,8 @@ class CelebA(DownloadableDataModule):
                 raise DataError(
                     f"CelebA: {missing} is listed in list_eval_partition.txt but missing; unpack the images again"
                 )
+            for path in paths:  # the first bytes of each: a damaged file is found now, not mid-training
+                check_image(path)
             splits[name] = ImageFiles(paths, torch.zeros(len(paths), dtype=torch.long), channels=3, transform=transform)
         return splits
 

@@ -1,0 +1,120 @@
+"""Running the `vae` command in tests, each time in a process of its own.
+
+The installed console script (``console=True``) starts a new interpreter that imports torch, Lightning and W&B:
+about 12 s on these 2 cores before the command does anything. Tests that run the command dozens of times (the
+bad-input table, the fault tests) run the same ``vae.cli.main`` on the same arguments, working folder and
+environment in a process forked from a server that has imported the package once (a fork server: a clean
+interpreter that ran no torch code, so forking it is safe), and end it as the interpreter would (its atexit
+functions run: W&B finishes its run there).
+"""
+
+import atexit
+import multiprocessing
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+_context = multiprocessing.get_context("forkserver")
+_context.set_forkserver_preload(["vae.cli", "command"])
+
+
+def vae_command() -> list[str]:
+    """The installed `vae` console command beside this interpreter, else the module."""
+    script = Path(sys.executable).with_name("vae")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "vae.cli"]
+
+
+def run_vae(
+    args: list[str],
+    cwd: Path,
+    env: dict,
+    timeout: int = 300,
+    *,
+    console: bool = False,
+    file_size_limit: int | None = None,
+) -> subprocess.CompletedProcess:
+    """`vae <args>` in its own process: its exit status (negative: the signal that ended it), stdout, stderr."""
+    if console:
+        return subprocess.run(
+            [*vae_command(), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        )
+    process = start_vae(args, cwd, env, file_size_limit=file_size_limit)
+    return process.wait(timeout)
+
+
+class Started:
+    """A `vae` command running in a forked process."""
+
+    def __init__(self, process, out: Path, err: Path, args: list[str]) -> None:
+        self.process, self.out, self.err, self.args = process, out, err, args
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def send_signal(self, signum: int) -> None:
+        os.kill(self.process.pid, signum)
+
+    def wait(self, timeout: float = 300) -> subprocess.CompletedProcess:
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+            raise subprocess.TimeoutExpired(["vae", *self.args], timeout)
+        result = subprocess.CompletedProcess(
+            ["vae", *self.args], self.process.exitcode, self.out.read_text(), self.err.read_text()
+        )
+        self.out.unlink(missing_ok=True)
+        self.err.unlink(missing_ok=True)
+        return result
+
+
+def start_vae(args: list[str], cwd: Path, env: dict, *, file_size_limit: int | None = None) -> Started:
+    """Start `vae <args>` in a forked process and return at once."""
+    out = Path(tempfile.mkstemp(prefix="vae-out-")[1])
+    err = Path(tempfile.mkstemp(prefix="vae-err-")[1])
+    process = _context.Process(
+        target=_main, args=(list(args), str(cwd), dict(env), str(out), str(err), file_size_limit)
+    )
+    process.start()
+    return Started(process, out, err, list(args))
+
+
+def _main(args, cwd, env, out, err, file_size_limit) -> None:
+    """The child: the command's working folder, environment and output files, then `vae.cli.main(args)`."""
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    for path in reversed(env.get("PYTHONPATH", "").split(os.pathsep)):
+        if path:
+            sys.path.insert(0, path)
+    for fd, path in ((1, out), (2, err)):
+        handle = os.open(path, os.O_WRONLY | os.O_TRUNC)
+        os.dup2(handle, fd)
+        os.close(handle)
+    if file_size_limit is not None:  # writes past the limit fail with EFBIG (as on a full disk), not SIGXFSZ
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+    from vae.cli import main
+
+    sys.argv = ["vae", *args]  # as the console script leaves them: main() reads the command line
+    code = 0
+    try:
+        main()
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        if not isinstance(stop.code, int | None):
+            print(stop.code, file=sys.stderr)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    atexit._run_exitfuncs()  # as the interpreter does when the command ends
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,0 +1,127 @@
+"""A run's folder and the files written into it.
+
+``<save_dir>/<project>/<run id>/`` holds a run's checkpoints, pictures and the config of every part of it:
+``config.yaml`` for the first ``vae fit``, then ``config-resume-1.yaml``, ``config-resume-2.yaml``, ... for
+each resumed part and ``config-test-1.yaml`` ... for each ``vae test`` of it; none is ever overwritten.
+
+One process at a time works in a run folder: it holds an exclusive lock on ``<run>/.lock`` (``flock``, which
+the operating system releases when the process ends, however it ends), and a second ``vae fit --ckpt_path
+last`` on the same run is refused, naming the process that holds it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import tempfile
+from pathlib import Path
+from typing import IO
+
+from vae.errors import ConfigError, UserError
+
+LOCK_NAME = ".lock"
+_held: dict[Path, IO[str]] = {}  # the run folders this process holds, kept open until it ends
+
+# What a full or read-only disk raises while writing: the user's to fix, never a bug.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+
+
+class RunInUse(UserError):
+    """Another process works in this run folder."""
+
+
+def lock_run(folder: str | os.PathLike) -> None:
+    """Hold ``folder``'s lock for the rest of this process, or raise ``RunInUse`` naming the holder."""
+    folder = Path(folder).absolute()
+    if folder in _held:
+        return
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; runs are not locked there
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / LOCK_NAME, "a+")  # held open for the life of the process
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        raise RunInUse(
+            f"the run {folder} is in use by {holder}: wait for it to finish (or stop it) before resuming or "
+            "testing this run, or start a new run"
+        ) from error
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+    handle.flush()
+    _held[folder] = handle
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is the first of its job, before any Trainer exists (from the launchers' variables:
+    torchrun and Lightning set RANK or LOCAL_RANK, SLURM sets SLURM_PROCID; other nodes set NODE_RANK)."""
+    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK"):
+        if os.environ.get(name, "0") != "0":
+            return False
+    return True
+
+
+def config_path(folder: Path, part: str) -> Path:
+    """Where the config of a part of a run goes: ``config.yaml`` for the first, else
+    ``config-<part>-<n>.yaml`` with the first free n (``part``: resume, test, validate)."""
+    first = folder / "config.yaml"
+    if not first.exists():
+        return first
+    n = 1
+    while (folder / f"config-{part}-{n}.yaml").exists():
+        n += 1
+    return folder / f"config-{part}-{n}.yaml"
+
+
+def check_writable(key: str, folder: str | os.PathLike | None) -> None:
+    """A ConfigError unless ``folder`` exists as a writable folder or can be made (nothing is made here)."""
+    if folder is None or "://" in str(folder):
+        return
+    path = Path(folder).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{key}: cannot make {path}, since {existing} is a file: choose another folder")
+    try:  # a real attempt: permissions, read-only mounts and immutable folders all say no here (root included)
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise ConfigError(f"{key}: cannot write in {existing} ({error.strerror}): choose another folder") from error
+
+
+def unique_path(path: Path) -> Path:
+    """``path``, or ``path`` with .2, .3, ... before its suffix if it exists: nothing is overwritten."""
+    candidate, n = path, 2
+    while candidate.exists():
+        candidate, n = path.with_suffix(f".{n}{path.suffix}"), n + 1
+    return candidate
+
+
+def write_failure(error: BaseException) -> OSError | None:
+    """The OSError of a full, read-only or failing disk behind ``error`` (or its causes), if there is one."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in WRITE_ERRNOS:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def describe_write_failure(error: OSError) -> str:
+    """One line for a failed write: what could not be written, why, and what to do."""
+    where = f" {error.filename}" if error.filename and not isinstance(error.filename, int) else ""
+    reason = error.strerror or os.strerror(error.errno or 0)
+    fix = {
+        errno.ENOSPC: "free some space",
+        errno.EDQUOT: "free some space (the disk quota is full)",
+        errno.EFBIG: "the file is larger than this system allows",
+        errno.EROFS: "the file system is read-only: choose another folder",
+    }.get(error.errno or 0, "check the folder's permissions and the disk")
+    return f"cannot write{where}: {reason}; {fix}"
