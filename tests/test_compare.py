@@ -70,12 +70,12 @@ def test_sweep_config_runs_the_same_study_through_wandb_agents(tmp_path):
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """Three weightings, two runs at a time, each 2 epochs of 6 steps on the embedded digits, as a new user runs
+    """Three weightings, all at once, each 2 epochs of 6 steps on the embedded digits, as a new user runs
     it (no W&B key or WANDB_MODE: every run logs offline by itself)."""
     out = tmp_path_factory.mktemp("compare") / "study"
     flags = ["b1=Constant(beta=1)", "warm=LinearWarmup(steps=8)", "fb=FreeBits(floor=0.5)"]
     command = [*vae_command(), "compare", "--config", str(QUICKSTART), "--name", "tiny-study", "--out", str(out)]
-    command += [arg for flag in flags for arg in ("--weighting", flag)] + ["--jobs", "2", "--", *TINY]
+    command += [arg for flag in flags for arg in ("--weighting", flag)] + ["--jobs", "3", "--", *TINY]
     env = new_user(out.parent / "home")
     result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=out.parent, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

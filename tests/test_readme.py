@@ -1,0 +1,124 @@
+"""Every command in the README's command-line block runs as written, as a new user runs it: no W&B key, no
+WANDB_MODE (the command logs offline by itself), a home folder of their own, from a folder with the
+repository's configs/ and scripts/. Training lines keep their own settings and get a short suffix (2 steps,
+1 validation batch); the lines that stand for long jobs are run at full scale elsewhere, named in ELSEWHERE."""
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, new_user, run_vae
+from PIL import Image
+
+SHORT = ["--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false"]
+ELSEWHERE = {  # lines run elsewhere: a tiny run could not stand for them here
+    "vae compare --study": "tests/test_compare.py runs a tiny study (this one is 6 runs × 20 epochs)",
+    "vae benchmark": "tests/test_benchmark.py runs every contender at a tiny size",
+    "vae kl-demo": "tests/test_playground.py runs the whole playground",
+}
+FASHION = Path("/usr/share/datasets/fashion-mnist").is_dir() or os.environ.get("VAE_REQUIRE_FASHION_MNIST")
+
+
+def readme_commands() -> list[str]:
+    """The command lines of the README's block under "## The command line", comments removed."""
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"## The command line\n.*?```bash\n(.*?)```", text, flags=re.S).group(1)
+    return [re.sub(r"\s+#.*$", "", line).strip() for line in block.splitlines() if line.strip()]
+
+
+COMMANDS = readme_commands()
+
+
+def needs(line: str) -> str | None:
+    """Why a line cannot run here, if it cannot."""
+    if "--trainer.devices 4" in line and torch.cuda.device_count() < 4:
+        return "needs 4 GPUs"
+    if "fashion_mnist" in line and not FASHION:
+        return "needs Debian's dataset-fashion-mnist"
+    return next((why for start, why in ELSEWHERE.items() if line.startswith(start)), None)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A user's folder: the repository's configs/ and scripts/, a home with ~/my_images."""
+    root = tmp_path_factory.mktemp("user")
+    for name in ("configs", "scripts"):
+        (root / name).symlink_to(REPO / name)
+    env = new_user(root / "home")
+    images = root / "home" / "my_images"
+    images.mkdir()
+    for i in range(12):
+        Image.fromarray((np.random.default_rng(i).random((70, 80, 3)) * 255).astype(np.uint8)).save(images / f"{i}.png")
+    return root, env
+
+
+def run_line(line: str, cwd: Path, env: dict, extra: list[str]) -> subprocess.CompletedProcess:
+    """A README line as a shell would run it (``~`` is the user's home), with ``extra`` arguments after it."""
+    words = [word.replace("~", env["HOME"], 1) if word.startswith("~") else word for word in shlex.split(line)]
+    if words[0] == "python":
+        command = [sys.executable, *words[1:], *extra]
+        return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert words[0] == "vae"
+    return run_vae([*words[1:], *extra], cwd=cwd, env=env, timeout=600)
+
+
+def suffix(line: str) -> list[str]:
+    if "--help" in line or "--print_config" in line:
+        return []
+    return SHORT if " fit" in line else []
+
+
+def test_the_readme_lists_the_commands_this_test_knows():
+    assert COMMANDS[0] == "vae fit --config configs/quickstart.yaml"
+    assert sum(line.startswith(("vae ", "python ")) for line in COMMANDS) == len(COMMANDS) >= 18
+
+
+def test_every_readme_command_runs_as_a_new_user_runs_it(workspace):
+    root, env = workspace
+    first = [line for line in COMMANDS if "<run id>" not in line and "--ckpt_path last" not in line]
+    runnable = [line for line in first if needs(line) is None]
+
+    def attempt(line: str):
+        folder = root / f"line{first.index(line):02d}"
+        folder.mkdir()
+        for name in ("configs", "scripts"):
+            (folder / name).symlink_to(REPO / name)
+        return folder, run_line(line, folder, env, suffix(line))
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = dict(zip(runnable, pool.map(attempt, runnable)))
+    for line, (_, result) in results.items():
+        assert result.returncode == 0, f"{line}\n{result.stderr[-2000:]}"
+        if " fit --config" in line and "--print_config" not in line and "--help" not in line:
+            assert "W&B run saved offline; upload it with: wandb sync" in result.stdout, line
+
+    # The lines that continue the first run: test it, evaluate it, resume it twice (the second with a new lr).
+    folder, _ = results[COMMANDS[0]]
+    (run,) = (folder / "runs" / "vae").iterdir()
+    later = [line.replace("<run id>", run.name) for line in COMMANDS if line not in first]
+    steps = iter(range(4, 100, 2))
+    for line in later:
+        if needs(line) is not None:
+            continue
+        if line.startswith("vae evaluate"):
+            extra = ["--samples", "10", "--limit", "1"]
+        elif "--ckpt_path last" in line:
+            extra = ["--trainer.max_steps", str(next(steps)), "--trainer.limit_val_batches", "1"]
+        else:
+            extra = ["--trainer.limit_test_batches", "1"] if line.startswith("vae test") else []
+        result = run_line(line, folder, env, extra)
+        assert result.returncode == 0, f"{line}\n{result.stderr[-2000:]}"
+    assert sorted(p.name for p in run.glob("config*.yaml")) == [
+        "config-resume-1.yaml",
+        "config-resume-2.yaml",
+        "config-test-1.yaml",
+        "config.yaml",
+    ]
+    assert [p.name for p in (folder / "runs" / "vae").iterdir()] == [run.name]  # test and resumes: the same run
