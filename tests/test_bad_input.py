@@ -249,6 +249,11 @@ CASES = {
     ),
     "WANDB_MODE online without a key": ([*FIT], "WANDB_MODE=online, but W&B has no API key", {"WANDB_MODE": "online"}),
     "WANDB_MODE misspelt": ([*FIT], "WANDB_MODE=onlin is not a W&B mode", {"WANDB_MODE": "onlin"}),
+    "evaluate: WANDB_MODE online without a key": (
+        ["evaluate", "{run}/checkpoints/last.ckpt", "--samples", "2", "--limit", "1"],
+        "WANDB_MODE=online, but W&B has no API key",
+        {"WANDB_MODE": "online"},
+    ),
     "predict is not a command": (["predict", "--config", str(QUICKSTART)], "invalid choice: 'predict'"),
     "test without a checkpoint": (["test", "--config", str(QUICKSTART)], "vae test needs --ckpt_path"),
     "evaluate: a read-only output folder": (

@@ -30,8 +30,9 @@ def validation_elbo(**trainer_options) -> float:
     data = EmbeddedMNIST(batch_size=128, binarize="dynamic")
     module = VAEModule(channels_last=trainer_options.pop("channels_last", False))
     trainer = pl.Trainer(
-        max_epochs=3,
+        max_epochs=2,
         limit_train_batches=16,  # of 36
+        limit_val_batches=2,  # of 4
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -43,8 +44,8 @@ def validation_elbo(**trainer_options) -> float:
 
 
 def test_fast_and_default_paths_reach_the_same_validation_elbo():
-    """3 epochs of 16 batches each on the embedded digits: measured −205.36 (float32) vs −205.36 (bf16,
-    channels-last)."""
+    """2 epochs of 16 batches each on the embedded digits (validating on 2 batches): measured −218.72 (float32)
+    vs −218.73 (bf16, channels-last)."""
     default = validation_elbo(precision="32-true")
     fast = validation_elbo(precision="bf16-mixed", channels_last=True)
     assert fast == pytest.approx(default, abs=2.0)

@@ -373,9 +373,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli(argv)
     except torch.OutOfMemoryError as error:
+        where = "GPU memory" if "CUDA" in str(error) else "memory"
         exit_with_error(
-            f"out of {'GPU' if 'CUDA' in str(error) else ''} memory: {str(error).split('.')[0]}; lower data.batch_size "
-            "(or the model's size) and resume with --ckpt_path last"
+            f"out of {where}: {str(error).split('.')[0]}; lower data.batch_size (or the model's size) and resume "
+            "with --ckpt_path last"
         )
     except MisconfigurationException as error:  # Lightning's word for a setting that cannot work
         exit_with_error(str(error))
