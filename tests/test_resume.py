@@ -162,6 +162,8 @@ def test_a_run_folder_takes_one_process_at_a_time(tmp_path, fault_env, one_epoch
     run = copy_of(one_epoch, tmp_path)
     long = [*FIT, "--trainer.max_epochs", "1000", "--trainer.limit_train_batches", "50", "--ckpt_path", "last"]
     holder = start_vae(long, tmp_path, fault_env)
+    last = run / "checkpoints" / "last.ckpt"
+    before = last.stat().st_mtime_ns
     try:
         deadline = time.monotonic() + 120
         while f"process {holder.pid}" not in lock_text(run) and time.monotonic() < deadline:
@@ -170,6 +172,8 @@ def test_a_run_folder_takes_one_process_at_a_time(tmp_path, fault_env, one_epoch
         assert second.returncode == 2
         (line,) = second.stderr.strip().splitlines()
         assert line.startswith(f"error: the run {run} is in use by process {holder.pid} on "), line
+        while last.stat().st_mtime_ns == before and time.monotonic() < deadline:  # training, past an epoch
+            time.sleep(0.2)
     finally:
         holder.send_signal(signal.SIGTERM)  # which stops it cleanly, as a scheduler would
         stopped = holder.wait(timeout=120)
