@@ -62,6 +62,7 @@ def write_payloads(root: Path, run: Path) -> None:
         "torch_load.yaml": {"model": {"optimizer": spec("torch.load", f="payload.pt", weights_only=False)}},
         "import_module.yaml": {"data": spec("vae.cli.importlib.import_module", name="faults")},
         "pickle_loads.yaml": {"model": {"likelihood": spec("torch.serialization.pickle.loads", data="x")}},
+        "builtins_type.yaml": {"model": {"network": spec("torch.optim.Adam.__class__", name="X", bases=[], dict={})}},
         "callback_function.yaml": {
             "trainer": {"callbacks": [spec("pytorch_lightning.callbacks.LambdaCallback", on_fit_start="torch.load")]}
         },
@@ -188,6 +189,10 @@ CASES = {
         "it is the function importlib.import_module",
     ),
     "config: pickle through torch": ([*FIT, "--config", "pickle_loads.yaml"], "it is the function _pickle.loads"),
+    "config: builtins through torch": (
+        [*FIT, "--config", "builtins_type.yaml"],
+        "torch.optim.Adam.__class__ is builtins.type, which is not from a trusted module",
+    ),
     "config: a function as a callback's argument": (
         [*FIT, "--config", "callback_function.yaml"],
         "on_fit_start: refusing torch.serialization.load: it is the function torch.serialization.load",
