@@ -6,7 +6,8 @@ import yaml
 from conftest import QUICKSTART, REPO
 from jsonargparse import ArgumentParser
 
-from vae.cli import check_classes, cli
+from vae.cli import cli
+from vae.config import check_classes
 from vae.data import ImageDataModule
 from vae.module import VAEModule
 

@@ -12,14 +12,10 @@ vae benchmark
 
 from __future__ import annotations
 
-import collections.abc
-import functools
 import importlib
-import inspect
 import logging
 import re
 import sys
-import typing
 import warnings
 from pathlib import Path
 from typing import NoReturn
@@ -46,7 +42,7 @@ from vae.checkpoints import (
     read_checkpoint,
     resume_changes,
 )
-from vae.config import check_class, defined_at, import_trusted, read_yaml, trust_imports
+from vae.config import check_classes, judge, read_yaml, trust_imports
 from vae.data import EmbeddedMNIST, ImageDataModule
 from vae.errors import ConfigError, exit_with_error, user_error_in
 from vae.module import VAEModule
@@ -239,40 +235,6 @@ def check_trainer_settings(trainer) -> None:
         raise ConfigError(
             f"trainer.val_check_interval must be positive (a fraction of an epoch, or batches), got {interval}"
         )
-
-
-def check_classes(config, where: str = "") -> None:
-    """Every class a parsed config names, judged on the object (``vae.config``): defined in a trusted module,
-    a class (functions are refused wherever they appear), and of the kind its key expects."""
-    if isinstance(config, dict):
-        if isinstance(config.get("class_path"), str):
-            judge(where or "config", config["class_path"])
-        for key, value in config.items():
-            check_classes(value, f"{where}.{key}" if where else key)
-    elif isinstance(config, list | tuple):
-        for i, value in enumerate(config):
-            check_classes(value, f"{where}[{i}]")
-    elif inspect.isclass(config) or inspect.isroutine(config) or isinstance(config, functools.partial):
-        judge(where, defined_at(config) or repr(config))
-
-
-def judge(key: str, path: str) -> type:
-    """The class ``path`` names, if a config may build it under ``key`` (else a one-line ConfigError)."""
-    return check_class(import_trusted(path, key), expected_base(key), key, path)
-
-
-def expected_base(key: str) -> type | None:
-    """The class a config key must name a subclass of: what ``VAEModule``'s argument is typed as (the return
-    type of a callable, for ``model.optimizer``), ``ImageDataModule`` for ``data``; None if no one kind."""
-    if key == "data":
-        return ImageDataModule
-    section, _, name = key.partition(".")
-    if section != "model" or "." in name:
-        return None
-    hint = typing.get_type_hints(VAEModule.__init__).get(name)
-    if typing.get_origin(hint) is collections.abc.Callable:
-        hint = typing.get_args(hint)[-1]
-    return hint if inspect.isclass(hint) else None
 
 
 def attach_run(config) -> Resume:

@@ -23,10 +23,12 @@ runs code from the file.
 
 from __future__ import annotations
 
+import collections.abc
 import functools
 import importlib
 import inspect
 import os
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -120,6 +122,43 @@ def check_class(obj: Any, base: type | None, where: str, path: str) -> type:
 def resolve_class(path: str, base: type | None, where: str) -> type:
     """The class a config's ``class_path`` names, under all three rules."""
     return check_class(import_trusted(path, where), base, where, path)
+
+
+def check_classes(config, where: str = "") -> None:
+    """Every class a parsed config names, judged on the object (``vae.config``): defined in a trusted module,
+    a class (functions are refused wherever they appear), and of the kind its key expects."""
+    if isinstance(config, dict):
+        if isinstance(config.get("class_path"), str):
+            judge(where or "config", config["class_path"])
+        for key, value in config.items():
+            check_classes(value, f"{where}.{key}" if where else key)
+    elif isinstance(config, list | tuple):
+        for i, value in enumerate(config):
+            check_classes(value, f"{where}[{i}]")
+    elif inspect.isclass(config) or inspect.isroutine(config) or isinstance(config, functools.partial):
+        judge(where, defined_at(config) or repr(config))
+
+
+def judge(key: str, path: str) -> type:
+    """The class ``path`` names, if a config may build it under ``key`` (else a one-line ConfigError)."""
+    return check_class(import_trusted(path, key), expected_base(key), key, path)
+
+
+def expected_base(key: str) -> type | None:
+    """The class a config key must name a subclass of: what ``VAEModule``'s argument is typed as (the return
+    type of a callable, for ``model.optimizer``), ``ImageDataModule`` for ``data``; None if no one kind."""
+    from vae.data import ImageDataModule  # imported here: they import this module
+    from vae.module import VAEModule
+
+    if key == "data":
+        return ImageDataModule
+    section, _, name = key.partition(".")
+    if section != "model" or "." in name:
+        return None
+    hint = typing.get_type_hints(VAEModule.__init__).get(name)
+    if typing.get_origin(hint) is collections.abc.Callable:
+        hint = typing.get_args(hint)[-1]
+    return hint if inspect.isclass(hint) else None
 
 
 def trust_imports() -> None:
