@@ -6,15 +6,24 @@ import pytest
 import pytorch_lightning as pl
 
 from vae.data import EmbeddedMNIST
+from vae.hierarchical import TopDown
 from vae.module import VAEModule
 from vae.nets import MLPNet
 
 DETERMINISTIC = ["val/kl", "val/active_units", *(f"val/kl_dim/{d:02d}" for d in range(4))]  # no sampling noise
+# A hierarchy: the top layer's KL and active units depend on x alone; the layers below on the sampled z above.
+HIERARCHY = TopDown(latent_channels=(4, 3), resolutions=(1, 7), width=8, stem_channels=(8,))
+HIERARCHY_DETERMINISTIC = ["val/kl/z2", "val/active_units/z2"]
 
 
-def run(*, devices: int, batch_size: int, train: bool, steps: int = 40, seed: int = 0) -> dict[str, float]:
+def run(
+    *, devices: int, batch_size: int, train: bool, steps: int = 40, seed: int = 0, hierarchical: bool = False
+) -> dict[str, float]:
     pl.seed_everything(seed, verbose=False)
-    module = VAEModule(latent_dim=4, network=MLPNet(hidden_dims=(64,)))
+    if hierarchical:
+        module = VAEModule(network=HIERARCHY)
+    else:
+        module = VAEModule(latent_dim=4, network=MLPNet(hidden_dims=(64,)))
     data = EmbeddedMNIST(batch_size=batch_size, val_size=333)  # 167 + 166 images on two processes
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -35,12 +44,15 @@ def run(*, devices: int, batch_size: int, train: bool, steps: int = 40, seed: in
     return {name: float(value) for name, value in trainer.callback_metrics.items() if value.numel() == 1}
 
 
-def test_validation_metrics_are_reduced_across_processes_exactly():
+@pytest.mark.parametrize("hierarchical", [False, True], ids=["single-layer", "hierarchical"])
+def test_validation_metrics_are_reduced_across_processes_exactly(hierarchical):
     """The same weights on one process and on two (333 images: 167 and 166 per process): the KL, per
     dimension, and the active units have no sampling noise, so they agree to float rounding (1e-5); recon and
-    ELBO to their Monte-Carlo noise."""
-    one, two = run(devices=1, batch_size=64, train=False), run(devices=2, batch_size=32, train=False)
-    for name in DETERMINISTIC:
+    ELBO to their Monte-Carlo noise. For a hierarchy, the top layer's KL and active units (the layers below
+    depend on the samples above)."""
+    one = run(devices=1, batch_size=64, train=False, hierarchical=hierarchical)
+    two = run(devices=2, batch_size=32, train=False, hierarchical=hierarchical)
+    for name in HIERARCHY_DETERMINISTIC if hierarchical else DETERMINISTIC:
         assert two[name] == pytest.approx(one[name], rel=1e-5, abs=1e-5), name
     assert two["val/elbo"] == pytest.approx(one["val/elbo"], abs=1.0)
 

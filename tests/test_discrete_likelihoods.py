@@ -81,5 +81,6 @@ def test_the_vae_builds_decoders_for_the_likelihood_parameters():
     x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
     out = vae(x)
     assert out.params.shape == (4, 50, 32, 32) and out.log_px.shape == (4,) and torch.isfinite(out.log_px).all()
-    (-out.log_px.mean() + out.latent.kl.mean()).backward()
-    assert vae.sample(torch.zeros(2, 16)).shape == (2, 3, 32, 32)
+    (-out.log_px.mean() + out.kl.mean()).backward()
+    assert vae.decode(torch.zeros(2, 16)).shape == (2, 3, 32, 32)
+    assert vae.sample(2).shape == (2, 3, 32, 32)

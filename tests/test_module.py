@@ -53,7 +53,7 @@ def test_logged_terms_are_sums_over_pixels_and_latents_averaged_over_the_batch(d
     # An independent computation with torch.distributions, replaying the same posterior sample.
     x = data.splits["val"].images.float() / 255.0
     with torch.no_grad():
-        moments = module.vae.encoder(x)
+        moments = module.vae.posterior(x)
         q = Independent(Normal(moments.mean, (0.5 * moments.logvar).exp()), 1)
         prior = Independent(Normal(torch.zeros_like(moments.mean), 1.0), 1)
         torch.manual_seed(3)
@@ -76,7 +76,7 @@ def test_active_units_count_dimensions_whose_posterior_mean_varies(data):
     """Posterior means that do not depend on x are never counted as active."""
     module = VAEModule(latent_dim=LATENT_DIM, network=MLPNet(hidden_dims=(64,)))
     with torch.no_grad():
-        head = module.vae.encoder.head.linear
+        head = module.vae.latent.head
         head.weight[: LATENT_DIM // 2] = 0.0  # the first half of the means no longer depend on x
         head.bias[: LATENT_DIM // 2] = 0.0
     metrics = validate(module, data, seed=0)

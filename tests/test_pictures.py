@@ -49,7 +49,7 @@ def test_traversals_sweep_the_prior_range_of_the_most_informative_dimensions(vae
         prior=LearnedGaussian(),
     )
     with torch.no_grad():
-        learned.prior.mean.fill_(5.0)
+        learned.latent.prior.mean.fill_(5.0)
     assert (prior_range(learned)[0] > 2.0).all()  # the learned prior's range, not N(0, 1)'s
     assert ranked_dimensions(torch.tensor([0.1, 3.0, 0.0, 1.0])) == [1, 3, 0, 2]
 
@@ -57,9 +57,9 @@ def test_traversals_sweep_the_prior_range_of_the_most_informative_dimensions(vae
 def test_interpolations_start_and_end_at_the_encoded_images(vae):
     x = torch.rand(4, 1, 28, 28)
     grid = interpolations(vae, x, pairs=2, steps=5)
-    means = vae.encoder(x).mean
-    torch.testing.assert_close(tile(grid, 0, 0)[0], vae.sample(means[0:1])[0, 0])
-    torch.testing.assert_close(tile(grid, 1, 4)[0], vae.sample(means[3:4])[0, 0])
+    means = vae.posterior(x).mean
+    torch.testing.assert_close(tile(grid, 0, 0)[0], vae.decode(means[0:1])[0, 0])
+    torch.testing.assert_close(tile(grid, 1, 4)[0], vae.decode(means[3:4])[0, 0])
 
 
 def test_all_pictures(vae):

@@ -52,7 +52,7 @@ def test_each_prior_is_a_density_over_the_latent_space(name):
 
 def test_mixture_log_density_is_the_log_of_the_weighted_sum():
     vae = small_vae(GaussianMixture(num_components=3))
-    module = vae.prior
+    module = vae.latent.prior
     z = torch.randn(10, LATENT_DIM)
     weights = module.logits.softmax(0)
     variances = module.logvars.exp()
@@ -63,35 +63,36 @@ def test_mixture_log_density_is_the_log_of_the_weighted_sum():
 
 def test_vampprior_is_the_mean_of_the_encoder_posteriors_at_the_pseudo_inputs():
     vae = small_vae(VampPrior(num_pseudo_inputs=6))
-    moments = vae.encoder(vae.prior.pseudo_inputs())
+    moments = vae.posterior(vae.latent.prior.pseudo_inputs())
     z = torch.randn(9, LATENT_DIM)
     components = Independent(Normal(moments.mean, (0.5 * moments.logvar).exp()), 1)
     expected = components.log_prob(z[:, None, :]).logsumexp(-1) - math.log(6)
     torch.testing.assert_close(vae.prior_distribution().log_prob(z), expected, rtol=1e-5, atol=1e-5)
-    pseudo = vae.prior.pseudo_inputs()
+    pseudo = vae.latent.prior.pseudo_inputs()
     assert pseudo.shape == (6, *IMAGE_SHAPE) and (pseudo > 0).all() and (pseudo < 1).all()
 
 
 def test_learned_priors_get_gradients_from_the_kl():
     for prior in (LearnedGaussian(), GaussianMixture(num_components=3), VampPrior(num_pseudo_inputs=4)):
         vae = small_vae(prior)
-        vae(torch.rand(8, *IMAGE_SHAPE)).latent.kl.sum().backward()
-        grads = [p.grad for p in vae.prior.parameters()]
+        vae(torch.rand(8, *IMAGE_SHAPE)).kl.sum().backward()
+        grads = [p.grad for p in vae.latent.prior.parameters()]
         assert grads and all(g is not None and g.abs().sum() > 0 for g in grads), type(prior).__name__
 
 
 def test_learned_gaussian_kl_is_the_closed_form_to_its_parameters():
     vae = small_vae(LearnedGaussian())
     with torch.no_grad():
-        vae.prior.mean.copy_(torch.tensor([0.5, -1.0, 0.0, 2.0]))
-        vae.prior.logvar.copy_(torch.tensor([0.0, 1.0, -1.0, 0.5]))
+        vae.latent.prior.mean.copy_(torch.tensor([0.5, -1.0, 0.0, 2.0]))
+        vae.latent.prior.logvar.copy_(torch.tensor([0.0, 1.0, -1.0, 0.5]))
     torch.manual_seed(0)
     x = torch.rand(5, *IMAGE_SHAPE)
     out = vae(x)
-    q = Normal(out.moments.mean, (0.5 * out.moments.logvar).exp())
-    logvar = LOGVAR_BOUND * torch.tanh(vae.prior.logvar / LOGVAR_BOUND)  # soft-clamped, like the posterior's
-    p = Normal(vae.prior.mean, (0.5 * logvar).exp())
-    torch.testing.assert_close(out.latent.kl_per_dim, torch.distributions.kl_divergence(q, p))
+    moments = vae.posterior(x)  # the posterior the forward pass used (deterministic given x)
+    q = Normal(moments.mean, (0.5 * moments.logvar).exp())
+    logvar = LOGVAR_BOUND * torch.tanh(vae.latent.prior.logvar / LOGVAR_BOUND)  # soft-clamped, like the posterior's
+    p = Normal(vae.latent.prior.mean, (0.5 * logvar).exp())
+    torch.testing.assert_close(out.latents["z"].kl_per_unit, torch.distributions.kl_divergence(q, p))
 
 
 @pytest.mark.parametrize("prior", [GaussianMixture(), VampPrior()])
@@ -114,7 +115,7 @@ def data():
 @pytest.mark.parametrize("name", PRIORS)
 def test_each_prior_trains_for_an_epoch_with_finite_logged_kl(name, data, tmp_path):
     module = VAEModule(latent_dim=LATENT_DIM, network=MLPNet(hidden_dims=(64,)), prior=PRIORS[name])
-    before = {k: v.clone() for k, v in module.vae.prior.state_dict().items()}
+    before = {k: v.clone() for k, v in module.vae.latent.prior.state_dict().items()}
     logger = CSVLogger(tmp_path, name="run")
     trainer = pl.Trainer(
         max_epochs=1,
@@ -135,6 +136,6 @@ def test_each_prior_trains_for_an_epoch_with_finite_logged_kl(name, data, tmp_pa
     assert f"kl_estimator: {ESTIMATORS[name]}" in hparams
     logged = (tmp_path / "run" / "version_0" / "metrics.csv").read_text().splitlines()[0].split(",")
     assert "train/kl" in logged and "val/kl" in logged
-    after = module.vae.prior.state_dict()
+    after = module.vae.latent.prior.state_dict()
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert changed == ([] if name == "standard" else list(before)), changed  # learned priors are trained

@@ -112,7 +112,8 @@ def test_checkpoints_load_with_weights_only_and_rebuild_the_model(tmp_path):
         checkpoint["hyper_parameters"]["weighting"]["init_args"]["beta"]["class_path"] == "vae.weighting.LinearWarmup"
     )
     restored = VAEModule.load_from_checkpoint(path, weights_only=True)
-    assert isinstance(restored.weighting, FreeBits) and restored.weighting.schedule.steps == 3
+    weighting = restored.objective.weighting
+    assert isinstance(weighting, FreeBits) and weighting.schedule.steps == 3
     assert all(torch.equal(a, b) for a, b in zip(restored.state_dict().values(), checkpoint["state_dict"].values()))
 
 

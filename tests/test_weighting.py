@@ -7,6 +7,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from vae.data import EmbeddedMNIST
 from vae.errors import ConfigError
+from vae.latents import KLParts
 from vae.module import VAEModule
 from vae.nets import MLPNet
 from vae.weighting import GECO, Capacity, Constant, Cyclical, FreeBits, LinearWarmup
@@ -18,9 +19,15 @@ def terms(b: int = 4, d: int = 6):
     return log_px, kl_per_dim.sum(-1), kl_per_dim
 
 
+def parts(kl, kl_per_dim):
+    """The KL of a single-layer model ("z") as a weighting reads it: per example (b,), per dimension (b, d) or None."""
+    d = kl_per_dim.shape[-1] if kl_per_dim is not None else 1
+    return KLParts(per_layer={"z": kl}, per_unit={"z": kl_per_dim}, sizes={"z": d})
+
+
 def test_constant_is_the_beta_elbo():
     log_px, kl, per_dim = terms()
-    out = Constant(beta=4.0)(log_px, kl, per_dim, step=123, training=True)
+    out = Constant(beta=4.0)(log_px, parts(kl, per_dim), step=123, training=True)
     assert out.kl_weight == 4.0
     torch.testing.assert_close(out.loss, (-log_px + 4.0 * kl).mean())
 
@@ -53,7 +60,7 @@ def test_capacity_targets_a_rising_kl():
     weighting = Capacity(gamma=100.0, max_capacity=20.0, steps=1000)
     assert [weighting.capacity(s) for s in (0, 500, 1000, 2000)] == [0.0, 10.0, 20.0, 20.0]
     log_px, kl, per_dim = terms()
-    out = weighting(log_px, kl, per_dim, step=500, training=True)
+    out = weighting(log_px, parts(kl, per_dim), step=500, training=True)
     torch.testing.assert_close(out.loss, -log_px.mean() + 100.0 * (kl.mean() - 10.0).abs())
     assert out.kl_weight == -100.0 and out.extras == {"capacity": 10.0}  # KL below C: pushed up
 
@@ -61,7 +68,7 @@ def test_capacity_targets_a_rising_kl():
 def test_free_bits_passes_no_gradient_to_a_dimension_below_its_floor():
     kl_per_dim = torch.tensor([[0.1, 2.0, 0.3, 3.0], [0.2, 2.5, 0.2, 1.0]], requires_grad=True)
     log_px = torch.tensor([-50.0, -60.0])
-    out = FreeBits(floor=0.5)(log_px, kl_per_dim.sum(-1), kl_per_dim, step=0, training=True)
+    out = FreeBits(floor=0.5)(log_px, parts(kl_per_dim.sum(-1), kl_per_dim), step=0, training=True)
     out.loss.backward()
     grad = kl_per_dim.grad
     assert torch.equal(grad[:, [0, 2]], torch.zeros(2, 2))  # batch means 0.15 and 0.25 < 0.5: free
@@ -74,25 +81,25 @@ def test_free_bits_passes_no_gradient_to_a_dimension_below_its_floor():
 def test_free_bits_groups_and_schedules():
     kl_per_dim = torch.tensor([[0.1, 0.2, 0.9, 0.9]])
     groups = FreeBits(floor=0.5, group_size=2, beta=LinearWarmup(start=0.0, end=1.0, steps=10))
-    out = groups(torch.zeros(1), kl_per_dim.sum(-1), kl_per_dim, step=5, training=True)
+    out = groups(torch.zeros(1), parts(kl_per_dim.sum(-1), kl_per_dim), step=5, training=True)
     assert out.kl_weight == 0.5 and out.loss.item() == pytest.approx(0.5 * (0.5 + 1.8))
-    with pytest.raises(ConfigError, match="must divide the latent size"):
-        FreeBits(group_size=3)(torch.zeros(1), kl_per_dim.sum(-1), kl_per_dim, step=0, training=True)
-    with pytest.raises(ConfigError, match="needs the KL per latent dimension"):
-        FreeBits()(torch.zeros(1), kl_per_dim.sum(-1), None, step=0, training=True)
+    with pytest.raises(ConfigError, match=r"must divide the units of layer z \(4\)"):
+        FreeBits(group_size=3)(torch.zeros(1), parts(kl_per_dim.sum(-1), kl_per_dim), step=0, training=True)
+    with pytest.raises(ConfigError, match="needs the KL per latent unit"):
+        FreeBits()(torch.zeros(1), parts(kl_per_dim.sum(-1), None), step=0, training=True)
 
 
 def test_geco_multiplier_moves_the_right_way_and_only_while_training():
     kl = torch.tensor([10.0])
     geco = GECO(target=50.0, step_size=0.01, alpha=0.5)
-    worse = geco(torch.tensor([-80.0]), kl, None, step=0, training=True)  # recon 80 > 50: constraint violated
+    worse = geco(torch.tensor([-80.0]), parts(kl, None), step=0, training=True)  # recon 80 > 50: constraint violated
     assert float(geco.multiplier) > 1.0 and worse.kl_weight < 1.0  # less weight on the KL
     assert float(geco.constraint_average) == 30.0  # the first value, not a decayed 15
     frozen = {k: v.clone() for k, v in geco.state_dict().items()}
-    geco(torch.tensor([-10.0]), kl, None, step=1, training=False)  # validation: no update
+    geco(torch.tensor([-10.0]), parts(kl, None), step=1, training=False)  # validation: no update
     assert all(torch.equal(frozen[k], v) for k, v in geco.state_dict().items())
     for step in range(200):  # reconstruction now better than the target
-        better = geco(torch.tensor([-20.0]), kl, None, step=step, training=True)
+        better = geco(torch.tensor([-20.0]), parts(kl, None), step=step, training=True)
     assert float(geco.multiplier) < 1.0 and better.kl_weight > 1.0
     torch.testing.assert_close(better.loss, torch.tensor(20.0) + better.kl_weight * kl.mean())
 
@@ -156,7 +163,8 @@ def test_geco_state_is_saved_in_the_checkpoint_and_restored(tmp_path):
     module = make()
     fit(module, data, tmp_path, max_steps=5)
     saved = torch.load(tmp_path / "last.ckpt", weights_only=True)["state_dict"]
-    assert float(saved["weighting.multiplier"]) == float(module.weighting.multiplier) != 1.0
+    weighting = module.objective.weighting
+    assert float(saved["objective.weighting.multiplier"]) == float(weighting.multiplier) != 1.0
     restored = VAEModule.load_from_checkpoint(tmp_path / "last.ckpt", weights_only=True)
-    assert float(restored.weighting.multiplier) == float(module.weighting.multiplier)
-    assert int(restored.weighting.updates) == 5
+    assert float(restored.objective.weighting.multiplier) == float(weighting.multiplier)
+    assert int(restored.objective.weighting.updates) == 5

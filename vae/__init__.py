@@ -1,6 +1,7 @@
 """A VAE framework on torch, Lightning, W&B and einops, built on the theory of KL divergence."""
 
 from vae.data import CIFAR10, MNIST, CelebA, EmbeddedMNIST, FashionMNIST, ImageDataModule, ImageFolder
+from vae.hierarchical import TopDown, TopDownVAE
 from vae.kl import (
     KLRegularizer,
     KLResult,
@@ -12,11 +13,12 @@ from vae.kl import (
     kl_divergence,
     monte_carlo_kl,
 )
+from vae.latents import GaussianLatent, LatentSample, TopDownLatent
 from vae.likelihoods import Bernoulli, Gaussian, Likelihood
-from vae.model import VAE, VAEOutput
+from vae.model import VAE, LatentVariableModel, ModelOutput
 from vae.module import VAEModule
 from vae.nets import ConvNet, MLPNet
-from vae.objectives import ELBOTerms, beta_elbo
+from vae.objectives import ELBO, IWAE, ELBOTerms, Loss, Objective, beta_elbo
 from vae.priors import GaussianMixture, LearnedGaussian, StandardNormal, VampPrior
 
 __all__ = [
@@ -42,7 +44,17 @@ __all__ = [
     "VampPrior",
     "Regularized",
     "VAEModule",
-    "VAEOutput",
+    "ModelOutput",
+    "LatentVariableModel",
+    "GaussianLatent",
+    "LatentSample",
+    "TopDownLatent",
+    "TopDown",
+    "TopDownVAE",
+    "ELBO",
+    "IWAE",
+    "Loss",
+    "Objective",
     "beta_elbo",
     "bernoulli_kl",
     "categorical_kl",

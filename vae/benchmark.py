@@ -5,8 +5,9 @@
 
 Every contender trains the same model (16 latent dimensions, Bernoulli likelihood, Adam 1e-3) on the same
 uint8 images (Fashion-MNIST's training set when Debian's package or data/fashion-mnist has it, else the
-embedded MNIST digits) at the same batch size, for two architectures: our default 28×28 conv VAE, and
-pythae's MNIST conv VAE (its home ground; pythae runs its own classes there).
+embedded MNIST digits) at the same batch size, for three architectures: our default 28×28 conv VAE, pythae's
+MNIST conv VAE (its home ground; pythae runs its own classes there), and the default hierarchical VAE
+(``vae.hierarchical.TopDown()``: three latent layers; pythae has none, so it is compared with the bare loop only).
 
     ours            Lightning Trainer + VAEModule + the in-memory data module, W&B logging (offline), as `vae fit`
     ours, fast      the same with the fast path's settings: bf16 autocast, channels-last, fused Adam
@@ -44,10 +45,12 @@ from torch import nn
 from vae.data import EmbeddedMNIST, FashionMNIST, TensorSplit
 from vae.errors import ArgumentParser, DataError
 from vae.evaluation import importance_weighted_log_likelihood
+from vae.hierarchical import TopDown
 from vae.likelihoods import Bernoulli
-from vae.model import VAE
+from vae.model import VAE, build_model
 from vae.module import VAEModule
-from vae.nets import ConvNet, GaussianMoments, Network
+from vae.nets import ConvNet, Network
+from vae.priors import StandardNormal
 
 Rates = list[float] | None  # images/s of each timed window; None: the contender is not installed
 
@@ -62,7 +65,7 @@ class PythaeEncoder(nn.Module):
     """pythae's Encoder_Conv_VAE_MNIST, layer for layer: four stride-2 convolutions (128 → 1024 channels)
     with batch norm and ReLU, then linear heads for the mean and log-variance."""
 
-    def __init__(self, latent_dim: int) -> None:
+    def __init__(self) -> None:
         super().__init__()
         sizes = [1, 128, 256, 512, 1024]
         self.body = nn.Sequential(
@@ -71,11 +74,10 @@ class PythaeEncoder(nn.Module):
                 for a, b in zip(sizes[:-1], sizes[1:])
             )
         )
-        self.mean, self.logvar = nn.Linear(1024, latent_dim), nn.Linear(1024, latent_dim)
+        self.out_features = 1024  # the latent layer's head reads these: pythae's linear mean and log-variance
 
-    def forward(self, x: torch.Tensor) -> GaussianMoments:
-        h = rearrange(self.body(x), "b c h w -> b (c h w)")  # (b, 1024): 28 → 14 → 7 → 3 → 1
-        return GaussianMoments(self.mean(h), self.logvar(h))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rearrange(self.body(x), "b c h w -> b (c h w)")  # (b, 1024): 28 → 14 → 7 → 3 → 1
 
 
 class PythaeDecoder(nn.Module):
@@ -96,10 +98,10 @@ class PythaeDecoder(nn.Module):
 
 @dataclass(frozen=True)
 class PythaeMNISTConv(Network):
-    """pythae's MNIST conv VAE (7.1 M parameters), to compare on pythae's home ground."""
+    """pythae's MNIST conv VAE (17.2 M parameters), to compare on pythae's home ground."""
 
-    def encoder(self, *, image_shape: tuple[int, int, int], latent_dim: int) -> nn.Module:
-        return PythaeEncoder(latent_dim)
+    def encoder(self, *, image_shape: tuple[int, int, int]) -> nn.Module:
+        return PythaeEncoder()
 
     def decoder(self, *, image_shape: tuple[int, int, int], latent_dim: int) -> nn.Module:
         return PythaeDecoder(latent_dim)
@@ -198,7 +200,8 @@ def bare_loop(
     images: torch.Tensor, *, network: Network, steps: int, window: int, batch_size: int, device: str
 ) -> Rates:
     torch.manual_seed(0)
-    vae = VAE(image_shape=(1, 28, 28), network=network, likelihood=Bernoulli()).to(device)
+    parts = {"latent_dim": 16, "prior": StandardNormal(), "kl_estimator": "auto", "kl_samples": 1}
+    vae = build_model(network, image_shape=(1, 28, 28), likelihood=Bernoulli(), **parts).to(device)
     optimizer = torch.optim.Adam(vae.parameters(), lr=1e-3)
     images = images.to(device)
     marks, step = [], 0
@@ -208,7 +211,7 @@ def bare_loop(
                 continue
             x = images[index].float() / 255.0
             out = vae(x)
-            loss = (out.latent.kl - out.log_px).mean()
+            loss = (out.kl - out.log_px).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -232,6 +235,8 @@ def pythae_rates(
         from pythae.trainers import BaseTrainer, BaseTrainerConfig
     except ImportError:
         return None
+    if not isinstance(network, Network):  # pythae has no hierarchical VAE to compare with
+        return None
     config = VAEConfig(input_dim=(1, 28, 28), latent_dim=16, reconstruction_loss="bce")
     if isinstance(network, PythaeMNISTConv):  # pythae's own networks, on its home ground
         encoder, decoder = Encoder_Conv_VAE_MNIST(config), Decoder_Conv_AE_MNIST(config)
@@ -241,10 +246,10 @@ def pythae_rates(
         class Encoder(BaseEncoder):
             def __init__(self) -> None:
                 super().__init__()
-                self.net = ours_vae.encoder
+                self.net = ours_vae
 
             def forward(self, x):
-                moments = self.net(x)
+                moments = self.net.posterior(x)
                 return ModelOutput(embedding=moments.mean, log_covariance=moments.logvar)
 
         class Decoder(BaseDecoder):
@@ -375,7 +380,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--large-steps", type=int, default=20, help="steps per turn, pythae's MNIST VAE (default 20)")
     parser.add_argument("--large-window", type=int, default=4)
-    parser.add_argument("--skip-large", action="store_true", help="leave out pythae's (7 M parameter) MNIST VAE")
+    parser.add_argument("--skip-large", action="store_true", help="leave out pythae's (17 M parameter) MNIST VAE")
+    parser.add_argument("--hierarchical-steps", type=int, default=40, help="steps per turn, hierarchical VAE (40)")
+    parser.add_argument("--hierarchical-window", type=int, default=10)
+    parser.add_argument("--skip-hierarchical", action="store_true", help="leave out the hierarchical VAE")
     parser.add_argument("--fast-config", type=Path, default=Path("configs/fashion_mnist_fast.yaml"))
     parser.add_argument("--fast-epochs", type=int, default=2, help="epochs of the fast config (default 2; 0: skip)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile run of the fast config")
@@ -388,7 +396,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/benchmark.json"))
     args = parser.parse_args(argv)
     numbers = (args.rounds, args.steps, args.window, args.batch_size, args.large_steps, args.large_window)
-    if min(numbers) < 1 or args.steps < 3 * args.window or args.large_steps < 3 * args.large_window:
+    numbers += (args.hierarchical_steps, args.hierarchical_window)
+    short = args.steps < 3 * args.window or args.large_steps < 3 * args.large_window
+    if min(numbers) < 1 or short or args.hierarchical_steps < 3 * args.hierarchical_window:
         parser.error("rounds, steps, windows and batch size must be positive, and steps at least 3 windows")
     if args.fast_epochs and not args.fast_config.is_file():
         parser.error(f"fast config not found: {args.fast_config} (run from the repository, or --fast-epochs 0)")
@@ -400,6 +410,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     architectures = {"default conv VAE": (ConvNet(), args.steps, args.window)}
     if not args.skip_large:
         architectures["pythae MNIST conv VAE"] = (PythaeMNISTConv(), args.large_steps, args.large_window)
+    if not args.skip_hierarchical:
+        architectures["hierarchical VAE (TopDown)"] = (TopDown(), args.hierarchical_steps, args.hierarchical_window)
     report: dict = {
         "data": name,
         "batch_size": args.batch_size,
@@ -425,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         lines.append(f"{arch}")
         for path, values in results.items():
             if not values:
-                lines.append(f"  {path:<24} {'(not installed)':>10}")
+                lines.append(f"  {path:<24} {'(not installed, or no such model)':>10}")
                 continue
             median = medians[path]
             vs_pythae = median / pythae if pythae else float("nan")

@@ -87,8 +87,11 @@ class ImageGrids(pl.Callback):
         if trainer.sanity_checking or self.fixed_batch is None or trainer.current_epoch % self.every_n_epochs:
             return
         vae = pl_module.vae
-        stats = pl_module.latent_stats["val"].compute()  # this epoch's, before the module resets them
-        ranking = stats.kl_per_dim if stats.kl_per_dim is not None else stats.mean_variance
+        layers = pl_module.latent_stats["val"]
+        ranking = None
+        if len(layers) == 1:  # a single latent vector: its dimensions ranked for the traversals
+            stats = next(iter(layers.values())).compute()  # this epoch's, before the module resets them
+            ranking = stats.kl_per_dim if stats.kl_per_dim is not None else stats.mean_variance
         x = self.fixed_batch.to(pl_module.device)
         grids = pictures.all_pictures(vae, x, ranking, num_samples=self.num_samples, nrow=self.nrow, seed=self.seed)
         save_grids(grids, run_dir(trainer) / "images", suffix=f"_epoch{trainer.current_epoch:03d}")

@@ -317,6 +317,8 @@ def check_compatible(checkpoint: dict[str, Any], model: torch.nn.Module, path: s
     saved = checkpoint.get("state_dict")
     if not isinstance(saved, dict):
         raise DataError(f"{path} is not a vae fit checkpoint (it has no state_dict)")
+    if isinstance(model, VAEModule):  # a checkpoint of an earlier layout, as it will load
+        saved = model.upgrade(saved)
     expected = model.state_dict()
     for name in sorted(set(saved) | set(expected)):
         got, want = saved.get(name), expected.get(name)

@@ -283,10 +283,19 @@ def fit_report(trainer: Trainer) -> str:
         lines.append(f"last checkpoint (resume with --ckpt_path last): {last}")
     vae = getattr(trainer.lightning_module, "vae", None)
     if vae is not None:
-        how = (
-            "closed form" if vae.kl_estimator == "analytic" else f"Monte Carlo, {vae.regularizer.num_samples} sample(s)"
-        )
-        lines.append(f"KL estimator: {vae.kl_estimator} ({how})")
+
+        def how(layer) -> str:
+            if layer.kl_estimator == "analytic":
+                return "closed form"
+            return f"Monte Carlo, {layer.regularizer.num_samples} sample(s)"
+
+        kinds = {(layer.kl_estimator, how(layer)) for layer in vae.layers}
+        if len(kinds) == 1:
+            ((estimator, description),) = kinds
+            lines.append(f"KL estimator: {estimator} ({description})")
+        else:  # a hierarchy whose top prior has no closed form
+            each = ", ".join(f"{layer.name} {layer.kl_estimator} ({how(layer)})" for layer in vae.layers)
+            lines.append(f"KL estimators: {each}")
     images = run_dir(trainer) / "images"
     if images.is_dir():
         lines.append(f"image grids: {images}")

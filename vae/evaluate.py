@@ -74,6 +74,9 @@ def log_to_wandb(config: dict, checkpoint: Path, result: Evaluation, images: dic
     run = wandb.init(project=init.get("project"), id=run_id, resume="allow", dir=init.get("save_dir"))
     prefix = f"eval/{result.split}"
     numbers = {k: v for k, v in asdict(result).items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    if len(result.kl_per_layer) > 1:  # a hierarchy: each layer's KL and active units
+        numbers |= {f"kl/{name}": kl for name, kl in result.kl_per_layer.items()}
+        numbers |= {f"active_units/{name}": n for name, n in result.active_units_per_layer.items()}
     run.summary.update({f"{prefix}/{k}": v for k, v in numbers.items()})
     if images:
         run.log({f"{prefix}/images/{name}": wandb.Image(str(path)) for name, path in images.items()})
@@ -140,9 +143,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     images: dict[str, Path] = {}
     if args.images:
         x = next(iter(data.val_dataloader() if args.split == "train" else loader))[0][:32].to(device)
-        ranking = (
-            torch.tensor(result.kl_per_dim) if result.kl_per_dim is not None else torch.ones(module.vae.latent_dim)
-        )
+        ranking = torch.tensor(result.kl_per_dim) if result.kl_per_dim is not None else None
         grids = all_pictures(module.vae, x, ranking, nrow=8)
         folder = unique_path(output.with_suffix(""))
         try:

@@ -2,8 +2,9 @@
 log-likelihood, bits per dimension, and ``evaluate`` over a split.
 
 Active units (Burda et al. 2015): dimension d is active when Cov_x(E_q[z_d|x]) > 0.01, the variance
-over the data of the posterior mean. The KL per dimension is the dataset mean of D_KL(q(z_d|x) ‖ p(z_d)),
-where the prior factorises over dimensions (it does not for a mixture or the VampPrior).
+over the data of the posterior mean. For a feature-map layer the unit is a latent channel: its variance is the
+mean over positions of each position's variance. The KL per unit is the dataset mean of the KL of that dimension
+(or channel, summed over positions), where the prior factorises (it does not for a mixture or the VampPrior).
 """
 
 from __future__ import annotations
@@ -13,20 +14,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
-from einops import reduce
+from einops import rearrange, reduce
 from torch import Tensor
 from torchmetrics import Metric
 
 from vae.errors import ConfigError
-from vae.model import VAE, as_unit
+from vae.model import LatentVariableModel, as_unit
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 
 
 @dataclass  # not frozen: torchmetrics maps over the fields of what compute() returns
 class LatentSummary:
-    """kl_per_dim: (d,) nats, or None if no batch had one; mean_variance: (d,) Var_x(E_q[z_d|x]);
-    active_units: how many dimensions' variances exceed the threshold."""
+    """kl_per_dim: (u,) nats per unit, or None if no batch had one; mean_variance: (u,) Var_x(E_q[z_u|x]) (mean over
+    positions); active_units: how many units' variances exceed the threshold."""
 
     kl_per_dim: Tensor | None
     mean_variance: Tensor
@@ -34,32 +35,39 @@ class LatentSummary:
 
 
 class LatentStatistics(Metric):
-    """Accumulates, over batches (and processes), the KL per latent dimension and the active units."""
+    """Accumulates, over batches (and processes), a layer's KL per unit and its active units.
+
+    units: latent dimensions (a vector) or channels (a feature map); positions: h·w of a feature map, 1 for a vector.
+    """
 
     full_state_update = False
 
-    def __init__(self, *, latent_dim: int, threshold: float = ACTIVE_UNIT_THRESHOLD) -> None:
+    def __init__(self, *, latent_dim: int, positions: int = 1, threshold: float = ACTIVE_UNIT_THRESHOLD) -> None:
         super().__init__()
         self.threshold = threshold
-        for name in ("kl_sum", "mean_sum", "mean_sq_sum"):
-            self.add_state(name, default=torch.zeros(latent_dim, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("kl_sum", default=torch.zeros(latent_dim, dtype=torch.float64), dist_reduce_fx="sum")
+        for name in ("mean_sum", "mean_sq_sum"):
+            self.add_state(name, default=torch.zeros(latent_dim, positions, dtype=torch.float64), dist_reduce_fx="sum")
         for name in ("count", "kl_count"):
             self.add_state(name, default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, posterior_mean: Tensor, kl_per_dim: Tensor | None) -> None:
-        """posterior_mean and kl_per_dim: (b, d); kl_per_dim is None where the prior does not factorise."""
+        """posterior_mean: (b, u, s), or (b, d) for a vector; kl_per_dim: (b, u), None where the prior does not
+        factorise."""
+        if posterior_mean.dim() == 2:
+            posterior_mean = rearrange(posterior_mean, "b d -> b d 1")
         if kl_per_dim is not None:
-            self.kl_sum += reduce(kl_per_dim.double(), "b d -> d", "sum")
+            self.kl_sum += reduce(kl_per_dim.double(), "b u -> u", "sum")
             self.kl_count += kl_per_dim.shape[0]
-        self.mean_sum += reduce(posterior_mean.double(), "b d -> d", "sum")
-        self.mean_sq_sum += reduce(posterior_mean.double().square(), "b d -> d", "sum")
+        self.mean_sum += reduce(posterior_mean.double(), "b u s -> u s", "sum")
+        self.mean_sq_sum += reduce(posterior_mean.double().square(), "b u s -> u s", "sum")
         self.count += posterior_mean.shape[0]
 
     def compute(self) -> LatentSummary:
         n = self.count.clamp_min(1)
         mean = self.mean_sum / n
-        # Unbiased variance over the examples seen.
-        variance = ((self.mean_sq_sum - n * mean.square()) / (n - 1).clamp_min(1)).clamp_min(0)
+        # Unbiased variance over the examples seen, per unit and position, then the mean over positions.
+        variance = ((self.mean_sq_sum - n * mean.square()) / (n - 1).clamp_min(1)).clamp_min(0).mean(dim=1)
         return LatentSummary(
             kl_per_dim=(self.kl_sum / self.kl_count).float() if self.kl_count > 0 else None,
             mean_variance=variance.float(),
@@ -80,10 +88,12 @@ def log_mean_exp_chunks(chunks: Iterable[Tensor]) -> Tensor:
     return total - math.log(count)
 
 
-def importance_weighted_log_likelihood(vae: VAE, x: Tensor, *, num_samples: int, chunk_size: int = 100) -> Tensor:
+def importance_weighted_log_likelihood(
+    vae: LatentVariableModel, x: Tensor, *, num_samples: int, chunk_size: int = 100
+) -> Tensor:
     """The importance-weighted estimate of log p(x) per example (b,), nats:
 
-        log p(x) ≈ log (1/K) Σ_k p(x|z_k) p(z_k) / q(z_k|x),   z_k ~ q(z|x)
+        log p(x) ≈ log (1/K) Σ_k p(x, z_k) / q(z_k|x),   z_k ~ q(z|x)   (z all the layers of a hierarchy)
 
     It is the IWAE bound with K = ``num_samples``: a lower bound in expectation that tightens as K grows
     (Burda et al. 2015). Samples are drawn ``chunk_size`` at a time, so memory does not grow with K.
@@ -91,7 +101,7 @@ def importance_weighted_log_likelihood(vae: VAE, x: Tensor, *, num_samples: int,
     if num_samples < 1 or chunk_size < 1:
         raise ConfigError(f"num_samples and chunk_size must be positive, got {num_samples} and {chunk_size}")
     sizes = [min(chunk_size, num_samples - start) for start in range(0, num_samples, chunk_size)]
-    return log_mean_exp_chunks(vae.log_weights(x, k).log_w for k in sizes)
+    return log_mean_exp_chunks(vae.log_weights(x, k) for k in sizes)
 
 
 def bits_per_dim(nll: float, image_shape: Sequence[int]) -> float:
@@ -101,7 +111,11 @@ def bits_per_dim(nll: float, image_shape: Sequence[int]) -> float:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """A model's numbers on one split, in nats per example (bits per dimension where named)."""
+    """A model's numbers on one split, in nats per example (bits per dimension where named).
+
+    kl_per_layer / active_units_per_layer: by layer name, top first (one entry for the single-layer VAE);
+    kl_per_dim: the KL per latent dimension of a single-layer model (None for a hierarchy, or a prior that does
+    not factorise)."""
 
     split: str
     num_examples: int
@@ -113,6 +127,8 @@ class Evaluation:
     kl: float
     active_units: int
     kl_per_dim: list[float] | None
+    kl_per_layer: dict[str, float]
+    active_units_per_layer: dict[str, int]
 
     def table(self) -> str:
         rows = [
@@ -124,6 +140,11 @@ class Evaluation:
             ("  KL(q(z|x) || p(z))", f"{self.kl:.3f} nats"),
             ("active units (Cov_x E_q[z_d] > 0.01)", f"{self.active_units}"),
         ]
+        if len(self.kl_per_layer) > 1:
+            rows += [
+                (f"  layer {name}: KL, active units", f"{kl:.3f} nats, {self.active_units_per_layer[name]}")
+                for name, kl in self.kl_per_layer.items()
+            ]
         if self.kl_per_dim is not None:
             rows.append(("KL per dimension", ", ".join(f"{v:.2f}" for v in self.kl_per_dim)))
         width = max(len(name) for name, _ in rows)
@@ -132,7 +153,7 @@ class Evaluation:
 
 @torch.no_grad()
 def evaluate(
-    vae: VAE,
+    vae: LatentVariableModel,
     batches: Iterable[tuple[Tensor, Tensor]],
     *,
     num_samples: int = 5000,
@@ -140,31 +161,40 @@ def evaluate(
     split: str = "test",
     device: torch.device | str = "cpu",
 ) -> Evaluation:
-    """Importance-weighted log-likelihood, ELBO and its terms, active units and KL per dimension over a split."""
+    """Importance-weighted log-likelihood, ELBO and its terms, and each layer's KL and active units over a split."""
     vae = vae.eval().to(device)
-    stats = LatentStatistics(latent_dim=vae.latent_dim).to(device)
-    sums = torch.zeros(4, dtype=torch.float64)  # log-likelihood, log p(x|z), KL, count
+    stats = {
+        layer.name: LatentStatistics(latent_dim=layer.units, positions=layer.positions).to(device)
+        for layer in vae.layers
+    }
+    names = list(stats)
+    sums = torch.zeros(3 + len(names), dtype=torch.float64)  # count, log-likelihood, log p(x|z), KL of each layer
     for images, _ in batches:
         x = as_unit(images.to(device))
         out = vae(x)
         log_likelihood = importance_weighted_log_likelihood(vae, x, num_samples=num_samples, chunk_size=chunk_size)
-        stats.update(out.moments.mean, out.latent.kl_per_dim)
-        batch = torch.stack([log_likelihood.sum(), out.log_px.sum(), out.latent.kl.sum()]).double().cpu()
-        sums += torch.cat([batch, torch.tensor([float(len(x))], dtype=torch.float64)])
-    n = float(sums[3])
+        for name, layer in out.latents.items():
+            stats[name].update(layer.posterior_mean, layer.kl_per_unit)
+        kls = [out.latents[name].kl.sum() for name in names]
+        batch = torch.stack([x.new_tensor(float(len(x))), log_likelihood.sum(), out.log_px.sum(), *kls]).double()
+        sums += batch.cpu()
+    n = float(sums[0])
     if n == 0:
         raise ConfigError(f"the {split} split is empty: nothing to evaluate")
-    log_likelihood, log_px, kl = (float(v) / n for v in sums[:3])
-    summary = stats.compute()
+    log_likelihood, log_px, *kls = (float(v) / n for v in sums[1:])
+    summaries = {name: metric.compute() for name, metric in stats.items()}
+    only = summaries[names[0]]
     return Evaluation(
         split=split,
         num_examples=int(n),
         num_samples=num_samples,
         log_likelihood=log_likelihood,
         bits_per_dim=bits_per_dim(-log_likelihood, vae.image_shape),
-        elbo=log_px - kl,
+        elbo=log_px - sum(kls),
         recon=-log_px,
-        kl=kl,
-        active_units=summary.active_units,
-        kl_per_dim=None if summary.kl_per_dim is None else summary.kl_per_dim.tolist(),
+        kl=sum(kls),
+        active_units=sum(summary.active_units for summary in summaries.values()),
+        kl_per_dim=only.kl_per_dim.tolist() if len(names) == 1 and only.kl_per_dim is not None else None,
+        kl_per_layer=dict(zip(names, kls)),
+        active_units_per_layer={name: summary.active_units for name, summary in summaries.items()},
     )

@@ -1,11 +1,20 @@
-"""The VAE: encoder → KL-to-prior regularizer → decoder → likelihood.
+"""Latent-variable models: what every model returns (``ModelOutput``), their common interface, and the
+single-layer VAE (encoder → one ``GaussianLatent`` → decoder → likelihood), the one-layer case of it.
 
-Axes: b batch, c channels, h height, w width, d latent dimensions.
+    log w_k = log p(x|z_k) + Σ_l [log p(z_l,k | z_>l,k) − log q(z_l,k | x, z_>l,k)],   E_q[w] = p(x)
+
+Hierarchies build on the same pieces (``vae.hierarchical``); an objective reads only ``ModelOutput``
+(``vae.objectives``).
+
+Axes: b batch, k samples per example, c channels, h height, w width, d latent dimensions.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from einops import rearrange, repeat
@@ -13,39 +22,12 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from vae.errors import ConfigError
-from vae.kl import Estimator, KLEstimator, KLRegularizer, Regularized, resolve_estimator
+from vae.kl import Estimator, KLEstimator
+from vae.latents import GaussianLatent, KLParts, LatentSample
 from vae.likelihoods import Likelihood
-from vae.nets import ConvNet, GaussianMoments, Network
+from vae.nets import Architecture, ConvNet, GaussianMoments, Network
 from vae.nets.common import full_precision
 from vae.priors import Prior, StandardNormal
-
-
-@dataclass(frozen=True)
-class LogWeights:
-    """For K samples z_k ~ q(z|x) of each example: log p(x|z_k), log p(z_k) and log q(z_k|x), each (K, b).
-
-    Their combination log w_k = log p(x|z_k) + log p(z_k) − log q(z_k|x) is the log importance weight:
-    E_q[w] = p(x), which the IWAE bound and the importance-weighted log-likelihood are built on.
-    """
-
-    log_px: Tensor
-    log_pz: Tensor
-    log_qz: Tensor
-
-    @property
-    def log_w(self) -> Tensor:
-        return self.log_px + self.log_pz - self.log_qz
-
-
-@dataclass(frozen=True)
-class VAEOutput:
-    """One forward pass: the posterior's moments, the regularizer's output, the decoder's output and
-    log p(x|z) per example (b,), in nats summed over pixels."""
-
-    moments: GaussianMoments
-    latent: Regularized
-    params: Tensor
-    log_px: Tensor
 
 
 def as_unit(x: Tensor) -> Tensor:
@@ -53,18 +35,101 @@ def as_unit(x: Tensor) -> Tensor:
     return x.float() / 255.0 if x.dtype == torch.uint8 else x
 
 
-class VAE(nn.Module):
-    """A variational autoencoder with a diagonal Gaussian posterior q(z|x) and a chosen prior p(z).
+@dataclass(frozen=True)
+class ModelOutput:
+    """One forward pass over b examples with K posterior samples each; every per-example tensor is (K·b,),
+    laid out "(k b)".
+
+    log_px: log p(x|z) per example, nats summed over pixels.
+    latents: each layer's ``LatentSample`` by name, from the top of the hierarchy down.
+    params: the decoder's output, (K·b, param channels, h, w).
+    samples: K.
+    """
+
+    log_px: Tensor
+    latents: dict[str, LatentSample]
+    params: Tensor
+    samples: int = 1
+
+    @property
+    def kl(self) -> Tensor:
+        """The total KL per example: the sum of the layers' KLs (K·b,)."""
+        return torch.stack([layer.kl for layer in self.latents.values()]).sum(dim=0)
+
+    def kl_parts(self) -> KLParts:
+        return KLParts.of(self.latents)
+
+    def log_w(self) -> Tensor:
+        """The log importance weights, (K, b): exact log densities of the samples, whatever the KL estimator."""
+        log_ratio = torch.stack([layer.log_ratio() for layer in self.latents.values()]).sum(dim=0)
+        return rearrange(self.log_px - log_ratio, "(k b) -> k b", k=self.samples)
+
+
+class LatentVariableModel(nn.Module, ABC):
+    """The interface every model keeps: a forward pass to ``ModelOutput``, samples, reconstructions.
+
+    image_shape: (c, h, w) of the images modelled; likelihood: p(x|z); layers: the latent layers, top first.
+    """
+
+    image_shape: tuple[int, int, int]
+    likelihood: Likelihood
+
+    @property
+    @abstractmethod
+    def layers(self) -> list[GaussianLatent | Any]:
+        """The latent layers, from the top of the hierarchy down (each has ``name`` and ``units``)."""
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        return tuple(layer.name for layer in self.layers)
+
+    @property
+    def kl_estimator(self) -> Estimator:
+        """The KL estimator in use: "analytic" if every layer has a closed form, else "mc"."""
+        return "analytic" if all(layer.kl_estimator == "analytic" for layer in self.layers) else "mc"
+
+    @abstractmethod
+    def forward(self, x: Tensor, *, samples: int = 1) -> ModelOutput:
+        """x: images (b, c, h, w), floats in [0, 1] or uint8 (read as k/255); ``samples`` posterior draws each."""
+
+    @abstractmethod
+    def sample(self, n: int, *, temperature: float = 1.0) -> Tensor:
+        """E[x|z] for n draws of z from the prior, each layer's spread scaled by ``temperature``, (n, c, h, w)."""
+
+    @abstractmethod
+    def reconstruct(self, x: Tensor, *, keep: int | None = None) -> Tensor:
+        """E[x|z] with z at the posterior means of the top ``keep`` layers (all by default) and, below them, drawn
+        from the prior given those (what the top layers encode), (b, c, h, w)."""
+
+    @abstractmethod
+    def networks(self) -> list[nn.Module]:
+        """The deterministic networks, for ``torch.compile`` (``model.compile``)."""
+
+    def log_weights(self, x: Tensor, num_samples: int) -> Tensor:
+        """log w_k for ``num_samples`` posterior samples of each example, (K, b)."""
+        return self.forward(x, samples=num_samples).log_w()
+
+    def upgrade_state_dict(self, state: Mapping[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
+        """A state dict written by an earlier version of this model, with its keys renamed to this layout (none
+        by default); keys already in this layout pass unchanged."""
+        return dict(state)
+
+
+class VAE(LatentVariableModel):
+    """A variational autoencoder with one diagonal Gaussian latent vector z: q(z|x) against a chosen p(z).
 
     image_shape: (channels, height, width) of the images it models.
     latent_dim: the number of latent dimensions.
-    network: the encoder/decoder architecture (``ConvNet`` or ``MLPNet``).
-    likelihood: p(x|z) given the decoder's output (``vae.likelihoods``: Bernoulli, Gaussian, discretized
-        logistic and its mixture); the decoder outputs ``likelihood.param_channels(c)`` channels per pixel.
+    network: the encoder/decoder pair (``ConvNet``, ``MLPNet``, ``LinearNet``).
+    likelihood: p(x|z) given the decoder's output (``vae.likelihoods``); the decoder outputs
+        ``likelihood.param_channels(c)`` channels per pixel.
     prior: p(z), one of ``vae.priors`` (N(0, I) by default).
-    kl_estimator / kl_samples: how the regularizer computes D_KL(q(z|x) ‖ p(z)); "auto" is the closed form
-        where the prior has one and Monte Carlo where it does not. ``self.kl_estimator`` is the one in use.
+    kl_estimator / kl_samples: how the latent layer computes D_KL(q(z|x) ‖ p(z)); "auto" is the closed form where
+        the prior has one and Monte Carlo where it does not. ``self.kl_estimator`` is the one in use.
     """
+
+    # Keys of checkpoints written before the latent layer owned the posterior head and the prior.
+    RENAMED = {"encoder.head.linear.": "latent.head.", "prior.": "latent.prior."}
 
     def __init__(
         self,
@@ -78,61 +143,89 @@ class VAE(nn.Module):
         kl_samples: int = 1,
     ) -> None:
         super().__init__()
+        if latent_dim < 1:
+            raise ConfigError(f"latent_dim must be a positive integer, got {latent_dim}")
         self.image_shape = tuple(image_shape)
         self.latent_dim = latent_dim
-        self.encoder = network.encoder(image_shape=self.image_shape, latent_dim=latent_dim)
+        self.encoder = network.encoder(image_shape=self.image_shape)
+        self.latent = GaussianLatent(
+            name="z",
+            shape=(latent_dim,),
+            head=nn.Linear(self.encoder.out_features, 2 * latent_dim),
+            prior=prior,
+            image_shape=self.image_shape,
+            kl_estimator=kl_estimator,
+            kl_samples=kl_samples,
+        )
         c, h, w = self.image_shape  # the decoder outputs the likelihood's parameters at every pixel
         self.decoder = network.decoder(image_shape=(likelihood.param_channels(c), h, w), latent_dim=latent_dim)
         self.likelihood = likelihood
-        self.prior = prior.build(latent_dim=latent_dim, image_shape=self.image_shape)
-        self.kl_estimator: Estimator = self.check_estimator(kl_estimator, name=type(prior).__name__)
-        self.regularizer = KLRegularizer(estimator=self.kl_estimator, num_samples=kl_samples)
+        self.latent.resolve(kl_estimator, self.posterior)
 
-    def check_estimator(self, estimator: KLEstimator, *, name: str) -> Estimator:
-        """Resolve "auto" now, and reject "analytic" for a prior without a closed form before any training."""
-        zeros = torch.zeros(1, self.latent_dim)
-        with torch.no_grad():
-            posterior, prior = GaussianMoments(zeros, zeros).distribution(), self.prior_distribution()
-        try:
-            return resolve_estimator(posterior, prior, estimator)
-        except ConfigError as error:
-            if estimator != "analytic":
-                raise
-            raise ConfigError(
-                f"kl_estimator 'analytic' needs a closed-form KL, and prior {name} has none: use 'auto' or 'mc'"
-            ) from error
+    @property
+    def layers(self) -> list[GaussianLatent]:
+        return [self.latent]
+
+    def networks(self) -> list[nn.Module]:
+        return [self.encoder, self.decoder]
+
+    def posterior(self, x: Tensor) -> GaussianMoments:
+        """q(z|x)'s moments, (b, d), for images in [0, 1]."""
+        return self.latent.moments(self.encoder(x))
 
     def prior_distribution(self) -> Distribution:
         """p(z), event shape (d,)."""
-        return self.prior(self.encoder)
+        return self.latent.prior_distribution(self.posterior)
 
-    def forward(self, x: Tensor) -> VAEOutput:
-        """x: images (b, c, h, w), floats in [0, 1] or uint8 (read as k/255)."""
+    def forward(self, x: Tensor, *, samples: int = 1) -> ModelOutput:
         x = as_unit(x)
-        moments = self.encoder(x)
-        latent = self.regularizer(moments.distribution(), self.prior_distribution())
-        params = full_precision(self.decoder(latent.z))  # (b, param channels, h, w); float32 under autocast
-        return VAEOutput(moments=moments, latent=latent, params=params, log_px=self.likelihood.log_prob(params, x))
-
-    def log_weights(self, x: Tensor, num_samples: int) -> LogWeights:
-        """log p(x|z_k), log p(z_k), log q(z_k|x) for ``num_samples`` reparameterised z_k ~ q(z|x) per example."""
-        x = as_unit(x)
-        posterior = self.encoder(x).distribution()  # batch (b,), event (d,)
-        z = posterior.rsample(torch.Size([num_samples]))  # (k, b, d)
-        params = full_precision(self.decoder(rearrange(z, "k b d -> (k b) d")))
-        log_px = self.likelihood.log_prob(params, repeat(x, "b c h w -> (k b) c h w", k=num_samples))
-        return LogWeights(
-            log_px=rearrange(log_px, "(k b) -> k b", k=num_samples),
-            log_pz=self.prior_distribution().log_prob(z),
-            log_qz=posterior.log_prob(z),
-        )
+        latent = self.latent(self.encoder(x), encode=self.posterior, samples=samples)
+        params = full_precision(self.decoder(latent.z))  # (k·b, param channels, h, w); float32 under autocast
+        if samples > 1:
+            x = repeat(x, "b c h w -> (k b) c h w", k=samples)
+        log_px = self.likelihood.log_prob(params, x)
+        return ModelOutput(log_px=log_px, latents={"z": latent}, params=params, samples=samples)
 
     @torch.no_grad()
-    def sample(self, z: Tensor) -> Tensor:
-        """E[x|z] for given latents z (b, d): draw z from ``prior_distribution()`` for samples of the model."""
+    def decode(self, z: Tensor) -> Tensor:
+        """E[x|z] for given latents z (b, d)."""
         return self.likelihood.mean(self.decoder(z))
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
-        """E[x|z] at the posterior mean z = E[z|x]."""
-        return self.likelihood.mean(self.decoder(self.encoder(x).mean))
+    def sample(self, n: int, *, temperature: float = 1.0) -> Tensor:
+        return self.decode(self.latent.sample_prior(n, encode=self.posterior, temperature=temperature))
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor, *, keep: int | None = None) -> Tensor:
+        if keep == 0:
+            return self.sample(len(x))
+        return self.decode(self.posterior(as_unit(x)).mean)
+
+    def upgrade_state_dict(self, state: Mapping[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
+        upgraded = {}
+        for key, value in state.items():
+            for old, new in self.RENAMED.items():
+                if key.startswith(prefix + old):
+                    key = prefix + new + key[len(prefix + old) :]
+                    break
+            upgraded[key] = value
+        return upgraded
+
+
+def build_model(
+    network: Architecture,
+    *,
+    image_shape: tuple[int, int, int],
+    latent_dim: int,
+    likelihood: Likelihood,
+    prior: Prior,
+    kl_estimator: KLEstimator,
+    kl_samples: int,
+) -> LatentVariableModel:
+    """The model ``model.network`` describes: the single-layer ``VAE`` around an encoder/decoder pair, or the
+    model an architecture builds itself (a hierarchy)."""
+    parts = {"image_shape": image_shape, "likelihood": likelihood, "prior": prior}
+    parts |= {"kl_estimator": kl_estimator, "kl_samples": kl_samples}
+    if isinstance(network, Network):
+        return VAE(latent_dim=latent_dim, network=network, **parts)
+    return network.build(latent_dim=latent_dim, **parts)

@@ -1,19 +1,20 @@
-"""The LightningModule: one ``_common_step`` for train, val and test, and every metric's name.
+"""The LightningModule: one ``_common_step`` for train, val and test; it logs whatever terms the objective returns.
 
-Logged, in nats per example (summed over pixels and latent dimensions, averaged over the batch):
+Logged, in nats per example (summed over pixels and latent units, averaged over the batch), from the objective
+(``vae.objectives``): ``{stage}/recon``, ``{stage}/kl`` (raw, unweighted), ``{stage}/elbo`` (unweighted),
+``{stage}/loss``, ``{stage}/kl/<layer>`` for each layer of a hierarchy, ``{stage}/iwae`` under the IWAE objective;
+on training steps the weights beside them: ``train/kl_weight``, what a weighting adds (capacity, free_bits_active,
+geco_multiplier, geco_constraint), ``train/kl_balance/<layer>`` while KL balancing is on.
 
-    {stage}/recon      −E_q[log p(x|z)], the reconstruction negative log-likelihood
-    {stage}/kl         D_KL(q(z|x) ‖ p(z)), raw and unweighted
-    {stage}/elbo       E_q[log p(x|z)] − D_KL, unweighted (higher is better)
-    {stage}/loss       what is minimised under the weighting (−E_q[log p(x|z)] + β·D_KL for a constant β)
-    train/kl_weight    the weight the weighting put on the KL at this step (β)
-    train/<extra>      what a weighting adds: capacity, free_bits_active, geco_multiplier, geco_constraint
-    {val,test}/kl_dim/NN, {val,test}/active_units   the KL of each latent dimension, and the active units
+From the latent layers, at validation and test: ``{val,test}/active_units`` (all layers), and for the single-layer
+VAE ``{val,test}/kl_dim/NN`` (the KL of each latent dimension; absent for priors that do not factorise: a mixture,
+the VampPrior), for a hierarchy ``{val,test}/active_units/<layer>`` (per latent channel for feature maps).
+
+From the gradient guard: ``train/grad_norm`` and ``train/grad_skip_threshold`` when clipping or skipping is on,
+``train/skipped_steps`` when steps can be skipped.
 
 The KL estimator in use ("analytic" or "mc": "auto" resolved for the prior) is logged as the hyperparameter
-``kl_estimator`` (top level of the W&B run config; the config's ``model.kl_estimator`` keeps what was
-asked). Priors that do not factorise over dimensions (a mixture, the VampPrior) have no per-dimension KL,
-so ``kl_dim/NN`` is absent for them.
+``kl_estimator`` (top level of the W&B run config; the config's ``model.kl_estimator`` keeps what was asked).
 
 Train metrics are logged on the steps Lightning writes to the loggers (every ``trainer.log_every_n_steps``)
 and on each epoch's last batch; val and test metrics once per epoch, over the whole split.
@@ -21,7 +22,8 @@ and on each epoch's last batch; val and test metrics once per epoch, over the wh
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar
+import math
+from typing import Any, Literal, TypeVar
 
 import pytorch_lightning as pl
 import torch
@@ -36,11 +38,12 @@ from vae.config import build, build_optimizer, to_spec
 from vae.data import Batch
 from vae.errors import ConfigError, NonFiniteError
 from vae.evaluation import LatentStatistics
+from vae.gradients import GradientGuard, SkipSetting
 from vae.kl import KLEstimator
 from vae.likelihoods import Bernoulli, Likelihood
-from vae.model import VAE
-from vae.nets import ConvNet, Network
-from vae.objectives import elbo_terms, iwae_bound
+from vae.model import LatentVariableModel, build_model
+from vae.nets import Architecture, ConvNet
+from vae.objectives import objective_for
 from vae.priors import Prior, StandardNormal
 from vae.weighting import Constant, Weighting
 
@@ -57,18 +60,26 @@ def concrete(value: T) -> T:
 
 
 class VAEModule(pl.LightningModule):
-    """Trains a ``VAE`` under a KL weighting; logs the unweighted terms.
+    """Trains a latent-variable model under an objective; logs the unweighted terms.
 
     image_shape: set from the data module by the ``vae`` command; give it when building by hand.
-    latent_dim, network, likelihood, prior, kl_estimator, kl_samples: see ``vae.model.VAE``.
+    network: the architecture: an encoder/decoder pair for the single-layer VAE (``ConvNet``, ``MLPNet``,
+        ``LinearNet``), or a hierarchy (``vae.hierarchical.TopDown``).
+    latent_dim, likelihood, prior, kl_estimator, kl_samples: see ``vae.model.VAE`` (for a hierarchy the prior is
+        the top layer's, and the layers' sizes are the architecture's).
     weighting: how the KL enters the loss at each step (``vae.weighting``): a constant β by default
         (``--model.weighting.beta 4`` for the β-VAE), warm-up, cyclical, capacity, free bits, GECO.
-    importance_samples: K > 1 trains on the IWAE bound with K importance samples (logged as
-        ``{stage}/iwae``; recon, kl and elbo are still logged from a single-sample pass); 1 is the ELBO.
+    importance_samples: K > 1 trains on the IWAE bound with K importance samples (``vae.objectives.IWAE``, logged
+        as ``{stage}/iwae`` beside the ELBO's terms from the same samples); 1 is the (weighted) ELBO.
+    kl_balancing_steps: NVAE's KL balancing across the layers of a hierarchy for the first this many steps
+        (``vae.objectives.balance``); 0 is off.
+    grad_clip: clip the gradients' total norm to this value; None is off.
+    grad_skip: skip updates whose gradient norm exceeds this value (VDVAE), or "adaptive" (a threshold that
+        follows the norms and cannot stall training, ``vae.gradients``); None is off.
     channels_last: keep convolution weights and inputs in channels-last memory layout (faster convolutions
         on GPUs with tensor cores, with bf16 precision).
-    compile: compile the encoder and decoder with ``torch.compile`` when training starts (the first steps pay
-        the compile time; the state dict keys do not change, so checkpoints stay interchangeable).
+    compile: compile the networks with ``torch.compile`` when training starts (the first steps pay the compile
+        time; the state dict keys do not change, so checkpoints stay interchangeable).
     nonfinite: what a non-finite training loss, KL, reconstruction or gradient does: "stop" (the default)
         ends the run with a message naming the step and the term, before the optimizer step, so the weights
         and the last checkpoint stay good; "skip" skips that batch's update, warns, and counts the skipped
@@ -84,13 +95,16 @@ class VAEModule(pl.LightningModule):
         *,
         image_shape: tuple[int, int, int] = (1, 28, 28),
         latent_dim: int = 16,
-        network: Network = lazy_instance(ConvNet),
+        network: Architecture = lazy_instance(ConvNet),
         likelihood: Likelihood = lazy_instance(Bernoulli),
         prior: Prior = lazy_instance(StandardNormal),
         kl_estimator: KLEstimator = "auto",
         kl_samples: int = 1,
         weighting: Weighting = lazy_instance(Constant, beta=1.0),
         importance_samples: int = 1,
+        kl_balancing_steps: int = 0,
+        grad_clip: float | None = None,
+        grad_skip: SkipSetting = None,
         channels_last: bool = False,
         compile: bool = False,
         nonfinite: NonFinitePolicy = "stop",
@@ -98,20 +112,17 @@ class VAEModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         # Plain objects (LightningCLI's lazy defaults made concrete; specs from a checkpoint built).
-        network = build(concrete(network), Network, "model.network")
+        network = build(concrete(network), Architecture, "model.network")
         likelihood = build(concrete(likelihood), Likelihood, "model.likelihood")
         prior = build(concrete(prior), Prior, "model.prior")
         weighting = build(concrete(weighting), Weighting, "model.weighting")
         optimizer = build_optimizer(optimizer)
         if nonfinite not in ("stop", "skip"):
             raise ConfigError(f"model.nonfinite must be 'stop' or 'skip', got {nonfinite!r}")
-        if importance_samples < 1:
-            raise ConfigError(f"importance_samples must be at least 1, got {importance_samples}")
-        if importance_samples > 1 and not (isinstance(weighting, Constant) and weighting.value == 1.0):
-            raise ConfigError(
-                "the IWAE bound (importance_samples > 1) is its own objective: use the default weighting "
-                "Constant(beta=1.0) with it"
-            )
+        self.objective = objective_for(
+            weighting=weighting, importance_samples=importance_samples, kl_balancing_steps=kl_balancing_steps
+        )
+        self.guard = GradientGuard(clip=grad_clip, skip=grad_skip)
         # Recorded as plain data (specs), so that a checkpoint loads with weights_only=True (vae.config).
         self.save_hyperparameters(
             {
@@ -124,46 +135,53 @@ class VAEModule(pl.LightningModule):
                 "kl_samples": kl_samples,
                 "weighting": to_spec(weighting),
                 "importance_samples": importance_samples,
+                "kl_balancing_steps": kl_balancing_steps,
+                "grad_clip": grad_clip,
+                "grad_skip": grad_skip,
                 "channels_last": channels_last,
                 "compile": compile,
                 "nonfinite": nonfinite,
                 "optimizer": to_spec(optimizer),
             }
         )
-        self.weighting = weighting
-        self.importance_samples = importance_samples
         self.channels_last = channels_last
         self.compile_networks = compile
         self.nonfinite = nonfinite
-        self.skipped_steps = 0
         self.step_terms: dict[str, Tensor] = {}
         self.optimizer = optimizer
         parts = {
-            "image_shape": image_shape,
+            "image_shape": tuple(image_shape),
             "latent_dim": latent_dim,
-            "network": network,
             "likelihood": likelihood,
             "prior": prior,
             "kl_estimator": kl_estimator,
             "kl_samples": kl_samples,
         }
         try:
-            self.vae = VAE(**parts)
+            self.vae: LatentVariableModel = build_model(network, **parts)
         except RuntimeError as error:  # torch's allocator (and torch.OutOfMemoryError): sizes that cannot fit
             if "allocate" not in str(error):
                 raise
             with torch.device("meta"):  # the same model without memory, to count it
-                count = sum(p.numel() for p in VAE(**parts).parameters())
+                count = sum(p.numel() for p in build_model(network, **parts).parameters())
             raise ConfigError(
                 f"the model would have {count:,} parameters ({count * 4 / 2**30:,.1f} GiB in float32), more than "
                 f"fits in memory here: make model.latent_dim ({latent_dim}) or the network smaller"
             ) from error
         self.latent_stats = torch.nn.ModuleDict(
-            {stage: LatentStatistics(latent_dim=latent_dim) for stage in ("val", "test")}
+            {
+                stage: torch.nn.ModuleDict(
+                    {
+                        layer.name: LatentStatistics(latent_dim=layer.units, positions=layer.positions)
+                        for layer in self.vae.layers
+                    }
+                )
+                for stage in ("val", "test")
+            }
         )
         # Val/test means weighted by batch size and reduced over processes by torchmetrics (sums of values and
         # of weights): Lightning's own mean reduction averages the per-process image counts as integers.
-        names = ("recon", "kl", "elbo", "loss", *(("iwae",) if importance_samples > 1 else ()))
+        names = self.objective.term_names(self.vae.layer_names)
         self.epoch_means = torch.nn.ModuleDict(
             {stage: torch.nn.ModuleDict({name: MeanMetric() for name in names}) for stage in ("val", "test")}
         )
@@ -178,62 +196,81 @@ class VAEModule(pl.LightningModule):
         if self.channels_last:
             self.vae.to(memory_format=torch.channels_last)
         if self.compile_networks:
-            self.vae.encoder.compile()
-            self.vae.decoder.compile()
+            for network in self.vae.networks():
+                network.compile()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Checkpoints written by earlier versions load: their keys are renamed to this layout (``upgrade``)."""
+        checkpoint["state_dict"] = self.upgrade(checkpoint["state_dict"])
+
+    def upgrade(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """A state dict of an earlier layout in this one: the model's renamed keys (``upgrade_state_dict``), the
+        weighting's state now inside the objective, and the gradient guard's state (added later) at its start."""
+        state = self.vae.upgrade_state_dict(state, prefix="vae.")
+        state = {("objective." + k if k.startswith("weighting.") else k): v for k, v in state.items()}
+        for key, value in self.guard.state_dict(prefix="guard.").items():
+            state.setdefault(key, value)
+        return state
 
     def _common_step(self, batch: Batch, stage: Stage) -> Tensor:
         x, _ = batch
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        out = self.vae(x)
-        terms = elbo_terms(out.log_px, out.latent.kl).mean()
-        weighted = self.weighting(
-            out.log_px, out.latent.kl, out.latent.kl_per_dim, step=self.global_step, training=stage == "train"
-        )
-        metrics = {"recon": -terms.log_px, "kl": terms.kl, "elbo": terms.elbo, "loss": weighted.loss}
-        if self.importance_samples > 1:  # the IWAE bound is the objective; recon, kl, elbo are still logged
-            weights = self.vae.log_weights(x, self.importance_samples)
-            iwae = iwae_bound(weights.log_px, weights.log_pz, weights.log_qz).bound.mean()
-            metrics |= {"iwae": iwae, "loss": -iwae}
+        out = self.vae(x, samples=self.objective.samples)
+        result = self.objective(out, step=self.global_step, training=stage == "train")
+        metrics = dict(result.terms)
         # Train metrics on the steps Lightning writes to the loggers, val/test once per epoch over the split
         # (all reduced over the processes under DDP); the ELBO also in the progress bar.
         per_step = stage == "train"
-        loss = metrics["loss"]
+        loss = result.loss
         if per_step:  # checked with the gradients, before the optimizer step
             self.step_terms = {name: metrics[name].detach() for name in ("loss", "recon", "kl")}
         if per_step and not self.writes_train_metrics():
             return loss
-        if per_step:
-            metrics |= {"kl_weight": weighted.kl_weight, **weighted.extras}
-            if self.nonfinite == "skip":
-                metrics["skipped_steps"] = float(self.skipped_steps)
         if per_step:  # this step's values, averaged over the processes
+            metrics |= result.weights
+            if self.nonfinite == "skip" or self.guard.skip is not None:
+                metrics["skipped_steps"] = float(self.guard.skipped)
             options = {"on_step": True, "on_epoch": False, "sync_dist": True, "batch_size": x.shape[0]}
         else:  # the split's means: torchmetrics accumulates, Lightning computes and resets them at epoch end
             for name, value in metrics.items():
                 self.epoch_means[stage][name].update(value.detach(), weight=x.shape[0])
             metrics = dict(self.epoch_means[stage].items())
             options = {"on_step": False, "on_epoch": True}
-            self.latent_stats[stage].update(out.moments.mean, out.latent.kl_per_dim)
+            for name, layer in out.latents.items():
+                self.latent_stats[stage][name].update(layer.posterior_mean, layer.kl_per_unit)
         elbo = metrics.pop("elbo")
         self.log_dict({f"{stage}/{name}": value for name, value in metrics.items()}, **options)
         self.log(f"{stage}/elbo", elbo, prog_bar=True, **options)
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """The non-finite guard, once per optimizer step with one host sync: this step's loss terms and the
-        gradients' total norm. A non-finite one stops the run (a NonFiniteError naming the step and the
-        terms), or under ``nonfinite="skip"`` drops every gradient, so the optimizer leaves all weights and
-        its own state alone. Under DDP the gradients are already averaged, so every process sees the same
-        non-finite norm and takes the same decision."""
+        """The guards, once per optimizer step with one host sync: this step's loss terms and the gradients'
+        total norm.
+
+        A non-finite one stops the run (a NonFiniteError naming the step and the terms), or under
+        ``nonfinite="skip"`` drops every gradient, so the optimizer leaves all weights and its own state alone.
+        A finite norm goes to the gradient guard (``grad_clip``, ``grad_skip``), which clips the gradients or
+        skips the update. Under DDP the gradients are already averaged, so every process sees the same norm and
+        takes the same decision."""
         terms, self.step_terms = self.step_terms, {}
-        checks = [torch.stack([term.float().reshape(()) for term in terms.values()])] if terms else []
+        values = [term.float().reshape(()) for term in terms.values()]
         grads = {name: p.grad for name, p in self.named_parameters() if p.grad is not None}
-        if grads and self.trainer.precision != "16-mixed":  # 16-mixed: the gradient scaler skips inf steps
-            checks.append(torch.nn.utils.get_total_norm(list(grads.values())).reshape(1))
-        if not checks or bool(torch.isfinite(torch.cat(checks)).all()):
+        check_norm = self.trainer.precision != "16-mixed"  # 16-mixed: the gradient scaler skips inf steps
+        norm = None
+        if grads and (check_norm or self.guard.active):
+            norm = torch.nn.utils.get_total_norm(list(grads.values()))
+            values.append(norm.reshape(()))
+        if not values:
             return
-        bad_terms = [f"train/{name} = {float(value)}" for name, value in terms.items() if not torch.isfinite(value)]
+        numbers = torch.stack(values).tolist()  # the one host sync
+        finite_terms = all(math.isfinite(v) for v in numbers[: len(terms)])
+        finite_norm = norm is None or math.isfinite(numbers[-1])
+        if finite_terms and (finite_norm or not check_norm):
+            if norm is not None and finite_norm and self.guard.active:
+                self.apply_guard(numbers[-1], norm)
+            return
+        bad_terms = [f"train/{name} = {value}" for name, value in zip(terms, numbers) if not math.isfinite(value)]
         if bad_terms:
             what = ", ".join(bad_terms)
         else:
@@ -247,8 +284,24 @@ class VAEModule(pl.LightningModule):
                 f"step {step}: non-finite {what}; stopped before the update, {where}lower the learning rate (and "
                 "resume with --ckpt_path last), or set --model.nonfinite skip to skip such batches"
             )
-        self.skipped_steps += 1
+        self.guard.skipped += 1
         rank_zero_warn(f"step {step}: non-finite {what}; skipped this update (model.nonfinite: skip)")
+        self.drop_gradients()
+
+    def apply_guard(self, value: float, norm: Tensor) -> None:
+        """Clip or skip this update as the gradient guard decides, and log the norm and the threshold."""
+        decision = self.guard.decide(value)
+        if decision.skip:
+            self.drop_gradients()
+        elif decision.clip_to is not None:
+            torch.nn.utils.clip_grads_with_norm_(self.parameters(), decision.clip_to, norm)
+        if self.writes_train_metrics():
+            logged = {"train/grad_norm": value}
+            if decision.threshold is not None:
+                logged["train/grad_skip_threshold"] = decision.threshold
+            self.log_dict(logged, on_step=True, on_epoch=False)
+
+    def drop_gradients(self) -> None:
         for p in self.parameters():
             p.grad = None
 
@@ -273,11 +326,17 @@ class VAEModule(pl.LightningModule):
         return self._common_step(batch, "test")
 
     def _log_latent_stats(self, stage: Stage) -> None:
-        summary = self.latent_stats[stage].compute()
-        self.latent_stats[stage].reset()
-        metrics = {f"{stage}/active_units": float(summary.active_units)}
-        if summary.kl_per_dim is not None:
-            metrics |= {f"{stage}/kl_dim/{d:02d}": kl for d, kl in enumerate(summary.kl_per_dim.tolist())}
+        summaries = {}
+        for name, metric in self.latent_stats[stage].items():
+            summaries[name] = metric.compute()
+            metric.reset()
+        metrics = {f"{stage}/active_units": float(sum(summary.active_units for summary in summaries.values()))}
+        if len(summaries) > 1:
+            metrics |= {f"{stage}/active_units/{name}": float(s.active_units) for name, s in summaries.items()}
+        else:
+            (summary,) = summaries.values()
+            if summary.kl_per_dim is not None:
+                metrics |= {f"{stage}/kl_dim/{d:02d}": kl for d, kl in enumerate(summary.kl_per_dim.tolist())}
         self.log_dict(metrics, sync_dist=True)  # already reduced over the processes: the same on each
 
     def on_validation_epoch_end(self) -> None:

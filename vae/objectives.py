@@ -1,23 +1,38 @@
-"""Training objectives. Each returns its terms, never only their sum.
+"""Training objectives: the one home of the loss. Each reads a model's ``ModelOutput`` and returns the loss with
+its named terms, raw, never only their sum.
 
-    ELBO(x)  = E_q[log p(x|z)] − D_KL(q(z|x) ‖ p(z))  ≤ log p(x)
-    β-loss   = −E_q[log p(x|z)] + β · D_KL(q(z|x) ‖ p(z))
-    IWAE_K   = E[log 1/K Σ_k w_k],  w_k = p(x|z_k) p(z_k) / q(z_k|x),  z_k ~ q(z|x)   (Burda et al. 2015)
+    ELBO(x)  = E_q[log p(x|z)] − Σ_l D_KL(q(z_l | x, z_>l) ‖ p(z_l | z_>l))  ≤ log p(x)
+    β-loss   = −E_q[log p(x|z)] + β · D_KL, β and its schedules from the weighting (``vae.weighting``)
+    IWAE_K   = E[log 1/K Σ_k w_k],  w_k = p(x, z_k) / q(z_k|x),  z_k ~ q(z|x)   (Burda et al. 2015)
 
 ELBO = IWAE_1 ≤ IWAE_K ≤ IWAE_{K+1} ≤ log p(x), and IWAE_K → log p(x) as K → ∞.
 
-All terms are in nats per example. β = 1 makes the loss the negative ELBO; the ELBO reported is always
-the unweighted one, whatever weighting trains the model (schedules, capacity, free bits and GECO are in
-``vae.weighting``).
+Terms logged under ``{stage}/<name>``, in nats per example (summed over pixels and units, mean over the batch):
+
+    recon      −E_q[log p(x|z)]
+    kl         Σ_l D_KL, raw and unweighted            kl/<layer>   each layer's, for more than one layer
+    elbo       −recon − kl, unweighted (higher is better)
+    loss       what is minimised
+    iwae       the IWAE bound (the ``IWAE`` objective)
+
+and, for training steps, the weights beside them: ``kl_weight``, what the weighting adds (``capacity``, ...), and
+``kl_balance/<layer>`` while KL balancing is on.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from vae.errors import ConfigError
+from vae.latents import KLParts
+from vae.model import ModelOutput
+from vae.weighting import Constant, Weighting
 
 
 @dataclass(frozen=True)
@@ -26,7 +41,7 @@ class ELBOTerms:
 
     log_px: the reconstruction log-likelihood E_q[log p(x|z)] (one-sample estimate); its negative is
         what is logged as ``recon``.
-    kl: the raw, unweighted D_KL(q(z|x) ‖ p(z)).
+    kl: the raw, unweighted KL.
     elbo: log_px − kl, unweighted.
     loss: −log_px + β·kl, what the optimiser minimises.
     """
@@ -41,11 +56,6 @@ class ELBOTerms:
         return ELBOTerms(**{f.name: getattr(self, f.name).mean() for f in fields(self)})
 
 
-def elbo_terms(log_px: Tensor, kl: Tensor) -> ELBOTerms:
-    """The unweighted ELBO's terms (loss = −ELBO), per example."""
-    return beta_elbo(log_px, kl, beta=1.0)
-
-
 def beta_elbo(log_px: Tensor, kl: Tensor, beta: float | Tensor = 1.0) -> ELBOTerms:
     """The β-ELBO's terms from the per-example log-likelihood and KL, both (b,)."""
     if log_px.shape != kl.shape or log_px.dim() != 1:
@@ -55,30 +65,111 @@ def beta_elbo(log_px: Tensor, kl: Tensor, beta: float | Tensor = 1.0) -> ELBOTer
     return ELBOTerms(log_px=log_px, kl=kl, elbo=log_px - kl, loss=-log_px + beta * kl)
 
 
-@dataclass(frozen=True)
-class IWAETerms:
-    """The IWAE bound per example (b,), with the ELBO's terms estimated from the same K samples.
+def iwae_bound(log_w: Tensor) -> Tensor:
+    """log (1/K) Σ_k w_k per example from the log weights (K, b), by log-sum-exp. K = 1 is the ELBO."""
+    return torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])
 
-    bound: log (1/K) Σ_k w_k, computed with log-sum-exp.
-    log_px: (1/K) Σ_k log p(x|z_k); kl: (1/K) Σ_k [log q(z_k|x) − log p(z_k)] (a Monte-Carlo KL);
-    elbo: log_px − kl, the K-sample ELBO estimate (≤ bound in expectation).
+
+@dataclass(frozen=True)
+class Loss:
+    """loss: the scalar minimised; terms: raw batch means, logged at every stage; weights: what weighted them at
+    this step (training only)."""
+
+    loss: Tensor
+    terms: dict[str, Tensor]
+    weights: dict[str, Tensor | float] = field(default_factory=dict)
+
+
+def raw_terms(out: ModelOutput) -> dict[str, Tensor]:
+    """recon, kl, elbo and, for more than one layer, kl/<layer>: batch means (over all K·b rows), unweighted."""
+    log_px, kl = out.log_px.mean(), out.kl.mean()
+    terms = {"recon": -log_px, "kl": kl, "elbo": log_px - kl}
+    if len(out.latents) > 1:
+        terms |= {f"kl/{name}": layer.kl.mean() for name, layer in out.latents.items()}
+    return terms
+
+
+class Objective(nn.Module, ABC):
+    """Turns a ``ModelOutput`` into a ``Loss``. ``samples``: the posterior samples per example it needs."""
+
+    samples: int = 1
+
+    def term_names(self, layers: Sequence[str]) -> tuple[str, ...]:
+        """The names of the raw terms it returns for a model with these layers (top first)."""
+        per_layer = tuple(f"kl/{name}" for name in layers) if len(layers) > 1 else ()
+        return ("recon", "kl", "elbo", "loss", *per_layer)
+
+    @abstractmethod
+    def forward(self, out: ModelOutput, *, step: int, training: bool) -> Loss:
+        """step: the trainer's global step (schedules); training: whether state may update (never in validation)."""
+
+
+def balance(parts: KLParts) -> dict[str, Tensor]:
+    """KL balancing coefficients γ_l (NVAE, Vahdat & Kautz 2020), detached, with mean 1 over the layers:
+
+        γ_l = L · (κ_l / n_l) / Σ_j (κ_j / n_j),   κ_l = batch mean of KL_l + 0.01,  n_l = the layer's latent elements
+
+    A layer that carries more KL per element gets more weight, one that carries little gets less, so no layer
+    is pushed to collapse while the KL weight warms up."""
+    per_element = {name: (kl.detach().mean() + 0.01) / parts.sizes[name] for name, kl in parts.per_layer.items()}
+    total = torch.stack(list(per_element.values())).sum()
+    return {name: len(per_element) * value / total for name, value in per_element.items()}
+
+
+class ELBO(Objective):
+    """The ELBO under a KL weighting: −E_q[log p(x|z)] + β(t)·KL, or any weighting of ``vae.weighting``.
+
+    kl_balancing_steps: for a hierarchy, weigh each layer's KL by NVAE's balancing coefficients (``balance``) for
+        the first this many training steps (NVAE balances during its KL warm-up: give the warm-up's length); 0 off.
     """
 
-    bound: Tensor
-    log_px: Tensor
-    kl: Tensor
-    elbo: Tensor
+    def __init__(self, *, weighting: Weighting, kl_balancing_steps: int = 0) -> None:
+        super().__init__()
+        if kl_balancing_steps < 0:
+            raise ConfigError(f"kl_balancing_steps must be 0 or more, got {kl_balancing_steps}")
+        self.weighting = weighting
+        self.kl_balancing_steps = kl_balancing_steps
 
-    def mean(self) -> IWAETerms:
-        return IWAETerms(**{f.name: getattr(self, f.name).mean() for f in fields(self)})
+    def forward(self, out: ModelOutput, *, step: int, training: bool) -> Loss:
+        terms = raw_terms(out)
+        parts = out.kl_parts()
+        weights: dict[str, Tensor | float] = {}
+        if training and step < self.kl_balancing_steps and len(parts.per_layer) > 1:
+            coefficients = balance(parts)
+            parts = parts.scaled(coefficients)
+            weights |= {f"kl_balance/{name}": value for name, value in coefficients.items()}
+        weighted = self.weighting(out.log_px, parts, step=step, training=training)
+        weights |= {"kl_weight": weighted.kl_weight, **weighted.extras}
+        return Loss(loss=weighted.loss, terms={**terms, "loss": weighted.loss}, weights=weights)
 
 
-def iwae_bound(log_px: Tensor, log_pz: Tensor, log_qz: Tensor) -> IWAETerms:
-    """The IWAE bound from (K, b) tensors of log p(x|z_k), log p(z_k), log q(z_k|x). K = 1 is the ELBO."""
-    k = log_px.shape[0]
-    log_w = log_px + log_pz - log_qz  # (k, b)
-    kl = (log_qz - log_pz).mean(dim=0)
-    log_px_mean = log_px.mean(dim=0)
-    return IWAETerms(
-        bound=torch.logsumexp(log_w, dim=0) - math.log(k), log_px=log_px_mean, kl=kl, elbo=log_px_mean - kl
-    )
+class IWAE(Objective):
+    """The IWAE bound with K importance samples (Burda et al. 2015), minimised as −IWAE_K. The ELBO's terms are
+    logged beside it, estimated from the same K samples."""
+
+    def __init__(self, *, samples: int) -> None:
+        super().__init__()
+        if samples < 2:
+            raise ConfigError(f"the IWAE objective needs at least 2 importance samples, got {samples}")
+        self.samples = samples
+
+    def term_names(self, layers: Sequence[str]) -> tuple[str, ...]:
+        return (*super().term_names(layers), "iwae")
+
+    def forward(self, out: ModelOutput, *, step: int, training: bool) -> Loss:
+        bound = iwae_bound(out.log_w()).mean()
+        return Loss(loss=-bound, terms={**raw_terms(out), "loss": -bound, "iwae": bound}, weights={"kl_weight": 1.0})
+
+
+def objective_for(*, weighting: Weighting, importance_samples: int, kl_balancing_steps: int) -> Objective:
+    """The objective the module's settings name: IWAE for ``importance_samples`` > 1, else the weighted ELBO."""
+    if importance_samples < 1:
+        raise ConfigError(f"importance_samples must be at least 1, got {importance_samples}")
+    if importance_samples == 1:
+        return ELBO(weighting=weighting, kl_balancing_steps=kl_balancing_steps)
+    if not (isinstance(weighting, Constant) and weighting.value == 1.0) or kl_balancing_steps:
+        raise ConfigError(
+            "the IWAE bound (importance_samples > 1) is its own objective: use the default weighting "
+            "Constant(beta=1.0) and no KL balancing with it"
+        )
+    return IWAE(samples=importance_samples)

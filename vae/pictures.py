@@ -6,30 +6,75 @@
                      mean of one image with that dimension swept across its prior range (1 % to 99 %)
     interpolations   one row per pair of images: decodes along the straight line between their posterior means
 
+and for a hierarchy (in place of traversals and interpolations, which need one latent vector):
+
+    temperatures     one row of samples per temperature (1.0 down to 0.4): each layer's prior spread scaled
+    layers           inputs, then their reconstructions keeping the posterior of the top k layers (k = L … 1) and
+                     drawing the layers below from the prior: what each layer encodes
+
 Axes: b batch, c channels, h height, w width, d latent dimensions, s steps.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from einops import rearrange, repeat
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from vae.model import VAE, as_unit
+from vae.model import VAE, LatentVariableModel, as_unit
 
 
 def grid(images: Tensor, nrow: int) -> Tensor:
     return make_grid(images.float().cpu().clamp(0, 1), nrow=nrow, padding=2, pad_value=0.5)
 
 
-@torch.no_grad()
-def samples(vae: VAE, *, num: int = 64, nrow: int = 8, seed: int = 0) -> Tensor:
+@contextmanager
+def seeded(vae: LatentVariableModel, seed: int) -> Iterator[None]:
+    """A context in which torch's random draws on the model's device start from ``seed`` (and are restored after)."""
     device = next(vae.parameters()).device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        z = vae.prior_distribution().sample(torch.Size([num]))
-    return grid(vae.sample(z), nrow)
+        yield
+
+
+@torch.no_grad()
+def samples(
+    vae: LatentVariableModel, *, num: int = 64, nrow: int = 8, seed: int = 0, temperature: float = 1.0
+) -> Tensor:
+    with seeded(vae, seed):
+        return grid(vae.sample(num, temperature=temperature), nrow)
+
+
+@torch.no_grad()
+def temperatures(
+    vae: LatentVariableModel,
+    *,
+    values: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.4),
+    nrow: int = 8,
+    seed: int = 0,
+) -> Tensor:
+    """One row of ``nrow`` samples per temperature, each row from the same seed."""
+    rows = []
+    for t in values:
+        with seeded(vae, seed):
+            rows.append(vae.sample(nrow, temperature=t))
+    return grid(torch.cat(rows), nrow)
+
+
+@torch.no_grad()
+def layers(vae: LatentVariableModel, x: Tensor, *, nrow: int = 8, seed: int = 0) -> Tensor:
+    """Row 0: the inputs; row k: reconstructions keeping the top L − k + 1 layers' posteriors (the rest drawn from
+    the prior)."""
+    x = as_unit(x[:nrow])
+    rows = [x]
+    with seeded(vae, seed):
+        for keep in range(len(vae.layers), 0, -1):
+            rows.append(vae.reconstruct(x, keep=keep))
+    return grid(torch.cat(rows), len(x))
 
 
 @torch.no_grad()
@@ -48,9 +93,7 @@ def ranked_dimensions(kl_per_dim: Tensor) -> list[int]:
 @torch.no_grad()
 def prior_range(vae: VAE, *, low: float = 0.01, high: float = 0.99, num: int = 20_000, seed: int = 0) -> Tensor:
     """Each latent dimension's prior quantiles (low, high), (2, d): ±2.33 for N(0, 1), learned priors alike."""
-    device = next(vae.parameters()).device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with seeded(vae, seed):
         z = vae.prior_distribution().sample(torch.Size([num]))  # (num, d)
     return torch.quantile(z, torch.tensor([low, high], device=z.device), dim=0)
 
@@ -59,36 +102,48 @@ def prior_range(vae: VAE, *, low: float = 0.01, high: float = 0.99, num: int = 2
 def traversals(vae: VAE, x: Tensor, kl_per_dim: Tensor, *, dims: int = 8, steps: int = 9) -> Tensor:
     """Rows: the ``dims`` most informative dimensions; columns: ``steps`` values across the prior range,
     the others held at the posterior mean of the first image of x."""
-    base = vae.encoder(as_unit(x[:1])).mean[0]  # (d,)
+    base = vae.posterior(as_unit(x[:1])).mean[0]  # (d,)
     bounds = prior_range(vae)
     rows = []
     for d in ranked_dimensions(kl_per_dim)[:dims]:
         z = repeat(base, "d -> s d", s=steps).clone()
         z[:, d] = torch.linspace(float(bounds[0, d]), float(bounds[1, d]), steps, device=z.device)
-        rows.append(vae.sample(z))
+        rows.append(vae.decode(z))
     return grid(torch.cat(rows), steps)
 
 
 @torch.no_grad()
 def interpolations(vae: VAE, x: Tensor, *, pairs: int = 4, steps: int = 10) -> Tensor:
     """Rows: decodes along the line between the posterior means of images 2i and 2i + 1 of x."""
-    means = vae.encoder(as_unit(x[: 2 * pairs])).mean  # (2·pairs, d)
+    means = vae.posterior(as_unit(x[: 2 * pairs])).mean  # (2·pairs, d)
     start, end = means[0::2], means[1::2]  # (pairs, d) each
     t = torch.linspace(0, 1, steps, device=means.device)
     z = start[:, None, :] + t[None, :, None] * (end - start)[:, None, :]  # (pairs, s, d)
-    return grid(vae.sample(rearrange(z, "b s d -> (b s) d")), steps)
+    return grid(vae.decode(rearrange(z, "b s d -> (b s) d")), steps)
 
 
 @torch.no_grad()
 def all_pictures(
-    vae: VAE, x: Tensor, ranking: Tensor, *, num_samples: int = 64, nrow: int = 8, seed: int = 0
+    vae: LatentVariableModel,
+    x: Tensor,
+    ranking: Tensor | None = None,
+    *,
+    num_samples: int = 64,
+    nrow: int = 8,
+    seed: int = 0,
 ) -> dict[str, Tensor]:
     """Every picture, for a batch x of at least 2 images (reconstructions use whole rows of ``nrow``);
-    ``ranking`` orders the dimensions to traverse (the KL per dimension, or any informativeness score)."""
+    ``ranking`` orders the dimensions of a single-layer VAE to traverse (the KL per dimension, or any
+    informativeness score; by default the order of the dimensions)."""
     rows = len(x) // nrow * nrow
     grids = {"samples": samples(vae, num=num_samples, nrow=nrow, seed=seed)}
     if rows:
         grids["reconstructions"] = reconstructions(vae, x[:rows], nrow=nrow)
-    grids["traversals"] = traversals(vae, x, ranking.to(x.device), dims=min(nrow, vae.latent_dim))
-    grids["interpolations"] = interpolations(vae, x, pairs=min(4, len(x) // 2))
+    if isinstance(vae, VAE):
+        ranking = torch.arange(vae.latent_dim, 0, -1).float() if ranking is None else ranking
+        grids["traversals"] = traversals(vae, x, ranking.to(x.device), dims=min(nrow, vae.latent_dim))
+        grids["interpolations"] = interpolations(vae, x, pairs=min(4, len(x) // 2))
+    else:
+        grids["temperatures"] = temperatures(vae, nrow=nrow, seed=seed)
+        grids["layers"] = layers(vae, x, nrow=min(nrow, len(x)), seed=seed)
     return grids

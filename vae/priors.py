@@ -25,16 +25,17 @@ from vae.config import Recorded
 from vae.errors import ConfigError
 from vae.nets.common import LOGVAR_BOUND, GaussianMoments, soft_clamp
 
-Encoder = Callable[[Tensor], GaussianMoments]
+Encode = Callable[[Tensor], GaussianMoments]
+"""Images (b, c, h, w) → the posterior's moments (b, d) of the layer a prior belongs to (for the VampPrior)."""
 
 
 class PriorModule(nn.Module, ABC):
     """p(z) over ``latent_dim`` dimensions, with its parameters (if any)."""
 
     @abstractmethod
-    def forward(self, encoder: Encoder) -> Distribution:
-        """p(z) with batch shape () and event shape (d,). ``encoder`` is the VAE's encoder, for priors
-        defined through it (the VampPrior); the others ignore it."""
+    def forward(self, encode: Encode) -> Distribution:
+        """p(z) with batch shape () and event shape (d,). ``encode`` gives the layer's posterior moments for images,
+        for priors defined through it (the VampPrior); the others ignore it."""
 
 
 def gaussian_mixture(logits: Tensor, components: GaussianMoments) -> MixtureSameFamily:
@@ -48,7 +49,7 @@ class StandardNormalModule(PriorModule):
         self.register_buffer("loc", torch.zeros(latent_dim))
         self.register_buffer("scale", torch.ones(latent_dim))
 
-    def forward(self, encoder: Encoder) -> Distribution:
+    def forward(self, encode: Encode) -> Distribution:
         return Independent(Normal(self.loc, self.scale, validate_args=False), 1, validate_args=False)
 
 
@@ -60,7 +61,7 @@ class LearnedGaussianModule(PriorModule):
         self.mean = nn.Parameter(torch.zeros(latent_dim))
         self.logvar = nn.Parameter(torch.zeros(latent_dim))
 
-    def forward(self, encoder: Encoder) -> Distribution:
+    def forward(self, encode: Encode) -> Distribution:
         return GaussianMoments(self.mean, soft_clamp(self.logvar, LOGVAR_BOUND)).distribution()
 
 
@@ -73,7 +74,7 @@ class GaussianMixtureModule(PriorModule):
         self.means = nn.Parameter(torch.randn(num_components, latent_dim))  # spread over N(0, I)
         self.logvars = nn.Parameter(torch.zeros(num_components, latent_dim))
 
-    def forward(self, encoder: Encoder) -> Distribution:
+    def forward(self, encode: Encode) -> Distribution:
         return gaussian_mixture(self.logits, GaussianMoments(self.means, soft_clamp(self.logvars, LOGVAR_BOUND)))
 
 
@@ -90,9 +91,9 @@ class VampPriorModule(PriorModule):
     def pseudo_inputs(self) -> Tensor:
         return torch.sigmoid(self.pseudo_logits)  # (K, c, h, w)
 
-    def forward(self, encoder: Encoder) -> Distribution:
+    def forward(self, encode: Encode) -> Distribution:
         logits = self.pseudo_logits.new_zeros(self.pseudo_logits.shape[0])  # equal weights 1/K
-        return gaussian_mixture(logits, encoder(self.pseudo_inputs()))
+        return gaussian_mixture(logits, encode(self.pseudo_inputs()))
 
 
 class Prior(Recorded, ABC):

@@ -4,12 +4,15 @@
     LinearWarmup(start, end, steps)            β(t)·KL, β from start to end over ``steps`` steps
     Cyclical(beta, total_steps, cycles, ramp)  β(t)·KL, M cycles each ramping 0 → β over a fraction R (Fu et al. 2019)
     Capacity(gamma, max_capacity, steps)       γ·|KL − C(t)|, C rising linearly to C_max (Burgess et al. 2018)
-    FreeBits(floor, group_size, beta)          β(t)·Σ_g max(λ, mean_batch KL_g) (Kingma et al. 2016)
+    FreeBits(floor, group_size, per, beta)     β(t)·Σ_g max(λ, mean_batch KL_g) (Kingma et al. 2016), groups of
+                                               units, or whole layers of a hierarchy (per="layer")
     GECO(target, ...)                          KL/λ + recon, λ ← λ·exp(ν·C̄) with C̄ a moving average of
                                                recon − target (Rezende & Viola 2018)
 
-Every weighting returns the scalar loss (nats per example, averaged over the batch) and the weight it put on
-the KL at this step, which the module logs as ``train/kl_weight``; the KL itself is always logged raw.
+A weighting reads the reconstruction log-likelihood per example and the KL in parts (``vae.latents.KLParts``:
+per layer, per unit). Every weighting returns the scalar loss (nats per example, averaged over the batch) and
+the weight it put on the KL at this step, which the module logs as ``train/kl_weight``; the KL itself is always
+logged raw.
 
 State comes from the trainer's global step (schedules), or lives in buffers saved in the checkpoint (GECO's
 multiplier and moving average), so a resumed run continues exactly; only training steps update it.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from einops import reduce
@@ -27,6 +31,7 @@ from torch import Tensor, nn
 
 from vae.config import Recorded
 from vae.errors import ConfigError
+from vae.latents import KLParts
 
 
 @dataclass(frozen=True)
@@ -42,10 +47,8 @@ class Weighting(Recorded, nn.Module, ABC):
     """How the reconstruction and the KL combine into the loss at a training step."""
 
     @abstractmethod
-    def forward(
-        self, log_px: Tensor, kl: Tensor, kl_per_dim: Tensor | None, *, step: int, training: bool
-    ) -> WeightedLoss:
-        """log_px, kl: per example (b,); kl_per_dim: (b, d) or None; step: the trainer's global step;
+    def forward(self, log_px: Tensor, kl: KLParts, *, step: int, training: bool) -> WeightedLoss:
+        """log_px: per example (b,); kl: the KL per layer (b,) and per unit; step: the trainer's global step;
         training: whether to update any state (never during validation)."""
 
 
@@ -55,11 +58,9 @@ class BetaSchedule(Weighting):
     @abstractmethod
     def beta(self, step: int) -> float: ...
 
-    def forward(
-        self, log_px: Tensor, kl: Tensor, kl_per_dim: Tensor | None, *, step: int, training: bool
-    ) -> WeightedLoss:
+    def forward(self, log_px: Tensor, kl: KLParts, *, step: int, training: bool) -> WeightedLoss:
         beta = self.beta(step)
-        return WeightedLoss(loss=(-log_px + beta * kl).mean(), kl_weight=beta)
+        return WeightedLoss(loss=(-log_px + beta * kl.total).mean(), kl_weight=beta)
 
 
 def non_negative(name: str, value: float) -> None:
@@ -133,37 +134,56 @@ class Capacity(Weighting):
     def capacity(self, step: int) -> float:
         return self.max_capacity * min(step, self.steps) / self.steps
 
-    def forward(
-        self, log_px: Tensor, kl: Tensor, kl_per_dim: Tensor | None, *, step: int, training: bool
-    ) -> WeightedLoss:
+    def forward(self, log_px: Tensor, kl: KLParts, *, step: int, training: bool) -> WeightedLoss:
         c = self.capacity(step)
-        gap = kl.mean() - c
+        gap = kl.total.mean() - c
         weight = self.gamma * float(torch.sign(gap.detach()))
         return WeightedLoss(loss=-log_px.mean() + self.gamma * gap.abs(), kl_weight=weight, extras={"capacity": c})
 
 
 class FreeBits(Weighting):
-    """Free bits (Kingma et al. 2016): β(t)·Σ_g max(λ, KL_g), KL_g the batch mean of the KL of group g of
-    ``group_size`` consecutive latent dimensions (1: each dimension). A group below its floor λ (nats)
-    gets no gradient from the KL term, so the floor is "free". Needs a prior that factorises."""
+    """Free bits (Kingma et al. 2016): β(t)·Σ_g max(λ, KL_g), KL_g the batch mean of the KL of group g.
 
-    def __init__(self, *, floor: float = 0.5, group_size: int = 1, beta: BetaSchedule | None = None) -> None:
+    per="unit": groups of ``group_size`` consecutive units of each layer (1: each latent dimension, or each channel
+    of a feature-map layer); needs a prior that factorises. per="layer": each layer of a hierarchy is one group
+    (LVAE's free bits per layer; ``group_size`` unused).
+    A group below its floor λ (nats) gets no gradient from the KL term, so the floor is "free".
+    """
+
+    def __init__(
+        self,
+        *,
+        floor: float = 0.5,
+        group_size: int = 1,
+        per: Literal["unit", "layer"] = "unit",
+        beta: BetaSchedule | None = None,
+    ) -> None:
         super().__init__()
         non_negative("FreeBits floor", floor)
         positive_int("FreeBits group_size", group_size)
-        self.floor, self.group_size = floor, group_size
+        if per not in ("unit", "layer"):
+            raise ConfigError(f"FreeBits per must be 'unit' or 'layer', got {per!r}")
+        self.floor, self.group_size, self.per = floor, group_size, per
         self.schedule = beta if beta is not None else Constant(beta=1.0)
 
-    def forward(
-        self, log_px: Tensor, kl: Tensor, kl_per_dim: Tensor | None, *, step: int, training: bool
-    ) -> WeightedLoss:
-        if kl_per_dim is None:
-            raise ConfigError("FreeBits needs the KL per latent dimension; this prior has none: use a factorised prior")
-        if kl_per_dim.shape[-1] % self.group_size:
-            raise ConfigError(
-                f"FreeBits group_size {self.group_size} must divide the latent size {kl_per_dim.shape[-1]}"
-            )
-        groups = reduce(kl_per_dim, "b (g k) -> g", "mean", k=self.group_size) * self.group_size  # batch mean
+    def groups(self, kl: KLParts) -> Tensor:
+        """The batch-mean KL of every group, (g,)."""
+        if self.per == "layer":
+            return torch.stack([layer.mean() for layer in kl.per_layer.values()])
+        groups = []
+        for name, per_unit in kl.per_unit.items():
+            if per_unit is None:
+                raise ConfigError("FreeBits needs the KL per latent unit; this prior has none: use a factorised prior")
+            if per_unit.shape[-1] % self.group_size:
+                raise ConfigError(
+                    f"FreeBits group_size {self.group_size} must divide the units of layer {name} "
+                    f"({per_unit.shape[-1]})"
+                )
+            groups.append(reduce(per_unit, "b (g k) -> g", "mean", k=self.group_size) * self.group_size)
+        return torch.cat(groups)
+
+    def forward(self, log_px: Tensor, kl: KLParts, *, step: int, training: bool) -> WeightedLoss:
+        groups = self.groups(kl)
         beta = self.schedule.beta(step)
         free = groups.clamp_min(self.floor)  # max(λ, KL_g): the gradient is zero where the floor wins
         extras = {"free_bits_active": float((groups < self.floor).float().mean())}
@@ -193,9 +213,7 @@ class GECO(Weighting):
         self.register_buffer("constraint_average", torch.tensor(0.0))
         self.register_buffer("updates", torch.tensor(0))
 
-    def forward(
-        self, log_px: Tensor, kl: Tensor, kl_per_dim: Tensor | None, *, step: int, training: bool
-    ) -> WeightedLoss:
+    def forward(self, log_px: Tensor, kl: KLParts, *, step: int, training: bool) -> WeightedLoss:
         recon = -log_px.mean()
         if training:
             with torch.no_grad():
@@ -207,4 +225,4 @@ class GECO(Weighting):
                 self.updates += 1
         weight = 1.0 / float(self.multiplier)
         extras = {"geco_multiplier": float(self.multiplier), "geco_constraint": float(self.constraint_average)}
-        return WeightedLoss(loss=recon + weight * kl.mean(), kl_weight=weight, extras=extras)
+        return WeightedLoss(loss=recon + weight * kl.total.mean(), kl_weight=weight, extras=extras)

@@ -1,4 +1,5 @@
-"""Pieces shared by every encoder: the Gaussian posterior head and its bounded log-variance."""
+"""Pieces shared by every network: the Gaussian moments and their bounded log-variance, and the base classes of
+what ``model.network`` names."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
-from einops import rearrange
 from torch import Tensor, nn
 from torch.distributions import Independent, Normal
 
@@ -42,18 +42,6 @@ class GaussianMoments:
         return Independent(Normal(mean, scale, validate_args=False), 1, validate_args=False)
 
 
-class GaussianHead(nn.Module):
-    """Linear map from features to the posterior's mean and (bounded) log-variance."""
-
-    def __init__(self, *, in_features: int, latent_dim: int) -> None:
-        super().__init__()
-        self.linear = nn.Linear(in_features, 2 * latent_dim)
-
-    def forward(self, h: Tensor) -> GaussianMoments:
-        mean, raw_logvar = rearrange(self.linear(h), "b (two d) -> two b d", two=2)
-        return GaussianMoments(mean=mean, logvar=soft_clamp(raw_logvar, LOGVAR_BOUND))
-
-
 def check_shape(*, image_shape: tuple[int, int, int], latent_dim: int) -> None:
     """Reject shapes no network can take, with a message that names the fix."""
     if len(image_shape) != 3 or min(image_shape) < 1:
@@ -62,16 +50,22 @@ def check_shape(*, image_shape: tuple[int, int, int], latent_dim: int) -> None:
         raise ConfigError(f"latent_dim must be a positive integer, got {latent_dim}")
 
 
-class Network(Recorded, ABC):
-    """An encoder/decoder architecture: what ``model.network`` names (``ConvNet``, ``MLPNet``).
+class Architecture(Recorded, ABC):
+    """What ``model.network`` names: an encoder/decoder pair for the single-layer VAE (a ``Network``), or a whole
+    latent structure that builds its own model (``vae.hierarchical.TopDown``)."""
+
+
+class Network(Architecture):
+    """An encoder/decoder pair for the single-layer VAE (``ConvNet``, ``MLPNet``, ``LinearNet``).
 
     Subclasses are small frozen dataclasses of hyperparameters that build the two modules for a given image
-    shape and latent size; the encoder returns ``GaussianMoments``, the decoder the likelihood's parameters
-    (the VAE builds it with ``image_shape`` = (parameter channels, h, w), one or more values per pixel).
+    shape: the encoder maps images to features (b, ``encoder.out_features``), which the latent layer's posterior
+    head reads (``vae.latents``); the decoder maps z (b, d) to the likelihood's parameters (the VAE builds it with
+    ``image_shape`` = (parameter channels, h, w), one or more values per pixel).
     """
 
     @abstractmethod
-    def encoder(self, *, image_shape: tuple[int, int, int], latent_dim: int) -> nn.Module: ...
+    def encoder(self, *, image_shape: tuple[int, int, int]) -> nn.Module: ...
 
     @abstractmethod
     def decoder(self, *, image_shape: tuple[int, int, int], latent_dim: int) -> nn.Module: ...

@@ -15,7 +15,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from vae.errors import ConfigError
-from vae.nets.common import GaussianHead, GaussianMoments, Network, check_shape
+from vae.nets.common import Network, check_shape
 
 
 def down(c_in: int, c_out: int) -> nn.Conv2d:
@@ -39,20 +39,18 @@ def bottom_shape(image_shape: tuple[int, int, int], channels: tuple[int, ...]) -
 
 
 class ConvEncoder(nn.Module):
-    def __init__(
-        self, *, image_shape: tuple[int, int, int], latent_dim: int, channels: tuple[int, ...], hidden_dim: int
-    ) -> None:
+    def __init__(self, *, image_shape: tuple[int, int, int], channels: tuple[int, ...], hidden_dim: int) -> None:
         super().__init__()
-        check_shape(image_shape=image_shape, latent_dim=latent_dim)
+        check_shape(image_shape=image_shape, latent_dim=1)
         sizes = [image_shape[0], *channels]
         stages = [layer for c_in, c_out in zip(sizes[:-1], sizes[1:]) for layer in (down(c_in, c_out), nn.SiLU())]
         self.body = nn.Sequential(*stages)
         self.fc = nn.Sequential(nn.Linear(math.prod(bottom_shape(image_shape, channels)), hidden_dim), nn.SiLU())
-        self.head = GaussianHead(in_features=hidden_dim, latent_dim=latent_dim)
+        self.out_features = hidden_dim
 
-    def forward(self, x: Tensor) -> GaussianMoments:
+    def forward(self, x: Tensor) -> Tensor:
         h = self.body(x)  # (b, c_last, h/f, w/f)
-        return self.head(self.fc(rearrange(h, "b c h w -> b (c h w)")))
+        return self.fc(rearrange(h, "b c h w -> b (c h w)"))  # (b, hidden_dim)
 
 
 class ConvDecoder(nn.Module):
@@ -91,10 +89,8 @@ class ConvNet(Network):
         if self.hidden_dim < 1:
             raise ConfigError(f"ConvNet hidden_dim must be positive, got {self.hidden_dim}")
 
-    def encoder(self, *, image_shape: tuple[int, int, int], latent_dim: int) -> ConvEncoder:
-        return ConvEncoder(
-            image_shape=image_shape, latent_dim=latent_dim, channels=self.channels, hidden_dim=self.hidden_dim
-        )
+    def encoder(self, *, image_shape: tuple[int, int, int]) -> ConvEncoder:
+        return ConvEncoder(image_shape=image_shape, channels=self.channels, hidden_dim=self.hidden_dim)
 
     def decoder(self, *, image_shape: tuple[int, int, int], latent_dim: int) -> ConvDecoder:
         return ConvDecoder(

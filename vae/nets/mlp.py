@@ -12,7 +12,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from vae.errors import ConfigError
-from vae.nets.common import GaussianHead, GaussianMoments, Network, check_shape
+from vae.nets.common import Network, check_shape
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
@@ -26,14 +26,14 @@ def mlp(sizes: list[int]) -> nn.Sequential:
 
 
 class MLPEncoder(nn.Module):
-    def __init__(self, *, image_shape: tuple[int, int, int], latent_dim: int, hidden_dims: tuple[int, ...]) -> None:
+    def __init__(self, *, image_shape: tuple[int, int, int], hidden_dims: tuple[int, ...]) -> None:
         super().__init__()
-        check_shape(image_shape=image_shape, latent_dim=latent_dim)
+        check_shape(image_shape=image_shape, latent_dim=1)
         self.body = nn.Sequential(mlp([math.prod(image_shape), *hidden_dims]), nn.SiLU())
-        self.head = GaussianHead(in_features=hidden_dims[-1], latent_dim=latent_dim)
+        self.out_features = hidden_dims[-1]
 
-    def forward(self, x: Tensor) -> GaussianMoments:
-        return self.head(self.body(rearrange(x, "b c h w -> b (c h w)")))
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(rearrange(x, "b c h w -> b (c h w)"))  # (b, hidden_dims[-1])
 
 
 class MLPDecoder(nn.Module):
@@ -58,21 +58,23 @@ class MLPNet(Network):
         if not self.hidden_dims or min(self.hidden_dims) < 1:
             raise ConfigError(f"MLPNet hidden_dims must be one or more positive sizes, got {self.hidden_dims}")
 
-    def encoder(self, *, image_shape: tuple[int, int, int], latent_dim: int) -> MLPEncoder:
-        return MLPEncoder(image_shape=image_shape, latent_dim=latent_dim, hidden_dims=self.hidden_dims)
+    def encoder(self, *, image_shape: tuple[int, int, int]) -> MLPEncoder:
+        return MLPEncoder(image_shape=image_shape, hidden_dims=self.hidden_dims)
 
     def decoder(self, *, image_shape: tuple[int, int, int], latent_dim: int) -> MLPDecoder:
         return MLPDecoder(image_shape=image_shape, latent_dim=latent_dim, hidden_dims=self.hidden_dims)
 
 
 class LinearEncoder(nn.Module):
-    def __init__(self, *, image_shape: tuple[int, int, int], latent_dim: int) -> None:
-        super().__init__()
-        check_shape(image_shape=image_shape, latent_dim=latent_dim)
-        self.head = GaussianHead(in_features=math.prod(image_shape), latent_dim=latent_dim)
+    """The pixels themselves as the features: the latent layer's linear head makes the posterior linear in x."""
 
-    def forward(self, x: Tensor) -> GaussianMoments:
-        return self.head(rearrange(x, "b c h w -> b (c h w)"))
+    def __init__(self, *, image_shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        check_shape(image_shape=image_shape, latent_dim=1)
+        self.out_features = math.prod(image_shape)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return rearrange(x, "b c h w -> b (c h w)")
 
 
 class LinearDecoder(nn.Module):
@@ -92,8 +94,8 @@ class LinearNet(Network):
     """A linear encoder and decoder. With the Gaussian likelihood (fixed σ) and the N(0, I) prior the model
     is probabilistic PCA, x ~ N(b, W Wᵀ + σ² I): its log p(x) is exact, a reference for the estimators."""
 
-    def encoder(self, *, image_shape: tuple[int, int, int], latent_dim: int) -> LinearEncoder:
-        return LinearEncoder(image_shape=image_shape, latent_dim=latent_dim)
+    def encoder(self, *, image_shape: tuple[int, int, int]) -> LinearEncoder:
+        return LinearEncoder(image_shape=image_shape)
 
     def decoder(self, *, image_shape: tuple[int, int, int], latent_dim: int) -> LinearDecoder:
         return LinearDecoder(image_shape=image_shape, latent_dim=latent_dim)

@@ -1,0 +1,126 @@
+"""The single-layer default against a hierarchical VAE for the same wall time, on statically binarized Fashion-MNIST.
+
+Both train through the real ``vae fit``, one after the other, each for ``--minutes`` of wall time
+(``trainer.max_time``): ``configs/fashion_mnist.yaml`` with 32 latent dimensions, a Bernoulli likelihood and
+static binarization, and ``configs/hvae_fashion_mnist.yaml``. Each is then scored on the first
+``--test-images`` test images: the importance-weighted log-likelihood with ``--samples`` samples per image (with
+its standard error over the images), the KL of each layer, the active units, and sample grids (written beside
+the runs). Prints a Markdown table.
+
+    python scripts/hierarchical_benchmark.py --minutes 15 --out runs/bench/hierarchical
+
+Binarization: Fashion-MNIST's grey levels are binarized once, seeded by the data module's seed (0): the training,
+validation and test images are the same Bernoulli samples in every run (``vae.data.base``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from vae.callbacks import save_grids
+from vae.checkpoints import load_module
+from vae.config import read_yaml
+from vae.evaluate import load_data
+from vae.evaluation import evaluate, importance_weighted_log_likelihood
+from vae.model import as_unit
+from vae.pictures import all_pictures
+
+REPO = Path(__file__).resolve().parent.parent
+SINGLE = [
+    "--config", str(REPO / "configs" / "fashion_mnist.yaml"),
+    "--model.latent_dim", "32",
+    "--model.likelihood", "vae.likelihoods.Bernoulli",
+    "--data.init_args.binarize", "static",
+]  # fmt: skip
+HIERARCHICAL = ["--config", str(REPO / "configs" / "hvae_fashion_mnist.yaml")]
+
+
+def train(name: str, args: list[str], *, minutes: float, out: Path) -> tuple[Path, float]:
+    """Run ``vae fit`` for ``minutes`` of wall time; the best checkpoint by validation ELBO (last if none)."""
+    folder = out / name
+    hours, rest = divmod(int(minutes * 60), 3600)
+    command = [
+        sys.executable, "-m", "vae.cli", "fit", *args,
+        "--trainer.max_epochs", "1000",
+        "--trainer.max_time", f"00:{hours:02d}:{rest // 60:02d}:{rest % 60:02d}",
+        "--trainer.logger", "false",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.default_root_dir", str(folder),
+    ]  # fmt: skip
+    start = time.perf_counter()
+    subprocess.run(command, check=True, cwd=REPO)
+    wall = time.perf_counter() - start
+    checkpoints = folder / "checkpoints"
+    best = sorted(checkpoints.glob("best*.ckpt"))
+    return (best[-1] if best else checkpoints / "last.ckpt"), wall
+
+
+@torch.no_grad()
+def score(checkpoint: Path, *, test_images: int, samples: int) -> dict:
+    module = load_module(checkpoint).eval()
+    config_path = checkpoint.parent.parent / "config.yaml"
+    data = load_data(read_yaml(config_path), config_path, batch_size=100)
+    data.setup("test")
+    batches, seen = [], 0
+    for images, labels in data.test_dataloader():
+        batches.append((images, labels))
+        seen += len(images)
+        if seen >= test_images:
+            break
+    torch.manual_seed(0)
+    per_example = torch.cat(
+        [importance_weighted_log_likelihood(module.vae, as_unit(images), num_samples=samples) for images, _ in batches]
+    )[:test_images]
+    result = evaluate(module.vae, batches, num_samples=1)
+    ranking = None if result.kl_per_dim is None else torch.tensor(result.kl_per_dim)
+    grids = all_pictures(module.vae, as_unit(batches[0][0][:32]), ranking)
+    pictures = save_grids(grids, checkpoint.parent.parent / "pictures")
+    return {
+        "nll": float(-per_example.mean()),
+        "nll_se": float(per_example.std() / math.sqrt(len(per_example))),
+        "elbo": result.elbo,
+        "kl": result.kl,
+        "kl_per_layer": result.kl_per_layer,
+        "active_units": result.active_units_per_layer,
+        "parameters": sum(p.numel() for p in module.vae.parameters()),
+        "steps": int(torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]),
+        "pictures": [str(p) for p in pictures],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=15.0, help="wall time of each training run")
+    parser.add_argument("--test-images", type=int, default=1000)
+    parser.add_argument("--samples", type=int, default=1000, help="importance samples per test image")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/hierarchical"))
+    args = parser.parse_args()
+    rows = {}
+    for name, flags in (("single-layer", SINGLE), ("hierarchical", HIERARCHICAL)):
+        checkpoint, wall = train(name, flags, minutes=args.minutes, out=args.out)
+        numbers = score(checkpoint, test_images=args.test_images, samples=args.samples)
+        rows[name] = {"wall_s": wall, "checkpoint": str(checkpoint), **numbers}
+        print(json.dumps({name: rows[name]}, indent=1), flush=True)
+    (args.out / "results.json").write_text(json.dumps(rows, indent=1))
+    nll = f"test IW-NLL (K={args.samples}, {args.test_images} images)"
+    print(f"\n| model | parameters | steps | wall | {nll} | ELBO | KL per layer | active units |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, r in rows.items():
+        kl = ", ".join(f"{k} {v:.2f}" for k, v in r["kl_per_layer"].items())
+        au = ", ".join(f"{k} {v}" for k, v in r["active_units"].items())
+        print(
+            f"| {name} | {r['parameters']:,} | {r['steps']:,} | {r['wall_s'] / 60:.1f} min "
+            f"| {r['nll']:.2f} ± {r['nll_se']:.2f} | {r['elbo']:.2f} | {kl} | {au} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""The gradient guard: clipping, skipping above a fixed or an adaptive threshold, never stalling, state saved."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from vae.data import EmbeddedMNIST
+from vae.errors import ConfigError
+from vae.gradients import GradientGuard
+from vae.module import VAEModule
+from vae.nets import MLPNet
+
+
+def test_a_fixed_threshold_skips_above_it_and_clipping_caps_the_rest():
+    guard = GradientGuard(clip=5.0, skip=10.0)
+    decisions = [guard.decide(norm) for norm in (3.0, 7.0, 12.0, 9.0)]
+    assert [d.skip for d in decisions] == [False, False, True, False]
+    assert [d.clip_to for d in decisions] == [5.0, 5.0, 5.0, 5.0] and decisions[0].threshold == 10.0
+    assert int(guard.skipped) == 1 and int(guard.seen) == 4
+
+
+def test_no_threshold_stalls_training_even_when_every_norm_exceeds_it():
+    """VDVAE's fixed threshold skips every update once the norms outgrow it (vdvae issue 25): here at most
+    ``max_consecutive`` are skipped in a row, and the next is taken, clipped to the threshold."""
+    guard = GradientGuard(skip=1.0, max_consecutive=3)
+    decisions = [guard.decide(50.0) for _ in range(8)]
+    assert [d.skip for d in decisions] == [True, True, True, False, True, True, True, False]
+    assert decisions[3].clip_to == 1.0
+
+
+def test_the_adaptive_threshold_skips_a_spike_and_follows_a_lasting_rise():
+    guard = GradientGuard(skip="adaptive", factor=5.0, decay=0.9, warmup=10)
+    for _ in range(10):  # warm-up: nothing skipped, the average learns log 2
+        assert not guard.decide(2.0).skip
+    assert guard.threshold() == pytest.approx(10.0)
+    assert guard.decide(100.0).skip  # a spike, 50× the typical norm
+    assert not guard.decide(2.0).skip
+    # The norms rise 20-fold for good: a few updates are skipped, then the threshold has followed them.
+    skipped = [guard.decide(40.0).skip for _ in range(40)]
+    assert 0 < sum(skipped) <= 5 and not any(skipped[-30:])
+    assert guard.threshold() > 40.0
+
+
+def test_the_guard_state_survives_a_checkpoint():
+    guard = GradientGuard(skip="adaptive", warmup=2)
+    for norm in (1.0, 3.0, 300.0):
+        guard.decide(norm)
+    restored = GradientGuard(skip="adaptive", warmup=2)
+    restored.load_state_dict(guard.state_dict())
+    assert restored.threshold() == guard.threshold() and int(restored.skipped) == 1
+    assert math.isclose(float(restored.log_norm_average), float(guard.log_norm_average))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"clip": 0.0}, "grad_clip must be positive"),
+        ({"skip": -1.0}, "grad_skip must be"),
+        ({"skip": "auto"}, "grad_skip"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        GradientGuard(**kwargs)
+
+
+def test_skipped_updates_leave_the_weights_and_the_optimizer_alone(tmp_path):
+    """A threshold far below every norm: the first five updates are skipped (weights and Adam's state untouched),
+    the sixth is taken, clipped."""
+    torch.manual_seed(0)
+    module = VAEModule(latent_dim=4, network=MLPNet(hidden_dims=(16,)), grad_skip=1e-6)
+    before = {k: v.clone() for k, v in module.state_dict().items() if k.startswith("vae.")}
+    trainer = pl.Trainer(
+        max_steps=5,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, datamodule=EmbeddedMNIST(batch_size=64, binarize="static"))
+    assert int(module.guard.skipped) == 5
+    after = module.state_dict()
+    assert all(torch.equal(value, after[key]) for key, value in before.items())
+    assert not trainer.optimizers[0].state  # Adam never stepped
+    trainer = pl.Trainer(
+        max_steps=6,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, datamodule=EmbeddedMNIST(batch_size=64, binarize="static"))
+    moved = module.state_dict()
+    assert any(not torch.equal(value, moved[key]) for key, value in before.items())

@@ -1,0 +1,278 @@
+"""Hierarchical VAEs with top-down inference (LVAE, Sønderby et al. 2016; NVAE, Vahdat & Kautz 2020; VDVAE,
+Child 2021): L stochastic layers z_L (top) … z_1 (nearest the data), each a feature map at its own resolution
+(a vector is a 1×1 map).
+
+    generative   p(x, z) = p(z_L) Π_{l<L} p(z_l | z_>l) · p(x | z_1..L)
+    inference    q(z | x) = q(z_L | x) Π_{l<L} q(z_l | x, z_>l)
+    ELBO         E_q[log p(x|z)] − Σ_l E_q[D_KL(q(z_l | x, z_>l) ‖ p(z_l | z_>l))]
+
+A bottom-up pass over x computes features at every resolution; a top-down pass starts from a learned state
+and, layer by layer, computes p(z_l | z_>l) and q(z_l | x, z_>l) from the same state (``TopDownLatent``),
+draws z_l from q, and adds it to the state; the state, upsampled, is decoded to the likelihood's parameters.
+The top layer's prior is ``model.prior`` (N(0, I) by default; any prior of ``vae.priors``).
+
+Axes: b batch, k samples per example, c channels, h height, w width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import repeat
+from torch import Tensor, nn
+
+from vae.errors import ConfigError
+from vae.kl import KLEstimator
+from vae.latents import GaussianLatent, LatentSample, TopDownLatent, cell
+from vae.likelihoods import Likelihood
+from vae.model import LatentVariableModel, ModelOutput, as_unit
+from vae.nets import Architecture, GaussianMoments
+from vae.nets.common import full_precision
+from vae.nets.conv import down, up
+from vae.priors import Prior
+
+
+class ResBlock(nn.Module):
+    """h + conv3×3(SiLU(conv3×3(SiLU(h)))), the last convolution starting at zero (the block starts as identity)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.SiLU(), nn.Conv2d(width, width, 3, padding=1), nn.SiLU(), nn.Conv2d(width, width, 3, padding=1)
+        )
+        nn.init.zeros_(self.body[-1].weight)
+        nn.init.zeros_(self.body[-1].bias)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h + self.body(h)
+
+
+def blocks(width: int, count: int) -> nn.Sequential:
+    return nn.Sequential(*(ResBlock(width) for _ in range(count)))
+
+
+@dataclass(frozen=True)
+class TopDown(Architecture):
+    """A top-down hierarchical VAE, for ``model.network``.
+
+    latent_channels: the channels of each latent layer, top first (z_L … z_1); a layer at resolution 1 is a vector.
+    resolutions: each layer's height, top first, non-decreasing; each divides the working height (below).
+    width: the channels of the deterministic state, in both passes.
+    stem_channels: the stride-2 convolutions from the image to the working resolution, before the last one to
+        ``width``: a 28×28 image with ``(32,)`` is worked on at 7×7 (28 → 14 → 7), a 32×32 one with ``()`` at 16×16.
+    blocks: residual blocks after each layer in the top-down pass, and at each resolution in the bottom-up pass.
+    residual_normal: NVAE's posterior, a shift and scale of the prior: q = N(μ_p + Δμ, (σ_p·Δσ)²).
+
+    ``model.latent_dim`` does not apply (the layers' sizes are ``latent_channels``); ``model.prior`` is the top
+    layer's prior.
+    """
+
+    latent_channels: tuple[int, ...] = (32, 16, 8)
+    resolutions: tuple[int, ...] = (1, 1, 7)
+    width: int = 64
+    stem_channels: tuple[int, ...] = (32,)
+    blocks: int = 1
+    residual_normal: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.latent_channels or min(self.latent_channels) < 1:
+            raise ConfigError(f"TopDown latent_channels must be one or more positive sizes, got {self.latent_channels}")
+        if len(self.resolutions) != len(self.latent_channels):
+            raise ConfigError(
+                f"TopDown needs one resolution per latent layer: {len(self.latent_channels)} latent_channels, "
+                f"{len(self.resolutions)} resolutions"
+            )
+        if min(self.resolutions) < 1 or list(self.resolutions) != sorted(self.resolutions):
+            raise ConfigError(
+                f"TopDown resolutions must be positive and non-decreasing from the top, got {self.resolutions}"
+            )
+        if self.width < 1 or self.blocks < 0 or (self.stem_channels and min(self.stem_channels) < 1):
+            raise ConfigError("TopDown width and stem_channels must be positive, blocks 0 or more")
+
+    def working_shape(self, image_shape: tuple[int, int, int]) -> tuple[int, int]:
+        """(height, width) after the stem, or a one-line error naming the fix."""
+        _, height, width = image_shape
+        factor = 2 ** (len(self.stem_channels) + 1)
+        if height % factor or width % factor:
+            raise ConfigError(
+                f"TopDown with {len(self.stem_channels) + 1} stride-2 convolutions needs height and width divisible "
+                f"by {factor}, got {height}x{width}: change model.network.init_args.stem_channels"
+            )
+        h, w = height // factor, width // factor
+        for r in self.resolutions:
+            if h % r or w % (h // r):
+                raise ConfigError(
+                    f"TopDown resolution {r} does not divide the working size {h}x{w} ({height}x{width} images after "
+                    f"the stem): use divisors of {h}"
+                )
+        return h, w
+
+    def build(
+        self,
+        *,
+        image_shape: tuple[int, int, int],
+        latent_dim: int,
+        likelihood: Likelihood,
+        prior: Prior,
+        kl_estimator: KLEstimator,
+        kl_samples: int,
+    ) -> TopDownVAE:
+        if latent_dim != 16:
+            raise ConfigError(
+                f"model.latent_dim ({latent_dim}) does not apply to TopDown: its layers' sizes are "
+                "model.network.init_args.latent_channels"
+            )
+        return TopDownVAE(
+            architecture=self,
+            image_shape=image_shape,
+            likelihood=likelihood,
+            prior=prior,
+            kl_estimator=kl_estimator,
+            kl_samples=kl_samples,
+        )
+
+
+class TopDownVAE(LatentVariableModel):
+    """The model ``TopDown`` describes (see the module's docstring)."""
+
+    def __init__(
+        self,
+        *,
+        architecture: TopDown,
+        image_shape: tuple[int, int, int],
+        likelihood: Likelihood,
+        prior: Prior,
+        kl_estimator: KLEstimator = "auto",
+        kl_samples: int = 1,
+    ) -> None:
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        self.likelihood = likelihood
+        arch, width = architecture, architecture.width
+        height, breadth = arch.working_shape(self.image_shape)
+        self.aspect = breadth // height
+        self.resolutions = list(arch.resolutions)
+        # Bottom-up: the stem to the working resolution, then residual blocks at each resolution a layer uses.
+        sizes = [image_shape[0], *arch.stem_channels, width]
+        self.stem = nn.Sequential(*(m for a, b in zip(sizes[:-1], sizes[1:]) for m in (down(a, b), nn.SiLU())))
+        self.scales = sorted({height, *arch.resolutions}, reverse=True)
+        self.encoder_blocks = nn.ModuleList(blocks(width, arch.blocks) for _ in self.scales)
+        # Top-down: a learned initial state, the layers (top first), residual blocks after each, the output.
+        count, top = len(arch.latent_channels), arch.resolutions[0]
+        self.initial = nn.Parameter(torch.zeros(width, top, top * self.aspect))
+        names = [f"z{count - i}" for i in range(count)]
+        c_top = arch.latent_channels[0]
+        self.top = GaussianLatent(
+            name=names[0],
+            shape=(c_top, top, top * self.aspect),
+            head=cell(2 * width, 2 * c_top),
+            prior=prior,
+            image_shape=self.image_shape,
+            kl_estimator=kl_estimator,
+            kl_samples=kl_samples,
+        )
+        self.top_project = nn.Conv2d(c_top, width, kernel_size=1)
+        self.below = nn.ModuleList(
+            TopDownLatent(
+                name=name,
+                channels=channels,
+                width=width,
+                positions=resolution * resolution * self.aspect,
+                residual_normal=arch.residual_normal,
+                kl_estimator=kl_estimator,
+                kl_samples=kl_samples,
+            )
+            for name, channels, resolution in zip(names[1:], arch.latent_channels[1:], arch.resolutions[1:])
+        )
+        self.decoder_blocks = nn.ModuleList(blocks(width, arch.blocks) for _ in names)
+        self.final_blocks = blocks(width, arch.blocks)
+        out = [width, *arch.stem_channels[::-1], likelihood.param_channels(image_shape[0])]
+        ups: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(out[:-1], out[1:])):
+            ups += [up(a, b)] + ([nn.SiLU()] if i < len(out) - 2 else [])
+        self.output = nn.Sequential(*ups)
+        self.working = height
+        self.top.resolve(kl_estimator, self.top_posterior)
+
+    @property
+    def layers(self) -> list[GaussianLatent | TopDownLatent]:
+        return [self.top, *self.below]
+
+    def networks(self) -> list[nn.Module]:
+        return [self.stem, *self.encoder_blocks, *self.decoder_blocks, self.final_blocks, self.output]
+
+    def bottom_up(self, x: Tensor) -> dict[int, Tensor]:
+        """The encoder's features at every resolution used, (b, width, r, r·aspect) by resolution r."""
+        e, features = self.stem(x), {}
+        for scale, block in zip(self.scales, self.encoder_blocks):
+            if e.shape[-2] != scale:
+                e = F.adaptive_avg_pool2d(e, (scale, scale * self.aspect))
+            e = block(e)
+            features[scale] = e
+        return features
+
+    def resize(self, h: Tensor, resolution: int) -> Tensor:
+        if h.shape[-2] == resolution:
+            return h
+        return F.interpolate(h, size=(resolution, resolution * self.aspect), mode="nearest")
+
+    def start(self, n: int, features: Tensor | None = None) -> Tensor:
+        return repeat(self.initial, "c h w -> b c h w", b=n).to(features.dtype if features is not None else None)
+
+    def top_posterior(self, x: Tensor) -> GaussianMoments:
+        """q(z_L | x)'s moments, flattened (b, d): what a VampPrior on the top layer is made of."""
+        e = self.bottom_up(x)[self.resolutions[0]]
+        return self.top.moments(torch.cat([self.start(len(x), e), e], dim=1))
+
+    def decode_state(self, h: Tensor) -> Tensor:
+        """The likelihood's parameters from the last top-down state (float32 under autocast)."""
+        return full_precision(self.output(self.final_blocks(self.resize(h, self.working))))
+
+    def forward(self, x: Tensor, *, samples: int = 1) -> ModelOutput:
+        x = as_unit(x)
+        features = self.bottom_up(x)
+        if samples > 1:
+            features = {r: repeat(e, "b c h w -> (k b) c h w", k=samples) for r, e in features.items()}
+        e = features[self.resolutions[0]]
+        h = self.start(len(e), e)
+        top = self.top(torch.cat([h, e], dim=1), encode=self.top_posterior)
+        h = self.decoder_blocks[0](h + self.top_project(top.z.to(h.dtype)))
+        latents: dict[str, LatentSample] = {self.top.name: top}
+        for layer, resolution, block in zip(self.below, self.resolutions[1:], self.decoder_blocks[1:]):
+            h = self.resize(h, resolution)
+            latents[layer.name], h = layer(h, features[resolution])
+            h = block(h)
+        params = self.decode_state(h)
+        if samples > 1:
+            x = repeat(x, "b c h w -> (k b) c h w", k=samples)
+        return ModelOutput(log_px=self.likelihood.log_prob(params, x), latents=latents, params=params, samples=samples)
+
+    @torch.no_grad()
+    def generate(self, n: int, *, features: dict[int, Tensor] | None = None, keep: int = 0, temperature: float = 1.0):
+        """E[x|z] with the top ``keep`` layers at their posterior means given ``features`` and the rest drawn from
+        their priors with the spread scaled by ``temperature``."""
+        h = self.start(n)
+        if keep > 0 and features is not None:
+            e = features[self.resolutions[0]]
+            z = self.top.unflatten(self.top.moments(torch.cat([h, e], dim=1)).mean)
+        else:
+            z = self.top.sample_prior(n, encode=self.top_posterior, temperature=temperature)
+        h = self.decoder_blocks[0](h + self.top_project(z))
+        for index, (layer, resolution, block) in enumerate(
+            zip(self.below, self.resolutions[1:], self.decoder_blocks[1:])
+        ):
+            h = self.resize(h, resolution)
+            given = features[resolution] if features is not None and index + 1 < keep else None
+            h = block(layer.generate(h, given, temperature=temperature))
+        return self.likelihood.mean(self.decode_state(h))
+
+    @torch.no_grad()
+    def sample(self, n: int, *, temperature: float = 1.0) -> Tensor:
+        return self.generate(n, temperature=temperature)
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor, *, keep: int | None = None) -> Tensor:
+        keep = len(self.layers) if keep is None else keep
+        return self.generate(len(x), features=self.bottom_up(as_unit(x)), keep=keep)
