@@ -30,8 +30,8 @@ from vae.checkpoints import load_module
 from vae.config import read_yaml
 from vae.evaluate import load_data
 from vae.evaluation import evaluate, importance_weighted_log_likelihood
-from vae.model import as_unit
 from vae.pictures import all_pictures
+from vae.pixels import as_unit
 
 REPO = Path(__file__).resolve().parent.parent
 SINGLE = [
@@ -83,6 +83,7 @@ def score(checkpoint: Path, *, test_images: int, samples: int) -> dict:
     ranking = None if result.kl_per_dim is None else torch.tensor(result.kl_per_dim)
     grids = all_pictures(module.vae, as_unit(batches[0][0][:32]), ranking)
     pictures = save_grids(grids, checkpoint.parent.parent / "pictures")
+    torch.save(-per_example, checkpoint.parent.parent / "test_nll.pt")  # per image, for paired differences
     return {
         "nll": float(-per_example.mean()),
         "nll_se": float(per_example.std() / math.sqrt(len(per_example))),
@@ -102,14 +103,26 @@ def main() -> None:
     parser.add_argument("--test-images", type=int, default=1000)
     parser.add_argument("--samples", type=int, default=1000, help="importance samples per test image")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/hierarchical"))
+    parser.add_argument("--score-only", action="store_true", help="score the runs already in --out, no training")
     args = parser.parse_args()
     rows = {}
+    earlier = json.loads((args.out / "results.json").read_text()) if args.score_only else {}
     for name, flags in (("single-layer", SINGLE), ("hierarchical", HIERARCHICAL)):
-        checkpoint, wall = train(name, flags, minutes=args.minutes, out=args.out)
+        if args.score_only:
+            checkpoint, wall = Path(earlier[name]["checkpoint"]), earlier[name]["wall_s"]
+        else:
+            checkpoint, wall = train(name, flags, minutes=args.minutes, out=args.out)
         numbers = score(checkpoint, test_images=args.test_images, samples=args.samples)
         rows[name] = {"wall_s": wall, "checkpoint": str(checkpoint), **numbers}
         print(json.dumps({name: rows[name]}, indent=1), flush=True)
     (args.out / "results.json").write_text(json.dumps(rows, indent=1))
+    # The difference on the same test images, with the standard error of the paired differences.
+    single, hierarchical = (torch.load(args.out / name / "test_nll.pt") for name in rows)
+    difference = single - hierarchical
+    print(
+        f"single-layer − hierarchical test IW-NLL, paired over the same {len(difference)} images: "
+        f"{float(difference.mean()):.2f} ± {float(difference.std() / math.sqrt(len(difference))):.2f} nats"
+    )
     nll = f"test IW-NLL (K={args.samples}, {args.test_images} images)"
     print(f"\n| model | parameters | steps | wall | {nll} | ELBO | KL per layer | active units |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")

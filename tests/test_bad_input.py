@@ -58,7 +58,7 @@ def write_payloads(root: Path, run: Path) -> None:
     torch.save(Payload(root / "pwned"), root / "payload.pt")
     yamls = {
         "os_system.yaml": {"model": {"optimizer": spec("torch.os.system", command=TOUCH)}},
-        "popen.yaml": {"model": {"network": spec("vae.compare.subprocess.Popen", args=["touch", "pwned"])}},
+        "popen.yaml": {"model": {"network": spec("vae.tools.compare.subprocess.Popen", args=["touch", "pwned"])}},
         "torch_load.yaml": {"model": {"optimizer": spec("torch.load", f="payload.pt", weights_only=False)}},
         "import_module.yaml": {"data": spec("vae.cli.importlib.import_module", name="faults")},
         "pickle_loads.yaml": {"model": {"likelihood": spec("torch.serialization.pickle.loads", data="x")}},
@@ -178,7 +178,7 @@ CASES = {
     ),
     "config: subprocess through vae": (
         [*FIT, "--config", "popen.yaml"],
-        "vae.compare.subprocess.Popen is subprocess.Popen, which is not from a trusted module",
+        "vae.tools.compare.subprocess.Popen is subprocess.Popen, which is not from a trusted module",
     ),
     "config: torch.load of a pickle": (
         [*FIT, "--config", "torch_load.yaml"],
@@ -207,7 +207,7 @@ CASES = {
     ),
     "compare: a study that names os.system": (["compare", "--study", "evil_study.yaml"], "function posix.system"),
     "compare: a flag that names subprocess": (
-        ["compare", "--config", str(QUICKSTART), "--weighting", "a=vae.compare.subprocess.run(args=x)"],
+        ["compare", "--config", str(QUICKSTART), "--weighting", "a=vae.tools.compare.subprocess.run(args=x)"],
         "it is the function subprocess.run",
     ),
     # Files that are not what they should be.

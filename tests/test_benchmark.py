@@ -7,6 +7,7 @@ import json
 from conftest import QUICKSTART, run_vae
 
 TINY = ["--rounds", "2", "--steps", "6", "--window", "2", "--batch-size", "32", "--skip-large"]
+TINY += ["--hierarchical-steps", "6", "--hierarchical-window", "2"]
 IW = ["--iw-images", "3", "--iw-samples", "20", "--iw-batch-size", "2", "--iw-chunk", "7"]
 
 
@@ -22,6 +23,8 @@ def test_benchmark_runs_every_contender_and_writes_its_report(tmp_path, new_user
         assert len(row["windows"]) == 2 * 2  # 2 turns × (6 steps / 2 − the warm-up window)
         assert all(rate > 0 for rate in row["windows"]) and row["images_per_s"] > 0
     assert training["default conv VAE / bare PyTorch loop"]["vs_bare"] == 1.0
+    for path in ("ours (vae fit path)", "bare PyTorch loop"):  # the hierarchy's row: no pythae to compare with
+        assert len(training[f"hierarchical VAE (TopDown) / {path}"]["windows"]) == 2 * 2
     (eager,) = report["fast_config"]
     assert eager["images_per_epoch"] == 4000 and len(eager["epoch_seconds"]) == 2  # the embedded digits
     assert report["iw_images"] == 3 and report["iw_nll_examples_per_s"] > 0

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import QUICKSTART, REPO, new_user, run_vae
 
-from vae.wandb_offline import read_history
+from vae.tracking import read_history
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +155,7 @@ def test_help_and_print_config(tmp_path, offline_env):
 
 
 def test_wandb_goes_offline_only_without_credentials(tmp_path, monkeypatch):
-    from vae.wandb_offline import wandb_logged_in
+    from vae.tracking import wandb_logged_in
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))

@@ -9,9 +9,9 @@ import pytest
 import yaml
 from conftest import QUICKSTART, REPO, new_user, run_vae, vae_command
 
-from vae.compare import load_study, parse_weighting_flag, sweep_config
 from vae.errors import ConfigError
-from vae.wandb_offline import read_history
+from vae.tools.compare import load_study, parse_weighting_flag, sweep_config
+from vae.tracking import read_history
 
 TINY = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "6", "--trainer.log_every_n_steps", "1"]
 

@@ -6,7 +6,7 @@ import yaml
 from conftest import QUICKSTART, REPO
 from jsonargparse import ArgumentParser
 
-from vae.cli import cli
+from vae.cli import SECTIONS, cli
 from vae.config import check_classes
 from vae.data import ImageDataModule
 from vae.module import VAEModule
@@ -61,7 +61,7 @@ def test_every_shipped_config_and_documented_example_passes_the_trust_rules_and_
     with pytest.raises(SystemExit):
         cli(["fit", *args, "--print_config"])
     printed = yaml.safe_load(capsys.readouterr().out)
-    check_classes(printed)
+    check_classes(printed, SECTIONS)
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(ImageDataModule, "data", required=True)
     data = parser.instantiate(parser.parse_object({"data": printed["data"]})).data

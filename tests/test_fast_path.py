@@ -12,7 +12,6 @@ from vae.model import VAE
 from vae.module import VAEModule
 from vae.objectives import iwae_bound
 
-
 HIERARCHY = TopDown(latent_channels=(8, 4, 4), resolutions=(1, 7, 7), width=16, stem_channels=(8,))
 
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, new_user, run_vae
 from torch.distributions import kl_divergence
 
 from vae.checkpoints import load_module
@@ -20,6 +22,7 @@ from vae.likelihoods import Bernoulli
 from vae.module import VAEModule
 from vae.objectives import ELBO, balance
 from vae.priors import GaussianMixture, LearnedGaussian, StandardNormal, VampPrior
+from vae.tracking import read_history
 from vae.weighting import Constant, FreeBits, LinearWarmup
 
 DATA = Path(__file__).parent / "data"
@@ -143,6 +146,17 @@ def test_importance_weights_use_every_layer_and_tighten_the_bound():
     assert iwae > elbo
 
 
+def test_the_iwae_objective_trains_a_hierarchy_from_one_pass_with_k_samples():
+    module = VAEModule(image_shape=(1, 8, 8), network=SMALL, importance_samples=5)
+    out = module.vae(images(4), samples=module.objective.samples)
+    assert out.samples == 5 and out.log_px.shape == (20,)
+    loss = module.objective(out, step=0, training=True)
+    torch.testing.assert_close(loss.loss, -loss.terms["iwae"])
+    assert set(module.objective.term_names(module.vae.layer_names)) == set(loss.terms)
+    loss.loss.backward()
+    assert all(p.grad is not None for p in module.vae.parameters() if p.requires_grad)
+
+
 @torch.no_grad()
 def test_samples_at_temperatures_and_reconstructions_keeping_the_top_layers():
     model = small_model()
@@ -222,3 +236,70 @@ def test_a_checkpoint_written_before_the_latent_layers_loads_with_the_same_numbe
     torch.testing.assert_close(decoded, torch.tensor(expected["decoded_sum"]))
     torch.testing.assert_close(kl, torch.tensor(expected["kl"]))
     assert float(module.objective.weighting.multiplier) == pytest.approx(expected["geco_multiplier"])
+
+
+def test_a_short_hierarchical_fit_through_the_real_command_logs_every_layer(tmp_path):
+    """`vae fit --config configs/hvae_quickstart.yaml` as a new user runs it (no W&B key, no WANDB_MODE), for 4
+    steps: the W&B run file holds each layer's KL (summing to the total), active units, balancing coefficients and
+    the gradient norm; `vae evaluate` reports the KL of each layer."""
+    args = ["fit", "--config", str(REPO / "configs" / "hvae_quickstart.yaml"), "--trainer.max_epochs", "1"]
+    limits = [
+        "--trainer.limit_train_batches",
+        "4",
+        "--trainer.limit_val_batches",
+        "2",
+        "--trainer.log_every_n_steps",
+        "2",
+    ]
+    env = new_user(tmp_path / "home")
+    result = run_vae([*args, *limits, "--trainer.enable_progress_bar", "false"], cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_file,) = (tmp_path / "runs" / "wandb").glob("offline-run-*/run-*.wandb")
+    history = read_history(run_file)
+    layers = ("z3", "z2", "z1")
+    for key in ("train/grad_norm", *(f"{stage}/kl/{n}" for stage in ("train", "val") for n in layers)):
+        assert history.values(key), key
+    assert all(history.values(f"train/kl_balance/{n}") for n in layers)
+    assert all(history.values(f"val/active_units/{n}") for n in layers)
+    (val_kl,) = history.values("val/kl")
+    assert val_kl == pytest.approx(sum(history.values(f"val/kl/{n}")[0] for n in layers), rel=1e-5)
+    (run,) = (tmp_path / "runs" / "vae").iterdir()
+    evaluated = run_vae(
+        ["evaluate", str(run / "checkpoints" / "last.ckpt"), "--samples", "10", "--limit", "1", "--no-wandb"],
+        cwd=tmp_path,
+        env=env,
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "layer z1: KL, active units" in evaluated.stdout
+    (written,) = (run / "checkpoints").glob("last.test.k10*.json")
+    numbers = json.loads(written.read_text())
+    assert list(numbers["kl_per_layer"]) == list(layers)
+    assert sum(numbers["kl_per_layer"].values()) == pytest.approx(numbers["kl"])
+
+
+def test_training_resumes_from_a_checkpoint_written_before_the_latent_layers(tmp_path, offline_env):
+    """`vae fit --ckpt_path` on the previous version's checkpoint (its keys upgraded as it loads) continues it."""
+    run = tmp_path / "runs" / "old"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(DATA / "single-layer-v0.ckpt", run / "checkpoints" / "last.ckpt")
+    shutil.copy(DATA / "single-layer-v0.yaml", run / "config.yaml")
+    args = ["fit", "--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints" / "last.ckpt")]
+    args += ["--trainer.default_root_dir", str(run)]  # the run had no logger: its folder is the root dir
+    result = run_vae(
+        [
+            *args,
+            "--trainer.max_steps",
+            "5",
+            "--trainer.limit_val_batches",
+            "1",
+            "--trainer.enable_progress_bar",
+            "false",
+        ],
+        cwd=tmp_path,
+        env=offline_env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["global_step"] == 5 and "vae.latent.head.weight" in resumed["state_dict"]
+    assert "objective.weighting.multiplier" in resumed["state_dict"]  # GECO's state carried over
+    assert "grad_skip" not in result.stdout  # settings added since, at their defaults, are not reported as changes

@@ -6,7 +6,7 @@ import os
 import pytest
 from conftest import run_vae
 
-from vae.playground import (
+from vae.tools.playground import (
     FIGURES,
     fit_forward_and_reverse,
     maximum_likelihood_is_forward_kl,

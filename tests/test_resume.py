@@ -21,7 +21,7 @@ from conftest import QUICKSTART, REPO, run_vae, start_vae
 
 from vae.checkpoints import AtomicCheckpointIO, read_checkpoint
 from vae.errors import DataError
-from vae.wandb_offline import read_history, read_records
+from vae.tracking import read_history, read_records
 
 # 3 epochs of 6 steps on the embedded digits (dynamically binarized: the data draw noise too), deterministic.
 SHORT = ["--trainer.max_epochs", "3", "--trainer.limit_train_batches", "6", "--trainer.log_every_n_steps", "1"]

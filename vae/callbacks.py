@@ -13,24 +13,7 @@ from torchvision.utils import save_image
 
 from vae import pictures
 from vae.errors import ConfigError
-
-
-def run_dir(trainer: pl.Trainer) -> Path:
-    """The run's folder: where its checkpoints/, images/ and config.yaml live.
-
-    It is the folder Lightning's ModelCheckpoint puts ``checkpoints/`` in:
-    ``{save_dir}/{logger name}/{logger version}`` with a logger, ``default_root_dir`` without one.
-    """
-    if not trainer.loggers:
-        return Path(trainer.default_root_dir)
-    logger = trainer.loggers[0]
-    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
-    return Path(logger.save_dir or trainer.default_root_dir) / str(logger.name) / version
-
-
-def last_checkpoint_path(trainer: pl.Trainer) -> Path:
-    """``<run>/checkpoints/last.ckpt``: the run's latest state (``vae.checkpoints.LastCheckpoint``)."""
-    return run_dir(trainer) / "checkpoints" / "last.ckpt"
+from vae.runs import run_dir
 
 
 class ImageGrids(pl.Callback):

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import pickle
 import re
@@ -29,11 +30,10 @@ from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.trainer.states import RunningStage
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from vae.callbacks import last_checkpoint_path
 from vae.errors import ConfigError, DataError, UserError
 from vae.module import VAEModule
-from vae.runs import describe_write_failure, write_failure
-from vae.wandb_offline import flush_wandb, wandb_report, wandb_runs
+from vae.runs import describe_write_failure, last_checkpoint_path, write_failure
+from vae.tracking import flush_wandb, wandb_report, wandb_runs
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -271,7 +271,10 @@ def resume_changes(checkpoint: dict[str, Any], module: VAEModule, path: str | Pa
     saved = checkpoint.get("hyper_parameters")
     if not isinstance(saved, dict):
         raise DataError(f"{path} is not a vae fit checkpoint (it has no hyper_parameters)")
-    changed = changes(flatten(saved, "model"), flatten(dict(module.hparams), "model"))
+    # Settings added since the checkpoint was written, at their defaults, are what it trained with: no change.
+    defaults = {name: p.default for name, p in inspect.signature(VAEModule.__init__).parameters.items()}
+    current = {k: v for k, v in module.hparams.items() if k in saved or v != defaults.get(k)}
+    changed = changes(flatten(saved, "model"), flatten(current, "model"))
     for key, (old, new) in changed.items():
         if key.split(".")[1] in VAEModule.ARCHITECTURE and old is not None:
             raise ConfigError(

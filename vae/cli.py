@@ -28,7 +28,7 @@ from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveCon
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-from vae.callbacks import ImageGrids, last_checkpoint_path, run_dir
+from vae.callbacks import ImageGrids
 from vae.checkpoints import (
     AtomicCheckpointIO,
     ConfigOverCheckpoint,
@@ -42,18 +42,28 @@ from vae.checkpoints import (
     read_checkpoint,
     resume_changes,
 )
-from vae.config import check_classes, judge, read_yaml, trust_imports
+from vae.config import Sections, check_classes, judge, read_yaml, trust_imports
 from vae.data import EmbeddedMNIST, ImageDataModule
 from vae.errors import ConfigError, exit_with_error, user_error_in
 from vae.module import VAEModule
-from vae.runs import check_writable, config_path, describe_write_failure, is_rank_zero, lock_run, write_failure
-from vae.wandb_offline import check_wandb_mode, choose_wandb_mode, wandb_report
+from vae.runs import (
+    check_writable,
+    config_path,
+    describe_write_failure,
+    is_rank_zero,
+    last_checkpoint_path,
+    lock_run,
+    run_dir,
+    write_failure,
+)
+from vae.tracking import check_wandb_mode, choose_wandb_mode, wandb_report
 
+SECTIONS = Sections(model=VAEModule, data=ImageDataModule)  # what a config's model and data sections may name
 TOOLS = {
-    "kl-demo": "vae.playground",
+    "kl-demo": "vae.tools.playground",
     "evaluate": "vae.evaluate",
-    "compare": "vae.compare",
-    "benchmark": "vae.benchmark",
+    "compare": "vae.tools.compare",
+    "benchmark": "vae.tools.benchmark",
 }
 
 CHECKPOINT_DEFAULTS = {
@@ -118,7 +128,7 @@ def one_line(message: str) -> str:
     path = next((found.group(1) for pattern in patterns if (found := re.search(pattern, text))), "")
     if key and "." in path:  # a class path: judged by vae.config's rules, in their words
         try:
-            judge(key.group(1), path)
+            judge(key.group(1), path, SECTIONS)
         except ConfigError as error:
             return str(error)
     union = re.search(r'Parser key "([^"]+)":.*?Does not validate .*? Errors: - (.*?) Given value type:', text)
@@ -162,7 +172,7 @@ class VAECLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        check_classes(config.as_dict())
+        check_classes(config.as_dict(), SECTIONS)
         logger = config.trainer.logger
         if "WandbLogger" in str(getattr(logger, "class_path", "")):
             check_wandb_mode()

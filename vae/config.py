@@ -29,6 +29,7 @@ import importlib
 import inspect
 import os
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -124,38 +125,45 @@ def resolve_class(path: str, base: type | None, where: str) -> type:
     return check_class(import_trusted(path, where), base, where, path)
 
 
-def check_classes(config, where: str = "") -> None:
+@dataclass(frozen=True)
+class Sections:
+    """What a config's sections build, for judging the classes it names: ``model`` (its constructor's type hints
+    say what each ``model.<argument>`` may name) and ``data`` (the base every data module subclasses). The command
+    line gives them (``VAEModule`` and ``ImageDataModule``): this module sits below both."""
+
+    model: type
+    data: type
+
+
+def check_classes(config, sections: Sections, where: str = "") -> None:
     """Every class a parsed config names, judged on the object (``vae.config``): defined in a trusted module,
     a class (functions are refused wherever they appear), and of the kind its key expects."""
     if isinstance(config, dict):
         if isinstance(config.get("class_path"), str):
-            judge(where or "config", config["class_path"])
+            judge(where or "config", config["class_path"], sections)
         for key, value in config.items():
-            check_classes(value, f"{where}.{key}" if where else key)
+            check_classes(value, sections, f"{where}.{key}" if where else key)
     elif isinstance(config, list | tuple):
         for i, value in enumerate(config):
-            check_classes(value, f"{where}[{i}]")
+            check_classes(value, sections, f"{where}[{i}]")
     elif inspect.isclass(config) or inspect.isroutine(config) or isinstance(config, functools.partial):
-        judge(where, defined_at(config) or repr(config))
+        judge(where, defined_at(config) or repr(config), sections)
 
 
-def judge(key: str, path: str) -> type:
+def judge(key: str, path: str, sections: Sections) -> type:
     """The class ``path`` names, if a config may build it under ``key`` (else a one-line ConfigError)."""
-    return check_class(import_trusted(path, key), expected_base(key), key, path)
+    return check_class(import_trusted(path, key), expected_base(key, sections), key, path)
 
 
-def expected_base(key: str) -> type | None:
-    """The class a config key must name a subclass of: what ``VAEModule``'s argument is typed as (the return
-    type of a callable, for ``model.optimizer``), ``ImageDataModule`` for ``data``; None if no one kind."""
-    from vae.data import ImageDataModule  # imported here: they import this module
-    from vae.module import VAEModule
-
+def expected_base(key: str, sections: Sections) -> type | None:
+    """The class a config key must name a subclass of: what the model's argument is typed as (the return type of
+    a callable, for ``model.optimizer``), the data base for ``data``; None if no one kind."""
     if key == "data":
-        return ImageDataModule
+        return sections.data
     section, _, name = key.partition(".")
     if section != "model" or "." in name:
         return None
-    hint = typing.get_type_hints(VAEModule.__init__).get(name)
+    hint = typing.get_type_hints(sections.model.__init__).get(name)
     if typing.get_origin(hint) is collections.abc.Callable:
         hint = typing.get_args(hint)[-1]
     return hint if inspect.isclass(hint) else None

@@ -31,7 +31,7 @@ from vae.errors import ArgumentParser, ConfigError, UserError, exit_with_error, 
 from vae.evaluation import Evaluation, evaluate
 from vae.pictures import all_pictures
 from vae.runs import check_writable, describe_write_failure, unique_path
-from vae.wandb_offline import check_wandb_mode, choose_wandb_mode
+from vae.tracking import add_to_summary, check_wandb_mode, choose_wandb_mode
 
 
 def read_run_config(path: Path) -> dict:
@@ -61,27 +61,13 @@ def load_data(config: dict, source: Path, *, batch_size: int) -> ImageDataModule
 
 
 def log_to_wandb(config: dict, checkpoint: Path, result: Evaluation, images: dict[str, Path]) -> str | None:
-    """Add the numbers (and pictures) to the run's W&B summary; None if the run did not use W&B."""
-    logger = config.get("trainer", {}).get("logger") or {}
-    logger = logger[0] if isinstance(logger, list) else logger
-    if not isinstance(logger, dict) or "WandbLogger" not in str(logger.get("class_path", "")):
-        return None
-    check_wandb_mode()
-    import wandb
-
-    init = logger.get("init_args") or {}
-    run_id = run_id_of(checkpoint)
-    run = wandb.init(project=init.get("project"), id=run_id, resume="allow", dir=init.get("save_dir"))
-    prefix = f"eval/{result.split}"
+    """Add the numbers (and pictures) to the run's W&B summary under ``eval/<split>/``; None if the run did not
+    use W&B."""
     numbers = {k: v for k, v in asdict(result).items() if isinstance(v, int | float) and not isinstance(v, bool)}
     if len(result.kl_per_layer) > 1:  # a hierarchy: each layer's KL and active units
         numbers |= {f"kl/{name}": kl for name, kl in result.kl_per_layer.items()}
         numbers |= {f"active_units/{name}": n for name, n in result.active_units_per_layer.items()}
-    run.summary.update({f"{prefix}/{k}": v for k, v in numbers.items()})
-    if images:
-        run.log({f"{prefix}/images/{name}": wandb.Image(str(path)) for name, path in images.items()})
-    run.finish()
-    return run_id
+    return add_to_summary(config, run_id_of(checkpoint), numbers, images, prefix=f"eval/{result.split}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -19,7 +19,8 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from vae.errors import ConfigError
-from vae.model import LatentVariableModel, as_unit
+from vae.model import LatentVariableModel
+from vae.pixels import as_unit
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 

@@ -27,10 +27,11 @@ from vae.errors import ConfigError
 from vae.kl import KLEstimator
 from vae.latents import GaussianLatent, LatentSample, TopDownLatent, cell
 from vae.likelihoods import Likelihood
-from vae.model import LatentVariableModel, ModelOutput, as_unit
+from vae.model import LatentVariableModel, ModelOutput
 from vae.nets import Architecture, GaussianMoments
 from vae.nets.common import full_precision
 from vae.nets.conv import down, up
+from vae.pixels import as_unit
 from vae.priors import Prior
 
 

@@ -27,12 +27,8 @@ from vae.latents import GaussianLatent, KLParts, LatentSample
 from vae.likelihoods import Likelihood
 from vae.nets import Architecture, ConvNet, GaussianMoments, Network
 from vae.nets.common import full_precision
+from vae.pixels import as_unit
 from vae.priors import Prior, StandardNormal
-
-
-def as_unit(x: Tensor) -> Tensor:
-    """Images as floats in [0, 1]: uint8 pixels k become k/255, floats pass unchanged."""
-    return x.float() / 255.0 if x.dtype == torch.uint8 else x
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,6 @@ from pytorch_lightning.utilities import AttributeDict, rank_zero_warn
 from torch import Tensor
 from torchmetrics import MeanMetric
 
-from vae.callbacks import last_checkpoint_path
 from vae.config import build, build_optimizer, to_spec
 from vae.data import Batch
 from vae.errors import ConfigError, NonFiniteError
@@ -45,6 +44,7 @@ from vae.model import LatentVariableModel, build_model
 from vae.nets import Architecture, ConvNet
 from vae.objectives import objective_for
 from vae.priors import Prior, StandardNormal
+from vae.runs import last_checkpoint_path
 from vae.weighting import Constant, Weighting
 
 Stage = Literal["train", "val", "test"]
@@ -200,8 +200,17 @@ class VAEModule(pl.LightningModule):
                 network.compile()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Checkpoints written by earlier versions load: their keys are renamed to this layout (``upgrade``)."""
+        """Checkpoints written by earlier versions load: their keys are renamed to this layout (``upgrade``), and
+        the optimizer's state, kept by parameter position, follows the parameters to their new positions."""
+        saved = list(checkpoint["state_dict"])
         checkpoint["state_dict"] = self.upgrade(checkpoint["state_dict"])
+        names = [name for name, _ in self.named_parameters()]
+        renamed = self.upgrade(dict.fromkeys(saved))  # the saved keys, in their order, under today's names
+        before = [key for key in renamed if key in names]  # the parameters in the order the checkpoint has them
+        if before != names and sorted(before) == sorted(names):
+            moved = [before.index(name) for name in names]  # today's position i held the checkpoint's moved[i]
+            for state in checkpoint.get("optimizer_states", []):
+                state["state"] = {new: state["state"][old] for new, old in enumerate(moved) if old in state["state"]}
 
     def upgrade(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
         """A state dict of an earlier layout in this one: the model's renamed keys (``upgrade_state_dict``), the

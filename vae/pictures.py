@@ -25,7 +25,8 @@ from einops import rearrange, repeat
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from vae.model import VAE, LatentVariableModel, as_unit
+from vae.model import VAE, LatentVariableModel
+from vae.pixels import as_unit
 
 
 def grid(images: Tensor, nrow: int) -> Tensor:

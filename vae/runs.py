@@ -1,8 +1,9 @@
 """A run's folder and the files written into it.
 
-``<save_dir>/<project>/<run id>/`` holds a run's checkpoints, pictures and the config of every part of it:
-``config.yaml`` for the first ``vae fit``, then ``config-resume-1.yaml``, ``config-resume-2.yaml``, ... for
-each resumed part and ``config-test-1.yaml`` ... for each ``vae test`` of it; none is ever overwritten.
+``<save_dir>/<project>/<run id>/`` (``run_dir``) holds a run's checkpoints (``checkpoints/last.ckpt``, which is
+``last_checkpoint_path``, and ``checkpoints/best-epochNNN.ckpt``), pictures (``images/``) and the config of every
+part of it: ``config.yaml`` for the first ``vae fit``, then ``config-resume-1.yaml``, ``config-resume-2.yaml``,
+... for each resumed part and ``config-test-1.yaml`` ... for each ``vae test`` of it; none is ever overwritten.
 
 One process at a time works in a run folder: it holds an exclusive lock on ``<run>/.lock`` (``flock``, which
 the operating system releases when the process ends, however it ends), and a second ``vae fit --ckpt_path
@@ -18,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
+import pytorch_lightning as pl
+
 from vae.errors import ConfigError, UserError
 
 LOCK_NAME = ".lock"
@@ -25,6 +28,24 @@ _held: dict[Path, IO[str]] = {}  # the run folders this process holds, kept open
 
 # What a full or read-only disk raises while writing: the user's to fix, never a bug.
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+
+
+def run_dir(trainer: pl.Trainer) -> Path:
+    """The run's folder: where its checkpoints/, images/ and config.yaml live.
+
+    It is the folder Lightning's ModelCheckpoint puts ``checkpoints/`` in:
+    ``{save_dir}/{logger name}/{logger version}`` with a logger, ``default_root_dir`` without one.
+    """
+    if not trainer.loggers:
+        return Path(trainer.default_root_dir)
+    logger = trainer.loggers[0]
+    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+    return Path(logger.save_dir or trainer.default_root_dir) / str(logger.name) / version
+
+
+def last_checkpoint_path(trainer: pl.Trainer) -> Path:
+    """``<run>/checkpoints/last.ckpt``: the run's latest state (``vae.checkpoints.LastCheckpoint``)."""
+    return run_dir(trainer) / "checkpoints" / "last.ckpt"
 
 
 class RunInUse(UserError):

@@ -34,6 +34,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from vae.errors import ConfigError
+from vae.pixels import as_unit
 
 Batch = tuple[Tensor, Tensor]
 Binarize = Literal["none", "static", "dynamic"]
@@ -294,7 +295,7 @@ class ImageDataModule(pl.LightningDataModule, ABC):
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         images, labels = batch
-        return (images if self.pixels == "uint8" else images.float() / 255.0), labels
+        return (images if self.pixels == "uint8" else as_unit(images)), labels
 
 
 def as_tensor_split(split: Split, *, num_workers: int = 0, batch_size: int = 256) -> TensorSplit:

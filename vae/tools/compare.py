@@ -39,7 +39,7 @@ import yaml
 
 from vae.config import build, is_spec, load_yaml, read_yaml
 from vae.errors import ArgumentParser, ConfigError, UserError, exit_with_error
-from vae.wandb_offline import RunHistory, read_history
+from vae.tracking import RunHistory, read_history, run_file
 from vae.weighting import Weighting as WeightingModule
 
 Weighting = dict[str, object]  # {"class_path": ..., "init_args": {...}}
@@ -66,6 +66,7 @@ class RunResult:
     wall_time: float
     kl_per_dim: list[float]
     run_file: Path
+    kl_per_layer: dict[str, float] = field(default_factory=dict)  # a hierarchy's, by layer name
 
 
 FLAG = re.compile(r"^\s*([\w.\-]+)\s*=\s*([\w.]+)\s*\((.*)\)\s*$")
@@ -189,8 +190,8 @@ def run_one(study: Study, name: str, weighting: Weighting, out: Path, gpu: int |
     if code != 0:
         lines = log.read_text().strip().splitlines()
         raise UserError(f"run {name!r} failed (exit {code}): {lines[-1] if lines else 'no output'}; its log: {log}")
-    (run_file,) = (out / "runs" / "wandb").glob(f"*run-*-{run_id}/run-{run_id}.wandb")
-    return summarise(name, weighting, read_history(run_file), wall, run_file)
+    path = run_file(out / "runs", run_id)
+    return summarise(name, weighting, read_history(path), wall, path)
 
 
 def summarise(name: str, weighting: Weighting, history: RunHistory, wall: float, run_file: Path) -> RunResult:
@@ -201,6 +202,9 @@ def summarise(name: str, weighting: Weighting, history: RunHistory, wall: float,
         return float(values[-1])
 
     dims = sorted(k for k in history.series if k.startswith("val/kl_dim/"))
+    layers = sorted(  # z_L … z_1, by the layer's number
+        (k for k in history.series if k.startswith("val/kl/")), key=lambda k: -int(re.sub(r"\D", "", k) or 0)
+    )
     init_args = ", ".join(f"{k}={v}" for k, v in dict(weighting.get("init_args") or {}).items())
     return RunResult(
         name=name,
@@ -212,6 +216,7 @@ def summarise(name: str, weighting: Weighting, history: RunHistory, wall: float,
         wall_time=wall,
         kl_per_dim=[last(k) for k in dims],
         run_file=run_file,
+        kl_per_layer={k.removeprefix("val/kl/"): last(k) for k in layers},
     )
 
 
@@ -242,12 +247,16 @@ def write_tables(results: list[RunResult], out: Path) -> None:
         for r in results:
             row = asdict(r)
             writer.writerow([row[c] if isinstance(row[c], str) else f"{row[c]:.4f}" for c in COLUMNS])
+    layered = any(r.kl_per_layer for r in results)  # a hierarchy: each layer's KL too
     lines = [
-        "| run | weighting | recon (nats) | KL (nats) | ELBO (nats) | active units | wall time (s) |",
-        "|---|---|---|---|---|---|---|",
+        "| run | weighting | recon (nats) | KL (nats) | ELBO (nats) | active units | wall time (s) |"
+        + (" KL per layer (nats) |" if layered else ""),
+        "|---|---|---|---|---|---|---|" + ("---|" if layered else ""),
     ]
     for r in results:
         numbers = f"{r.recon:.2f} | {r.kl:.2f} | {r.elbo:.2f} | {r.active_units:.0f} | {r.wall_time:.0f}"
+        if layered:
+            numbers += " | " + ", ".join(f"{name} {kl:.2f}" for name, kl in r.kl_per_layer.items())
         lines.append(f"| {r.name} | `{r.weighting}` | {numbers} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
@@ -287,7 +296,15 @@ def plot(results: list[RunResult], out: Path, study: str) -> None:
     for r in results:
         if r.kl_per_dim:
             ax.plot(range(len(r.kl_per_dim)), sorted(r.kl_per_dim, reverse=True), marker="o", ms=3, label=r.name)
-    ax.set(xlabel="latent dimension (sorted by KL)", ylabel="KL (nats)", title=f"{study}: KL per latent dimension")
+        elif r.kl_per_layer:  # a hierarchy: one point per layer, from the top
+            ax.plot(
+                list(r.kl_per_layer), list(r.kl_per_layer.values()), marker="s", ms=4, label=f"{r.name} (per layer)"
+            )
+    ax.set(
+        xlabel="latent dimension (sorted by KL), or layer",
+        ylabel="KL (nats)",
+        title=f"{study}: KL per latent dimension",
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "kl_per_dimension.png", dpi=120)
@@ -330,7 +347,7 @@ def sweep_config(study: Study) -> dict:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = ArgumentParser(prog="vae compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, help="the base config every run starts from")
-    parser.add_argument("--study", type=Path, help="a YAML file listing the weightings (see vae/compare.py)")
+    parser.add_argument("--study", type=Path, help="a YAML file listing the weightings (see vae/tools/compare.py)")
     parser.add_argument("--weighting", action="append", default=[], help="NAME=Class(key=value, ...); repeatable")
     parser.add_argument("--name", help="the study's name (the W&B group); default: the study file's name")
     parser.add_argument("--out", type=Path, help="output folder (default: runs/compare/<name>); must be new or empty")

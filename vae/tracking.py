@@ -1,5 +1,7 @@
-"""W&B without a server: when to log offline (``choose_wandb_mode``), and reading a run file
-(``run-<id>.wandb``) back, e.g. of an offline run.
+"""Everything W&B, in one place: when to log offline (``choose_wandb_mode``, ``check_wandb_mode``), a run's
+loggers during training (``wandb_runs``, ``flush_wandb``, ``wandb_report``), adding numbers to a finished run's
+summary (``add_to_summary``), and reading a run file (``run-<id>.wandb``) back, e.g. of an offline run
+(``run_file``, ``read_history``).
 
 The file is a LevelDB-style log: a 7-byte header (":W&B", magic 0xBEE1, version), then records in
 32 KiB blocks, each record chunk with a 7-byte header (CRC32C, little-endian length, type) and a
@@ -122,6 +124,35 @@ def wandb_report(trainer) -> list[str]:
 BLOCK_SIZE = 32 * 1024
 HEADER_SIZE = 7
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+
+
+def add_to_summary(
+    config: dict, run_id: str | None, numbers: dict[str, float], images: dict[str, Path], *, prefix: str
+) -> str | None:
+    """Add ``numbers`` (and ``images``) under ``prefix/`` to the summary of the W&B run ``run_id`` that a run's
+    config logged to; None if its config has no W&B logger."""
+    logger = config.get("trainer", {}).get("logger") or {}
+    logger = logger[0] if isinstance(logger, list) else logger
+    if not isinstance(logger, dict) or "WandbLogger" not in str(logger.get("class_path", "")):
+        return None
+    check_wandb_mode()
+    import wandb
+
+    init = logger.get("init_args") or {}
+    run = wandb.init(project=init.get("project"), id=run_id, resume="allow", dir=init.get("save_dir"))
+    run.summary.update({f"{prefix}/{k}": v for k, v in numbers.items()})
+    if images:
+        run.log({f"{prefix}/images/{name}": wandb.Image(str(path)) for name, path in images.items()})
+    run.finish()
+    return run_id
+
+
+def run_file(save_dir: Path, run_id: str) -> Path:
+    """The ``run-<id>.wandb`` file of run ``run_id`` under a W&B ``save_dir`` (online or offline)."""
+    found = sorted(Path(save_dir, "wandb").glob(f"*run-*-{run_id}/run-{run_id}.wandb"))
+    if not found:
+        raise DataError(f"no W&B run file for run {run_id} under {Path(save_dir, 'wandb')}")
+    return found[-1]
 
 
 def read_records(path: str | Path) -> Iterator:

@@ -50,6 +50,7 @@ from vae.likelihoods import Bernoulli
 from vae.model import VAE, build_model
 from vae.module import VAEModule
 from vae.nets import ConvNet, Network
+from vae.pixels import as_unit
 from vae.priors import StandardNormal
 
 Rates = list[float] | None  # images/s of each timed window; None: the contender is not installed
@@ -209,7 +210,7 @@ def bare_loop(
         for index in torch.randperm(len(images), device=device).split(batch_size):
             if len(index) < batch_size or step >= steps:
                 continue
-            x = images[index].float() / 255.0
+            x = as_unit(images[index])
             out = vae(x)
             loss = (out.kl - out.log_px).mean()
             optimizer.zero_grad(set_to_none=True)
@@ -262,7 +263,7 @@ def pythae_rates(
 
         encoder, decoder = Encoder(), Decoder()
     model = PythaeVAE(config, encoder=encoder, decoder=decoder)
-    subset = images[: window * batch_size].float() / 255.0  # one window per epoch
+    subset = as_unit(images[: window * batch_size])  # one window per epoch
     epochs = max(3, steps // window)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = BaseTrainer(
@@ -350,7 +351,7 @@ def iw_rate(images: torch.Tensor, *, samples: int, device: str, count: int, batc
     """Examples/s of the importance-weighted log-likelihood at K = ``samples`` (the default model,
     float32, as ``vae evaluate`` computes it)."""
     vae = VAE(image_shape=(1, 28, 28), network=ConvNet(), likelihood=Bernoulli()).to(device).eval()
-    x = images[:count].to(device).float() / 255.0
+    x = as_unit(images[:count].to(device))
     with torch.no_grad():
         importance_weighted_log_likelihood(vae, x[:2], num_samples=100, chunk_size=100)  # warm-up
         synchronize()
