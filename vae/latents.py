@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from einops import rearrange, reduce
+from einops import rearrange, reduce, repeat
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal
 
@@ -196,7 +196,8 @@ class GaussianLatent(LatentLayer):
         and every output has K·b rows laid out "(k b)"."""
         moments = self.moments(h)
         if samples > 1:
-            moments = GaussianMoments(*(torch.cat([m] * samples) for m in (moments.mean, moments.logvar)))
+            mean, logvar = (repeat(m, "b d -> (k b) d", k=samples) for m in (moments.mean, moments.logvar))
+            moments = GaussianMoments(mean=mean, logvar=logvar)
         posterior, prior = moments.distribution(), self.prior(encode)
         reg = self.regularizer(posterior, prior)
         per_unit = None if reg.kl_per_dim is None else per_channel(self.unflatten(reg.kl_per_dim))
