@@ -44,7 +44,9 @@ def run(
     return {name: float(value) for name, value in trainer.callback_metrics.items() if value.numel() == 1}
 
 
-@pytest.mark.parametrize("hierarchical", [False, True], ids=["single-layer", "hierarchical"])
+@pytest.mark.parametrize(
+    "hierarchical", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["single-layer", "hierarchical"]
+)
 def test_validation_metrics_are_reduced_across_processes_exactly(hierarchical):
     """The same weights on one process and on two (333 images: 167 and 166 per process): the KL, per
     dimension, and the active units have no sampling noise, so they agree to float rounding (1e-5); recon and
