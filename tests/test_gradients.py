@@ -68,35 +68,31 @@ def test_bad_settings_are_one_line_errors(kwargs, message):
         GradientGuard(**kwargs)
 
 
+def fit(module: VAEModule, *, steps: int, root) -> pl.Trainer:
+    trainer = pl.Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=root,
+    )
+    trainer.fit(module, datamodule=EmbeddedMNIST(batch_size=64, binarize="static"))
+    return trainer
+
+
 def test_skipped_updates_leave_the_weights_and_the_optimizer_alone(tmp_path):
     """A threshold far below every norm: the first five updates are skipped (weights and Adam's state untouched),
     the sixth is taken, clipped."""
     torch.manual_seed(0)
     module = VAEModule(latent_dim=4, network=MLPNet(hidden_dims=(16,)), grad_skip=1e-6)
     before = {k: v.clone() for k, v in module.state_dict().items() if k.startswith("vae.")}
-    trainer = pl.Trainer(
-        max_steps=5,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(module, datamodule=EmbeddedMNIST(batch_size=64, binarize="static"))
+    trainer = fit(module, steps=5, root=tmp_path)
     assert int(module.guard.skipped) == 5
     after = module.state_dict()
     assert all(torch.equal(value, after[key]) for key, value in before.items())
     assert not trainer.optimizers[0].state  # Adam never stepped
-    trainer = pl.Trainer(
-        max_steps=6,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(module, datamodule=EmbeddedMNIST(batch_size=64, binarize="static"))
+    fit(module, steps=6, root=tmp_path)
     moved = module.state_dict()
     assert any(not torch.equal(value, moved[key]) for key, value in before.items())
