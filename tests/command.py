@@ -3,8 +3,8 @@
 The installed console script (``console=True``) starts a new interpreter that imports torch, Lightning and W&B:
 about 12 s on these 2 cores before the command does anything. Tests that run the command dozens of times (the
 bad-input table, the fault tests) run the same ``vae.cli.main`` on the same arguments, working folder and
-environment in a process forked from a server that has imported the package and W&B once (a fork server: a
-clean interpreter that ran no torch code, so forking it is safe), and end it as the interpreter would (its atexit
+environment in a process forked from a server that has imported the package once (a fork server: a clean
+interpreter that ran no torch code, so forking it is safe), and end it as the interpreter would (its atexit
 functions run: W&B finishes its run there).
 """
 
@@ -19,7 +19,8 @@ import tempfile
 from pathlib import Path
 
 _context = multiprocessing.get_context("forkserver")
-_context.set_forkserver_preload(["vae.cli", "wandb", "command"])
+# Not W&B: importing it makes its media folder (/tmp/...wandb-media), which the first child to exit removes.
+_context.set_forkserver_preload(["vae.cli", "command"])
 
 
 def vae_command() -> list[str]:

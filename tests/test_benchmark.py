@@ -23,6 +23,10 @@ def test_benchmark_runs_every_contender_and_writes_its_report(tmp_path, new_user
         assert len(row["windows"]) == 2 * 2  # 2 turns × (6 steps / 2 − the warm-up window)
         assert all(rate > 0 for rate in row["windows"]) and row["images_per_s"] > 0
     assert training["default conv VAE / bare PyTorch loop"]["vs_bare"] == 1.0
+    assert training["default conv VAE / bare PyTorch loop"]["vs_bare_range"] == [1.0, 1.0]
+    ours = training["default conv VAE / ours (vae fit path)"]
+    low, high = ours["vs_bare_range"]
+    assert 0 < low <= ours["vs_bare"] <= high  # the median of the two turns' ratios lies between them
     for path in ("ours (vae fit path)", "bare PyTorch loop"):  # the hierarchy's row: no pythae to compare with
         assert len(training[f"hierarchical VAE (TopDown) / {path}"]["windows"]) == 2 * 2
     (eager,) = report["fast_config"]
@@ -39,3 +43,10 @@ def test_benchmark_bad_settings_are_one_line_errors(tmp_path, offline_env):
         result = run_vae(["benchmark", *args], cwd=tmp_path, env=offline_env, timeout=120)
         assert result.returncode == 2 and message in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_paired_ratios_compare_each_turn_with_the_reference_turn_beside_it():
+    """Turn medians 2 and 4 against 2 and 8: ratios 1 and 0.5, so 0.75 (0.5–1); pooled medians would say 3/5."""
+    from vae.tools.benchmark import Paired
+
+    assert Paired.of([[1.0, 2.0, 3.0], [4.0, 4.0]], [[2.0, 2.0], [8.0]]) == Paired(0.75, 0.5, 1.0)

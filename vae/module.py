@@ -253,6 +253,10 @@ class VAEModule(pl.LightningModule):
         self.log(f"{stage}/elbo", elbo, prog_bar=True, **options)
         return loss
 
+    def on_fit_start(self) -> None:
+        # The parameters by name, listed once: walking the modules each step cost 0.6 ms on the CPU.
+        self.named_trainables = tuple(self.named_parameters())
+
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """The guards, once per optimizer step with one host sync: this step's loss terms and the gradients'
         total norm.
@@ -264,7 +268,7 @@ class VAEModule(pl.LightningModule):
         takes the same decision."""
         terms, self.step_terms = self.step_terms, {}
         values = [term.float().reshape(()) for term in terms.values()]
-        grads = {name: p.grad for name, p in self.named_parameters() if p.grad is not None}
+        grads = {name: p.grad for name, p in self.named_trainables if p.grad is not None}
         check_norm = self.trainer.precision != "16-mixed"  # 16-mixed: the gradient scaler skips inf steps
         norm = None
         if grads and (check_norm or self.guard.active):
@@ -303,7 +307,7 @@ class VAEModule(pl.LightningModule):
         if decision.skip:
             self.drop_gradients()
         elif decision.clip_to is not None:
-            torch.nn.utils.clip_grads_with_norm_(self.parameters(), decision.clip_to, norm)
+            torch.nn.utils.clip_grads_with_norm_([p for _, p in self.named_trainables], decision.clip_to, norm)
         if self.writes_train_metrics():
             logged = {"train/grad_norm": value}
             if decision.threshold is not None:

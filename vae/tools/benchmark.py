@@ -16,8 +16,9 @@ MNIST conv VAE (its home ground; pythae runs its own classes there), and the def
 
 The contenders take turns, ``--rounds`` times, so that a slow minute of a noisy machine falls on all of
 them; throughput is images/s over timed windows of ``--window`` steps after each run's warm-up window, and
-the table shows the median window. pythae's trainer has no step hooks, so its windows are whole epochs of a
-subset of the same size.
+the table shows the median window. "vs bare" is paired: each turn's median against the bare loop's turn
+beside it, the median of those ratios, with their range over the turns. pythae's trainer has no step hooks,
+so its windows are whole epochs of a subset of the same size.
 
 Also measured: whole training epochs of ``configs/fashion_mnist_fast.yaml`` through the ``vae`` command's
 own machinery, with and without ``torch.compile`` (its compile time reported on its own), and the
@@ -362,15 +363,31 @@ def iw_rate(images: torch.Tensor, *, samples: int, device: str, count: int, batc
     return len(x) / (time.perf_counter() - start)
 
 
-def take_turns(contenders: dict[str, Callable[[], Rates]], rounds: int) -> dict[str, Rates]:
-    """Run every contender ``rounds`` times, in turn, and pool each one's windows."""
-    pooled: dict[str, Rates] = {name: [] for name in contenders}
+def take_turns(contenders: dict[str, Callable[[], Rates]], rounds: int) -> dict[str, list[list[float]] | None]:
+    """Run every contender ``rounds`` times, in turn: each one's windows, turn by turn (None: not installed)."""
+    turns: dict[str, list[list[float]] | None] = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, run in contenders.items():
-            if pooled[name] is not None:
+            if turns[name] is not None:
                 found = run()
-                pooled[name] = None if found is None else pooled[name] + found
-    return pooled
+                turns[name] = None if found is None else [*turns[name], found]
+    return turns
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A contender against a reference, turn by turn: the median of the per-turn ratios of median images/s
+    (each turn against the reference's turn beside it, so a slow minute of the machine falls on both), and
+    their range over the turns."""
+
+    ratio: float
+    low: float
+    high: float
+
+    @staticmethod
+    def of(turns: list[list[float]], reference: list[list[float]]) -> Paired:
+        ratios = [statistics.median(a) / statistics.median(b) for a, b in zip(turns, reference)]
+        return Paired(statistics.median(ratios), min(ratios), max(ratios))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -385,6 +402,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--hierarchical-steps", type=int, default=40, help="steps per turn, hierarchical VAE (40)")
     parser.add_argument("--hierarchical-window", type=int, default=10)
     parser.add_argument("--skip-hierarchical", action="store_true", help="leave out the hierarchical VAE")
+    parser.add_argument(
+        "--skip-fast", action="store_true", help="leave out the fast path (bf16: slow on CPUs without bf16 units)"
+    )
     parser.add_argument("--fast-config", type=Path, default=Path("configs/fashion_mnist_fast.yaml"))
     parser.add_argument("--fast-epochs", type=int, default=2, help="epochs of the fast config (default 2; 0: skip)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile run of the fast config")
@@ -423,32 +443,39 @@ def main(argv: Sequence[str] | None = None) -> None:
         "training": {},
     }
     lines = [f"{name}, batch {args.batch_size}, {report['device_name']}; median of timed windows, {args.rounds} turns"]
-    lines.append(f"  {'path':<24} {'images/s':>10} {'vs bare':>8} {'vs pythae':>10}  windows")
+    lines.append("  vs bare, vs pythae: median over turns of each turn's ratio to theirs; range: lowest-highest")
+    lines.append(f"  {'path':<24} {'images/s':>10} {'vs bare':>8} {'range':>11} {'vs pythae':>10}  windows")
     for arch, (network, steps, window) in architectures.items():
         common = {"network": network, "steps": steps, "window": window, "device": args.device}
         contenders = {
             "ours (vae fit path)": partial(ours, data, **common),
-            "ours, fast path": partial(ours, data, fast=True, **common),
+            **({} if args.skip_fast else {"ours, fast path": partial(ours, data, fast=True, **common)}),
             "bare PyTorch loop": partial(bare_loop, train.images, batch_size=args.batch_size, **common),
             "pythae BaseTrainer": partial(pythae_rates, train.images, batch_size=args.batch_size, **common),
         }
-        results = take_turns(contenders, args.rounds)
-        medians = {path: statistics.median(values) for path, values in results.items() if values}
-        bare, pythae = medians["bare PyTorch loop"], medians.get("pythae BaseTrainer")
+        turns = take_turns(contenders, args.rounds)
+        bare, pythae = turns["bare PyTorch loop"], turns["pythae BaseTrainer"]
         lines.append(f"{arch}")
-        for path, values in results.items():
-            if not values:
+        for path, found in turns.items():
+            if not found:
                 lines.append(f"  {path:<24} {'(not installed, or no such model)':>10}")
                 continue
-            median = medians[path]
-            vs_pythae = median / pythae if pythae else float("nan")
+            windows = [rate for turn in found for rate in turn]
+            median = statistics.median(windows)
+            vs_bare = Paired.of(found, bare)
+            vs_pythae = Paired.of(found, pythae) if pythae else None
             report["training"][f"{arch} / {path}"] = {
                 "images_per_s": median,
-                "vs_bare": median / bare,
-                "vs_pythae": vs_pythae if pythae else None,
-                "windows": values,
+                "vs_bare": vs_bare.ratio,
+                "vs_bare_range": [vs_bare.low, vs_bare.high],
+                "vs_pythae": vs_pythae.ratio if vs_pythae else None,
+                "windows": windows,
             }
-            lines.append(f"  {path:<24} {median:>10,.0f} {median / bare:>7.2f}x {vs_pythae:>9.2f}x  {len(values)}")
+            pythae_text = f"{vs_pythae.ratio:>9.2f}x" if vs_pythae else f"{'-':>10}"
+            lines.append(
+                f"  {path:<24} {median:>10,.0f} {vs_bare.ratio:>7.2f}x {vs_bare.low:>6.2f}-{vs_bare.high:<5.2f}"
+                f"{pythae_text}  {len(windows)}"
+            )
 
     if args.fast_epochs:
         lines.append(f"{args.fast_config} ({args.fast_epochs} epochs; training batches, data included)")
