@@ -204,13 +204,45 @@ def test_the_module_logs_per_layer_metrics_through_a_real_trainer(tmp_path):
     [
         (dict(resolutions=(1, 2)), "one resolution per latent layer"),
         (dict(resolutions=(4, 2, 1)), "non-decreasing"),
-        (dict(resolutions=(1, 3, 4)), "resolution 3 does not divide"),
+        (dict(resolutions=(1, 1, 3)), "resolution 3 does not divide the working size"),
+        (dict(resolutions=(2, 3, 4)), "resolution 2 does not divide the next layer's, 3"),
         (dict(stem_channels=(8, 8, 8)), "divisible by 16"),
     ],
 )
 def test_architecture_errors_are_one_line(network, message):
     with pytest.raises(ConfigError, match=message):
         small_model(dataclasses.replace(SMALL, **network))
+
+
+@torch.no_grad()
+def test_resampling_between_resolutions_is_learned_not_pooled():
+    """A vector layer must see the whole map and write a spatial pattern into it. Going up from 1×1, two states'
+    difference varies over positions (nearest upsampling would copy one value to every position); going down to
+    1×1, a map and its mirror image, which have the same average, give different features (pooling would not)."""
+    model = small_model()
+    h = torch.randn(2, 8, 1, 1)
+    up = model.resize(h, 2)
+    assert up.shape == (2, 8, 2, 2)
+    difference = up[0] - up[1]
+    assert float(difference.flatten(1).std(dim=1).min()) > 1e-3  # per channel, across the four positions
+    e = torch.randn(1, 8, 2, 2)
+    mirrored = e.flip(-1)
+    torch.testing.assert_close(e.mean(dim=(-2, -1)), mirrored.mean(dim=(-2, -1)))
+    assert not torch.allclose(model.downsample[-1](e), model.downsample[-1](mirrored), atol=1e-4)
+
+
+def test_widths_per_resolution_set_the_state_at_each_resolution():
+    """``widths`` gives the state other channels at the resolutions it names (the vectors wider than the maps); the
+    resampling between resolutions changes the channels, and vector layers use 1×1 convolutions."""
+    model = small_model(dataclasses.replace(SMALL, widths={1: 12, 2: 10}))
+    out = model(images())
+    assert out.log_px.shape == (6,)
+    assert model.initial.shape == (12, 1, 1)
+    assert [layer.width for layer in model.below] == [10, 8]
+    assert model.below[0].prior_head[0].kernel_size == (3, 3)  # a 2×2 map
+    assert model.top.head[0].kernel_size == (1, 1)  # a vector
+    with pytest.raises(ConfigError, match="widths names resolution 3"):
+        small_model(dataclasses.replace(SMALL, widths={3: 16}))
 
 
 def test_latent_dim_does_not_apply_to_a_hierarchy():
@@ -236,6 +268,45 @@ def test_a_checkpoint_written_before_the_latent_layers_loads_with_the_same_numbe
     torch.testing.assert_close(decoded, torch.tensor(expected["decoded_sum"]))
     torch.testing.assert_close(kl, torch.tensor(expected["kl"]))
     assert float(module.objective.weighting.multiplier) == pytest.approx(expected["geco_multiplier"])
+
+
+def test_a_hierarchy_written_before_learned_resampling_loads_with_the_same_numbers_and_its_optimizer():
+    """tests/data/topdown-v0.ckpt was written (3 steps of hvae_quickstart at width 8) when TopDown pooled down and
+    upsampled by nearest neighbour between resolutions: it loads with the resampling weights that compute exactly
+    those, gives the numbers that version computed (tests/data/topdown-v0.json), and its Adam state loads into
+    today's optimizer, each saved moment on its parameter, the new resampling parameters without state."""
+    expected = json.loads((DATA / "topdown-v0.json").read_text())
+    module = load_module(DATA / "topdown-v0.ckpt").eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 1, 28, 28, generator=g).round()
+    with torch.no_grad():
+        top = module.vae.top_posterior(x)
+        reconstruction = module.vae.reconstruct(x).sum(dim=(1, 2, 3))
+        torch.manual_seed(0)
+        output = module.vae(x)
+    torch.testing.assert_close(top.mean, torch.tensor(expected["top_posterior_mean"]))
+    torch.testing.assert_close(reconstruction, torch.tensor(expected["reconstruction_sum"]))
+    torch.testing.assert_close(output.log_px, torch.tensor(expected["log_px"]))
+    for name, kl in expected["kl_per_layer"].items():
+        torch.testing.assert_close(output.latents[name].kl, torch.tensor(kl))
+
+    checkpoint = torch.load(DATA / "topdown-v0.ckpt", weights_only=True)
+    saved = checkpoint["optimizer_states"][0]["state"]
+    module.on_load_checkpoint(checkpoint)
+    optimizer = module.configure_optimizers()
+    optimizer.load_state_dict(checkpoint["optimizer_states"][0])
+    names = [name for name, _ in module.named_parameters()]
+    stem = optimizer.state[module.vae.stem[0].weight]
+    assert len(saved) == len(names) - 4  # the two resampling convolutions' weights and biases are new
+    assert any(torch.equal(stem["exp_avg"], state["exp_avg"]) for state in saved.values())
+    assert module.vae.downsample[0].weight not in optimizer.state
+    assert module.vae.upsample["7"].weight not in optimizer.state
+    module.train()
+    loss = module.objective(module.vae(x), step=0, training=True).loss
+    loss.backward()
+    optimizer.step()  # the saved moments have today's shapes (3×3 kernels on 1×1 maps are 1×1 now)
+    for parameter, state in optimizer.state.items():
+        assert state["exp_avg"].shape == parameter.shape
 
 
 def test_a_short_hierarchical_fit_through_the_real_command_logs_every_layer(tmp_path):

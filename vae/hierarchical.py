@@ -9,6 +9,9 @@ Child 2021): L stochastic layers z_L (top) … z_1 (nearest the data), each a fe
 A bottom-up pass over x computes features at every resolution; a top-down pass starts from a learned state
 and, layer by layer, computes p(z_l | z_>l) and q(z_l | x, z_>l) from the same state (``TopDownLatent``),
 draws z_l from q, and adds it to the state; the state, upsampled, is decoded to the likelihood's parameters.
+Between resolutions both passes resample with learned weights (``resample``): a stride-f convolution down and
+its transpose up, so that a vector layer sees the whole map and writes a spatial pattern into it, where pooling
+would see only the map's average and nearest upsampling could write only a constant.
 The top layer's prior is ``model.prior`` (N(0, I) by default; any prior of ``vae.priors``).
 
 Axes: b batch, k samples per example, c channels, h height, w width.
@@ -16,11 +19,11 @@ Axes: b batch, k samples per example, c channels, h height, w width.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
-from einops import repeat
+from einops import einsum, repeat
 from torch import Tensor, nn
 
 from vae.errors import ConfigError
@@ -36,12 +39,14 @@ from vae.priors import Prior
 
 
 class ResBlock(nn.Module):
-    """h + conv3×3(SiLU(conv3×3(SiLU(h)))), the last convolution starting at zero (the block starts as identity)."""
+    """h + conv(SiLU(conv(SiLU(h)))), k×k convolutions (3×3 on maps, 1×1 on vectors), the last starting at zero (the
+    block starts as identity)."""
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, kernel_size: int = 3) -> None:
         super().__init__()
+        k, pad = kernel_size, kernel_size // 2
         self.body = nn.Sequential(
-            nn.SiLU(), nn.Conv2d(width, width, 3, padding=1), nn.SiLU(), nn.Conv2d(width, width, 3, padding=1)
+            nn.SiLU(), nn.Conv2d(width, width, k, padding=pad), nn.SiLU(), nn.Conv2d(width, width, k, padding=pad)
         )
         nn.init.zeros_(self.body[-1].weight)
         nn.init.zeros_(self.body[-1].bias)
@@ -50,8 +55,15 @@ class ResBlock(nn.Module):
         return h + self.body(h)
 
 
-def blocks(width: int, count: int) -> nn.Sequential:
-    return nn.Sequential(*(ResBlock(width) for _ in range(count)))
+def blocks(width: int, count: int, kernel_size: int = 3) -> nn.Sequential:
+    return nn.Sequential(*(ResBlock(width, kernel_size) for _ in range(count)))
+
+
+def resample(c_in: int, c_out: int, factor: int, *, upward: bool) -> nn.Module:
+    """Learned resampling by an integer ``factor``: each f×f patch to one position (a stride-f convolution) or one
+    position to an f×f patch (its transpose). From or to 1×1 this is a dense layer over the whole map."""
+    kind = nn.ConvTranspose2d if upward else nn.Conv2d
+    return kind(c_in, c_out, kernel_size=factor, stride=factor)
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,8 @@ class TopDown(Architecture):
     latent_channels: the channels of each latent layer, top first (z_L … z_1); a layer at resolution 1 is a vector.
     resolutions: each layer's height, top first, non-decreasing; each divides the working height (below).
     width: the channels of the deterministic state, in both passes.
+    widths: other widths at the resolutions named, e.g. ``{1: 256}`` for vector layers wider than the maps (as
+        VDVAE's per-resolution widths); the resampling between resolutions changes the channels.
     stem_channels: the stride-2 convolutions from the image to the working resolution, before the last one to
         ``width``: a 28×28 image with ``(32,)`` is worked on at 7×7 (28 → 14 → 7), a 32×32 one with ``()`` at 16×16.
     blocks: residual blocks after each layer in the top-down pass, and at each resolution in the bottom-up pass.
@@ -73,6 +87,7 @@ class TopDown(Architecture):
     latent_channels: tuple[int, ...] = (32, 16, 8)
     resolutions: tuple[int, ...] = (1, 1, 7)
     width: int = 64
+    widths: dict[int, int] = field(default_factory=dict)
     stem_channels: tuple[int, ...] = (32,)
     blocks: int = 1
     residual_normal: bool = False
@@ -89,8 +104,16 @@ class TopDown(Architecture):
             raise ConfigError(
                 f"TopDown resolutions must be positive and non-decreasing from the top, got {self.resolutions}"
             )
+        for a, b in zip(self.resolutions[:-1], self.resolutions[1:]):
+            if b % a:
+                raise ConfigError(
+                    f"TopDown resolution {a} does not divide the next layer's, {b}: each layer's resolution must "
+                    f"divide the next one's, e.g. {self.resolutions[0]} and multiples of it"
+                )
         if self.width < 1 or self.blocks < 0 or (self.stem_channels and min(self.stem_channels) < 1):
             raise ConfigError("TopDown width and stem_channels must be positive, blocks 0 or more")
+        if self.widths and min(self.widths.values()) < 1:
+            raise ConfigError(f"TopDown widths must be positive, got {self.widths}")
 
     def working_shape(self, image_shape: tuple[int, int, int]) -> tuple[int, int]:
         """(height, width) after the stem, or a one-line error naming the fix."""
@@ -151,45 +174,64 @@ class TopDownVAE(LatentVariableModel):
         super().__init__()
         self.image_shape = tuple(image_shape)
         self.likelihood = likelihood
-        arch, width = architecture, architecture.width
+        arch = architecture
         height, breadth = arch.working_shape(self.image_shape)
         self.aspect = breadth // height
         self.resolutions = list(arch.resolutions)
+
+        def width(r: int) -> int:
+            return arch.widths.get(r, arch.width)
+
+        unused = sorted(set(arch.widths) - {height, *arch.resolutions})
+        if unused:
+            raise ConfigError(
+                f"TopDown widths names resolution {unused[0]}, which is in use neither by a layer nor as the working "
+                f"height: use the layers' resolutions {sorted(set(arch.resolutions))} or {height}"
+            )
+
+        def kernel(r: int) -> int:  # a 3×3 convolution on a 1×1 map uses only its centre
+            return 1 if r == 1 and self.aspect == 1 else 3
+
         # Bottom-up: the stem to the working resolution, then residual blocks at each resolution a layer uses.
-        sizes = [image_shape[0], *arch.stem_channels, width]
+        sizes = [image_shape[0], *arch.stem_channels, width(height)]
         self.stem = nn.Sequential(*(m for a, b in zip(sizes[:-1], sizes[1:]) for m in (down(a, b), nn.SiLU())))
         self.scales = sorted({height, *arch.resolutions}, reverse=True)
-        self.encoder_blocks = nn.ModuleList(blocks(width, arch.blocks) for _ in self.scales)
+        self.encoder_blocks = nn.ModuleList(blocks(width(s), arch.blocks, kernel(s)) for s in self.scales)
+        steps = list(zip(self.scales[:-1], self.scales[1:]))  # (larger, smaller), from the working resolution up
+        self.downsample = nn.ModuleList(resample(width(a), width(b), a // b, upward=False) for a, b in steps)
+        self.upsample = nn.ModuleDict({str(a): resample(width(b), width(a), a // b, upward=True) for a, b in steps})
         # Top-down: a learned initial state, the layers (top first), residual blocks after each, the output.
         count, top = len(arch.latent_channels), arch.resolutions[0]
-        self.initial = nn.Parameter(torch.zeros(width, top, top * self.aspect))
+        self.initial = nn.Parameter(torch.zeros(width(top), top, top * self.aspect))
         names = [f"z{count - i}" for i in range(count)]
         c_top = arch.latent_channels[0]
         self.top = GaussianLatent(
             name=names[0],
             shape=(c_top, top, top * self.aspect),
-            head=cell(2 * width, 2 * c_top),
+            head=cell(2 * width(top), 2 * c_top, kernel_size=kernel(top)),
             prior=prior,
             image_shape=self.image_shape,
             kl_estimator=kl_estimator,
             kl_samples=kl_samples,
         )
-        self.top_project = nn.Conv2d(c_top, width, kernel_size=1)
+        self.top_project = nn.Conv2d(c_top, width(top), kernel_size=1)
         self.below = nn.ModuleList(
             TopDownLatent(
                 name=name,
                 channels=channels,
-                width=width,
-                positions=resolution * resolution * self.aspect,
+                width=width(r),
+                positions=r * r * self.aspect,
                 residual_normal=arch.residual_normal,
                 kl_estimator=kl_estimator,
                 kl_samples=kl_samples,
+                prior_head=cell(width(r), 2 * channels + width(r), zero_last=True, kernel_size=kernel(r)),
+                posterior_head=cell(2 * width(r), 2 * channels, kernel_size=kernel(r)),
             )
-            for name, channels, resolution in zip(names[1:], arch.latent_channels[1:], arch.resolutions[1:])
+            for name, channels, r in zip(names[1:], arch.latent_channels[1:], arch.resolutions[1:])
         )
-        self.decoder_blocks = nn.ModuleList(blocks(width, arch.blocks) for _ in names)
-        self.final_blocks = blocks(width, arch.blocks)
-        out = [width, *arch.stem_channels[::-1], likelihood.param_channels(image_shape[0])]
+        self.decoder_blocks = nn.ModuleList(blocks(width(r), arch.blocks, kernel(r)) for r in self.resolutions)
+        self.final_blocks = blocks(width(height), arch.blocks)
+        out = [width(height), *arch.stem_channels[::-1], likelihood.param_channels(image_shape[0])]
         ups: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(out[:-1], out[1:])):
             ups += [up(a, b)] + ([nn.SiLU()] if i < len(out) - 2 else [])
@@ -197,27 +239,49 @@ class TopDownVAE(LatentVariableModel):
         self.working = height
         self.top.resolve(kl_estimator, self.top_posterior)
 
+    def upgrade_state_dict(self, state: Mapping[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
+        """A checkpoint written by an earlier TopDown, in today's layout, computing what it computed: its 3×3
+        convolutions on 1×1 maps become their centres (all a zero-padded 1×1 map ever met), and where the
+        resampling was not yet learned (average pooling down, nearest upsampling up) the weights that compute
+        exactly those: 1/f² on each channel's own f×f patch down, ones up, no bias."""
+        upgraded = dict(state)
+        for key, value in self.state_dict(prefix=prefix).items():  # 3×3 on a 1×1 map then, 1×1 now: its centre
+            saved = upgraded.get(key)
+            if saved is not None and saved.shape[-2:] == (3, 3) and value.shape[-2:] == (1, 1):
+                upgraded[key] = saved[..., 1:2, 1:2].clone()
+        if any(key.startswith(f"{prefix}downsample.") for key in state):
+            return upgraded
+        for kind in ("downsample", "upsample"):
+            for name, conv in getattr(self, kind).named_children():
+                f = conv.kernel_size[0]
+                eye = torch.eye(conv.in_channels, dtype=conv.weight.dtype)
+                patch = torch.full((f, f), 1.0 / f**2 if kind == "downsample" else 1.0, dtype=conv.weight.dtype)
+                upgraded[f"{prefix}{kind}.{name}.weight"] = einsum(eye, patch, "o i, h w -> o i h w")
+                upgraded[f"{prefix}{kind}.{name}.bias"] = torch.zeros_like(conv.bias)
+        return upgraded
+
     @property
     def layers(self) -> list[GaussianLatent | TopDownLatent]:
         return [self.top, *self.below]
 
     def networks(self) -> list[nn.Module]:
-        return [self.stem, *self.encoder_blocks, *self.decoder_blocks, self.final_blocks, self.output]
+        return [
+            self.stem, *self.encoder_blocks, *self.downsample, *self.upsample.values(), *self.decoder_blocks,
+            self.final_blocks, self.output,
+        ]  # fmt: skip
 
     def bottom_up(self, x: Tensor) -> dict[int, Tensor]:
         """The encoder's features at every resolution used, (b, width, r, r·aspect) by resolution r."""
-        e, features = self.stem(x), {}
-        for scale, block in zip(self.scales, self.encoder_blocks):
-            if e.shape[-2] != scale:
-                e = F.adaptive_avg_pool2d(e, (scale, scale * self.aspect))
-            e = block(e)
+        e = self.encoder_blocks[0](self.stem(x))
+        features = {self.scales[0]: e}
+        for scale, downsample, block in zip(self.scales[1:], self.downsample, self.encoder_blocks[1:]):
+            e = block(downsample(e))
             features[scale] = e
         return features
 
     def resize(self, h: Tensor, resolution: int) -> Tensor:
-        if h.shape[-2] == resolution:
-            return h
-        return F.interpolate(h, size=(resolution, resolution * self.aspect), mode="nearest")
+        """The top-down state at ``resolution``: itself, or upsampled from the next smaller resolution in use."""
+        return h if h.shape[-2] == resolution else self.upsample[str(resolution)](h)
 
     def start(self, n: int, features: Tensor | None = None) -> Tensor:
         return repeat(self.initial, "c h w -> b c h w", b=n).to(features.dtype if features is not None else None)

@@ -301,11 +301,13 @@ class TopDownLatent(LatentLayer):
         return h + self.project(z) + residual
 
 
-def cell(c_in: int, c_out: int, *, zero_last: bool = False) -> nn.Sequential:
-    """A small convolutional cell: 3×3 convolution to ``c_out``, SiLU, 1×1 convolution. ``zero_last`` starts the
-    output at zero (a prior head that begins as N(0, I) and adds nothing to the state)."""
+def cell(c_in: int, c_out: int, *, zero_last: bool = False, kernel_size: int = 3) -> nn.Sequential:
+    """A small convolutional cell: k×k convolution to ``c_out`` (3×3 on maps, 1×1 on vectors), SiLU, 1×1
+    convolution. ``zero_last`` starts the output at zero (a prior head that begins as N(0, I) and adds nothing to
+    the state)."""
     last = nn.Conv2d(c_out, c_out, kernel_size=1)
     if zero_last:
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
-    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel_size=3, padding=1), nn.SiLU(), last)
+    first = nn.Conv2d(c_in, c_out, kernel_size=kernel_size, padding=kernel_size // 2)
+    return nn.Sequential(first, nn.SiLU(), last)

@@ -201,16 +201,31 @@ class VAEModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Checkpoints written by earlier versions load: their keys are renamed to this layout (``upgrade``), and
-        the optimizer's state, kept by parameter position, follows the parameters to their new positions."""
+        the optimizer's state, kept by parameter position, follows the parameters to their new positions (a parameter
+        added since starts without state, as at the first step)."""
         saved = list(checkpoint["state_dict"])
         checkpoint["state_dict"] = self.upgrade(checkpoint["state_dict"])
         names = [name for name, _ in self.named_parameters()]
-        renamed = self.upgrade(dict.fromkeys(saved))  # the saved keys, in their order, under today's names
+        renamed = list(self.upgrade(dict.fromkeys(saved)))[: len(saved)]  # the saved keys under today's names
         before = [key for key in renamed if key in names]  # the parameters in the order the checkpoint has them
-        if before != names and sorted(before) == sorted(names):
-            moved = [before.index(name) for name in names]  # today's position i held the checkpoint's moved[i]
+        if before != names and set(before) <= set(names):
+            position = {name: i for i, name in enumerate(before)}  # a parameter added since has no state yet
             for state in checkpoint.get("optimizer_states", []):
-                state["state"] = {new: state["state"][old] for new, old in enumerate(moved) if old in state["state"]}
+                old = state["state"]
+                state["state"] = {
+                    new: old[position[name]]
+                    for new, name in enumerate(names)
+                    if name in position and position[name] in old
+                }
+                if len(state["param_groups"]) == 1:
+                    state["param_groups"][0]["params"] = list(range(len(names)))
+        shapes = [parameter.shape for _, parameter in self.named_parameters()]
+        for state in checkpoint.get("optimizer_states", []):  # a 3×3 kernel on a 1×1 map then, 1×1 now: its centre
+            for index, entry in state["state"].items():
+                if index < len(shapes) and shapes[index][-2:] == (1, 1):
+                    for key, value in entry.items():
+                        if isinstance(value, Tensor) and value.shape[-2:] == (3, 3):
+                            entry[key] = value[..., 1:2, 1:2].clone()
 
     def upgrade(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
         """A state dict of an earlier layout in this one: the model's renamed keys (``upgrade_state_dict``), the
