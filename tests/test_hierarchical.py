@@ -250,14 +250,19 @@ def test_latent_dim_does_not_apply_to_a_hierarchy():
         VAEModule(image_shape=(1, 8, 8), network=SMALL, latent_dim=8)
 
 
+def written_before(name: str) -> tuple[dict, VAEModule, torch.Tensor]:
+    """tests/data/<name>.json's numbers, <name>.ckpt loaded, and the three seeded images they were computed on."""
+    expected = json.loads((DATA / f"{name}.json").read_text())
+    module = load_module(DATA / f"{name}.ckpt").eval()
+    g = torch.Generator().manual_seed(0)
+    return expected, module, torch.rand(3, 1, 28, 28, generator=g).round()
+
+
 def test_a_checkpoint_written_before_the_latent_layers_loads_with_the_same_numbers():
     """tests/data/single-layer-v0.ckpt was written by the single-layer VAE before the posterior head and the prior
     moved into the latent layer (MLPNet, 2 latent dimensions, a learned Gaussian prior, GECO): it loads, and gives
     the numbers that version computed (tests/data/single-layer-v0.json)."""
-    expected = json.loads((DATA / "single-layer-v0.json").read_text())
-    module = load_module(DATA / "single-layer-v0.ckpt").eval()
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(3, 1, 28, 28, generator=g).round()
+    expected, module, x = written_before("single-layer-v0")
     with torch.no_grad():
         moments = module.vae.posterior(x)
         z = torch.tensor([[0.5, -1.0], [1.5, 0.25], [0.0, 0.0]])
@@ -275,10 +280,7 @@ def test_a_hierarchy_written_before_learned_resampling_loads_with_the_same_numbe
     upsampled by nearest neighbour between resolutions: it loads with the resampling weights that compute exactly
     those, gives the numbers that version computed (tests/data/topdown-v0.json), and its Adam state loads into
     today's optimizer, each saved moment on its parameter, the new resampling parameters without state."""
-    expected = json.loads((DATA / "topdown-v0.json").read_text())
-    module = load_module(DATA / "topdown-v0.ckpt").eval()
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(3, 1, 28, 28, generator=g).round()
+    expected, module, x = written_before("topdown-v0")
     with torch.no_grad():
         top = module.vae.top_posterior(x)
         reconstruction = module.vae.reconstruct(x).sum(dim=(1, 2, 3))

@@ -201,8 +201,8 @@ class VAEModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Checkpoints written by earlier versions load: their keys are renamed to this layout (``upgrade``), and
-        the optimizer's state, kept by parameter position, follows the parameters to their new positions (a parameter
-        added since starts without state, as at the first step)."""
+        the optimizer's state, kept by parameter position, follows the parameters to their new positions and
+        shapes (a parameter added since starts without state, as at the first step)."""
         saved = list(checkpoint["state_dict"])
         checkpoint["state_dict"] = self.upgrade(checkpoint["state_dict"])
         names = [name for name, _ in self.named_parameters()]
@@ -219,13 +219,13 @@ class VAEModule(pl.LightningModule):
                 }
                 if len(state["param_groups"]) == 1:
                     state["param_groups"][0]["params"] = list(range(len(names)))
-        shapes = [parameter.shape for _, parameter in self.named_parameters()]
-        for state in checkpoint.get("optimizer_states", []):  # a 3×3 kernel on a 1×1 map then, 1×1 now: its centre
-            for index, entry in state["state"].items():
-                if index < len(shapes) and shapes[index][-2:] == (1, 1):
-                    for key, value in entry.items():
-                        if isinstance(value, Tensor) and value.shape[-2:] == (3, 3):
-                            entry[key] = value[..., 1:2, 1:2].clone()
+        for state in checkpoint.get("optimizer_states", []):  # each moment changes as its parameter did
+            entries = {names[i]: entry for i, entry in state["state"].items() if i < len(names)}
+            for key in {key for entry in entries.values() for key in entry}:
+                moments = {n: e[key] for n, e in entries.items() if isinstance(e.get(key), Tensor) and e[key].ndim}
+                for name, value in self.upgrade(moments).items():
+                    if name in moments:
+                        entries[name][key] = value
 
     def upgrade(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
         """A state dict of an earlier layout in this one: the model's renamed keys (``upgrade_state_dict``), the
