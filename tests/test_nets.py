@@ -7,6 +7,7 @@ from torch import nn
 from vae.errors import ConfigError
 from vae.latents import GaussianLatent
 from vae.nets import LOGVAR_BOUND, ConvNet, MLPNet
+from vae.nets.conv import Conv, ConvTranspose
 from vae.priors import StandardNormal
 
 SHAPES = [(1, 28, 28), (3, 32, 32), (3, 64, 64)]
@@ -67,3 +68,41 @@ def test_log_variance_stays_bounded_on_extreme_inputs(network):
         logvar = latent.moments(encoder(torch.rand(3, 1, 28, 28) * scale)).logvar
         assert logvar.abs().max() <= LOGVAR_BOUND
         assert torch.isfinite(logvar.exp()).all()
+
+
+@pytest.mark.parametrize(
+    ("make", "reference", "shape", "dense"),
+    [
+        (lambda: Conv(6, 5, kernel_size=7, stride=7), nn.Conv2d, (3, 6, 7, 7), True),  # a map to a vector
+        (lambda: Conv(6, 5, kernel_size=1), nn.Conv2d, (3, 6, 1, 1), True),  # 1×1 on a vector
+        (lambda: Conv(6, 5, kernel_size=3, padding=1), nn.Conv2d, (3, 6, 1, 1), False),  # padded
+        (lambda: Conv(6, 5, kernel_size=2, stride=2), nn.Conv2d, (3, 6, 4, 6), False),  # a larger map
+        (lambda: ConvTranspose(6, 5, kernel_size=7, stride=7), nn.ConvTranspose2d, (3, 6, 1, 1), True),  # to a map
+        (lambda: ConvTranspose(6, 5, kernel_size=3, stride=3, bias=False), nn.ConvTranspose2d, (3, 6, 1, 1), True),
+        (lambda: ConvTranspose(6, 5, kernel_size=2, stride=2), nn.ConvTranspose2d, (3, 6, 1, 2), False),
+    ],
+)
+def test_convolutions_computed_as_dense_layers_give_the_convolutions_numbers(make, reference, shape, dense):
+    """Where the kernel covers the whole map, ``Conv``/``ConvTranspose`` compute the dense layer it is (no
+    convolution runs), elsewhere the convolution: the outputs and every gradient equal torch's convolution with
+    the same weights (float64, to 1e-12)."""
+    torch.manual_seed(0)
+    ours = make().double()
+    theirs = reference(
+        ours.in_channels, ours.out_channels, ours.kernel_size, stride=ours.stride, padding=ours.padding,
+        bias=ours.bias is not None,
+    ).double()  # fmt: skip
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    with torch.profiler.profile() as profile:
+        y_ours = ours(x)
+    ran_convolution = any(event.name == "aten::convolution" for event in profile.events())
+    assert ran_convolution is not dense
+    y_theirs = theirs(x)
+    assert y_ours.shape == y_theirs.shape
+    torch.testing.assert_close(y_ours, y_theirs, rtol=0, atol=1e-12)
+    weights = torch.randn_like(y_ours)
+    ours_grads = torch.autograd.grad((y_ours * weights).sum(), [x, *ours.parameters()])
+    theirs_grads = torch.autograd.grad((y_theirs * weights).sum(), [x, *theirs.parameters()])
+    for a, b in zip(ours_grads, theirs_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)

@@ -33,7 +33,7 @@ from vae.likelihoods import Likelihood
 from vae.model import LatentVariableModel, ModelOutput
 from vae.nets import Architecture, GaussianMoments
 from vae.nets.common import full_precision
-from vae.nets.conv import down, up
+from vae.nets.conv import Conv, ConvTranspose, down, up
 from vae.pixels import as_unit
 from vae.priors import Prior
 
@@ -46,7 +46,7 @@ class ResBlock(nn.Module):
         super().__init__()
         k, pad = kernel_size, kernel_size // 2
         self.body = nn.Sequential(
-            nn.SiLU(), nn.Conv2d(width, width, k, padding=pad), nn.SiLU(), nn.Conv2d(width, width, k, padding=pad)
+            nn.SiLU(), Conv(width, width, k, padding=pad), nn.SiLU(), Conv(width, width, k, padding=pad)
         )
         nn.init.zeros_(self.body[-1].weight)
         nn.init.zeros_(self.body[-1].bias)
@@ -62,7 +62,7 @@ def blocks(width: int, count: int, kernel_size: int = 3) -> nn.Sequential:
 def resample(c_in: int, c_out: int, factor: int, *, upward: bool) -> nn.Module:
     """Learned resampling by an integer ``factor``: each f×f patch to one position (a stride-f convolution) or one
     position to an f×f patch (its transpose). From or to 1×1 this is a dense layer over the whole map."""
-    kind = nn.ConvTranspose2d if upward else nn.Conv2d
+    kind = ConvTranspose if upward else Conv
     return kind(c_in, c_out, kernel_size=factor, stride=factor)
 
 
@@ -214,7 +214,7 @@ class TopDownVAE(LatentVariableModel):
             kl_estimator=kl_estimator,
             kl_samples=kl_samples,
         )
-        self.top_project = nn.Conv2d(c_top, width(top), kernel_size=1)
+        self.top_project = Conv(c_top, width(top), kernel_size=1)
         self.below = nn.ModuleList(
             TopDownLatent(
                 name=name,

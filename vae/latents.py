@@ -29,6 +29,7 @@ from torch.distributions import Distribution, Independent, Normal
 from vae.errors import ConfigError
 from vae.kl import Estimator, KLEstimator, KLRegularizer, resolve_estimator
 from vae.nets.common import LOGVAR_BOUND, GaussianMoments, full_precision, soft_clamp
+from vae.nets.conv import Conv
 from vae.priors import Encode, Prior
 
 
@@ -255,7 +256,7 @@ class TopDownLatent(LatentLayer):
         # The default cells (other maps of the same shapes may be given: linear ones make a linear-Gaussian model).
         self.prior_head = prior_head or cell(width, 2 * channels + width, zero_last=True)  # starts at N(0, I)
         self.posterior_head = posterior_head or cell(2 * width, 2 * channels)
-        self.project = project or nn.Conv2d(channels, width, kernel_size=1)
+        self.project = project or Conv(channels, width, kernel_size=1)
         self.kl_estimator: Estimator = "mc" if kl_estimator == "mc" else "analytic"
         self.regularizer = KLRegularizer(estimator=kl_estimator, num_samples=kl_samples)
 
@@ -305,9 +306,9 @@ def cell(c_in: int, c_out: int, *, zero_last: bool = False, kernel_size: int = 3
     """A small convolutional cell: k×k convolution to ``c_out`` (3×3 on maps, 1×1 on vectors), SiLU, 1×1
     convolution. ``zero_last`` starts the output at zero (a prior head that begins as N(0, I) and adds nothing to
     the state)."""
-    last = nn.Conv2d(c_out, c_out, kernel_size=1)
+    last = Conv(c_out, c_out, kernel_size=1)
     if zero_last:
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
-    first = nn.Conv2d(c_in, c_out, kernel_size=kernel_size, padding=kernel_size // 2)
+    first = Conv(c_in, c_out, kernel_size=kernel_size, padding=kernel_size // 2)
     return nn.Sequential(first, nn.SiLU(), last)
