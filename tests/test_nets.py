@@ -80,6 +80,8 @@ def test_log_variance_stays_bounded_on_extreme_inputs(network):
         (lambda: ConvTranspose(6, 5, kernel_size=7, stride=7), nn.ConvTranspose2d, (3, 6, 1, 1), True),  # to a map
         (lambda: ConvTranspose(6, 5, kernel_size=3, stride=3, bias=False), nn.ConvTranspose2d, (3, 6, 1, 1), True),
         (lambda: ConvTranspose(6, 5, kernel_size=2, stride=2), nn.ConvTranspose2d, (3, 6, 1, 2), False),
+        (lambda: ConvTranspose(6, 5, kernel_size=3, dilation=2), nn.ConvTranspose2d, (3, 6, 1, 1), False),
+        (lambda: ConvTranspose(6, 5, 2, stride=3, output_padding=1), nn.ConvTranspose2d, (3, 6, 1, 1), False),
     ],
 )
 def test_convolutions_computed_as_dense_layers_give_the_convolutions_numbers(make, reference, shape, dense):
@@ -90,7 +92,8 @@ def test_convolutions_computed_as_dense_layers_give_the_convolutions_numbers(mak
     ours = make().double()
     theirs = reference(
         ours.in_channels, ours.out_channels, ours.kernel_size, stride=ours.stride, padding=ours.padding,
-        bias=ours.bias is not None,
+        dilation=ours.dilation, bias=ours.bias is not None,
+        **({"output_padding": ours.output_padding} if reference is nn.ConvTranspose2d else {}),
     ).double()  # fmt: skip
     theirs.load_state_dict(ours.state_dict())
     x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)

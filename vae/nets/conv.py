@@ -36,7 +36,8 @@ class ConvTranspose(nn.ConvTranspose2d):
     spread over an f×f map), as ``Conv``."""
 
     def forward(self, h: Tensor, output_size: list[int] | None = None) -> Tensor:
-        if tuple(h.shape[-2:]) != (1, 1) or output_size is not None or self.padding != (0, 0) or self.groups != 1:
+        plain = self.padding == self.output_padding == (0, 0) and self.dilation == (1, 1) and self.groups == 1
+        if tuple(h.shape[-2:]) != (1, 1) or output_size is not None or not plain:
             return super().forward(h, output_size)
         weight = rearrange(self.weight, "i o h w -> (o h w) i")
         flat = F.linear(rearrange(h, "b i 1 1 -> b i"), weight)
