@@ -28,6 +28,7 @@ import functools
 import importlib
 import inspect
 import os
+import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +167,9 @@ def expected_base(key: str, sections: Sections) -> type | None:
     hint = typing.get_type_hints(sections.model.__init__).get(name)
     if typing.get_origin(hint) is collections.abc.Callable:
         hint = typing.get_args(hint)[-1]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # an optional class: X | None
+        classes = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        hint = classes[0] if len(classes) == 1 else None
     return hint if inspect.isclass(hint) else None
 
 

@@ -102,6 +102,19 @@ class KLParts:
         )
 
 
+def diagonal_normal(d: Distribution) -> Normal | None:
+    """The Normal of a diagonal Gaussian with one event dimension (its batch of means and scales), else None."""
+    if isinstance(d, Independent) and isinstance(d.base_dist, Normal) and len(d.event_shape) == 1:
+        return d.base_dist
+    return None
+
+
+def splittable(posterior: Distribution, prior: Distribution) -> bool:
+    """Whether a layer's KL splits into mutual information, total correlation and dimension-wise KL
+    (``vae.decomposition``): a diagonal Gaussian posterior against one unconditional diagonal Gaussian prior."""
+    return diagonal_normal(posterior) is not None and diagonal_normal(prior) is not None and prior.batch_shape == ()
+
+
 def diagonal_gaussian(mean: Tensor, log_std: Tensor, event_dims: int) -> Independent:
     """N(mean, diag exp(log_std)²) over the last ``event_dims`` axes, in float32 under autocast."""
     scale = full_precision(log_std).exp()
@@ -126,6 +139,7 @@ class LatentLayer(nn.Module):
     units: int
     positions: int
     kl_estimator: Estimator
+    kl_splits: bool = False  # whether its KL splits (``splittable``): a diagonal Gaussian, unconditional prior
 
 
 class GaussianLatent(LatentLayer):
@@ -164,6 +178,7 @@ class GaussianLatent(LatentLayer):
         zeros = torch.zeros(1, self.dim)
         with torch.no_grad():
             posterior, prior = GaussianMoments(zeros, zeros).distribution(), self.prior(encode)
+        self.kl_splits = splittable(posterior, prior)
         try:
             self.kl_estimator = resolve_estimator(posterior, prior, estimator)
         except ConfigError as error:

@@ -35,6 +35,7 @@ from torchmetrics import MeanMetric
 
 from vae.config import build, build_optimizer, to_spec
 from vae.data import Batch
+from vae.data.base import dataset_size
 from vae.errors import ConfigError, NonFiniteError
 from vae.evaluation import LatentStatistics
 from vae.gradients import GradientGuard, SkipSetting
@@ -42,7 +43,8 @@ from vae.kl import KLEstimator
 from vae.likelihoods import Bernoulli, Likelihood
 from vae.model import LatentVariableModel, build_model
 from vae.nets import Architecture, ConvNet
-from vae.objectives import objective_for
+from vae.objectives import KLSplitSetting, objective_for
+from vae.penalties import Penalty
 from vae.priors import Prior, StandardNormal
 from vae.runs import last_checkpoint_path
 from vae.weighting import Constant, Weighting
@@ -73,6 +75,11 @@ class VAEModule(pl.LightningModule):
         as ``{stage}/iwae`` beside the ELBO's terms from the same samples); 1 is the (weighted) ELBO.
     kl_balancing_steps: NVAE's KL balancing across the layers of a hierarchy for the first this many steps
         (``vae.objectives.balance``); 0 is off.
+    penalty: a disentangling penalty on the top latent layer (``vae.penalties``): ``BetaTCVAE``, ``FactorVAE``,
+        ``DIPVAE``; None is none. It adds to the weighting's loss, so it composes with every weighting.
+    kl_split: the estimator of the top layer's KL split into mutual information, total correlation and
+        dimension-wise KL (``vae.decomposition``), logged at validation and test as ``{stage}/kl_split/{mi,tc,dwkl}``
+        and weighed by ``BetaTCVAE``: "mss" (minibatch-stratified sampling), "mws" (minibatch-weighted), or "off".
     grad_clip: clip the gradients' total norm to this value; None is off.
     grad_skip: skip updates whose gradient norm exceeds this value (VDVAE), or "adaptive" (a threshold that
         follows the norms and cannot stall training, ``vae.gradients``); None is off.
@@ -103,6 +110,8 @@ class VAEModule(pl.LightningModule):
         weighting: Weighting = lazy_instance(Constant, beta=1.0),
         importance_samples: int = 1,
         kl_balancing_steps: int = 0,
+        penalty: Penalty | None = None,
+        kl_split: KLSplitSetting = "mss",
         grad_clip: float | None = None,
         grad_skip: SkipSetting = None,
         channels_last: bool = False,
@@ -116,12 +125,10 @@ class VAEModule(pl.LightningModule):
         likelihood = build(concrete(likelihood), Likelihood, "model.likelihood")
         prior = build(concrete(prior), Prior, "model.prior")
         weighting = build(concrete(weighting), Weighting, "model.weighting")
+        penalty = None if penalty is None else build(concrete(penalty), Penalty, "model.penalty")
         optimizer = build_optimizer(optimizer)
         if nonfinite not in ("stop", "skip"):
             raise ConfigError(f"model.nonfinite must be 'stop' or 'skip', got {nonfinite!r}")
-        self.objective = objective_for(
-            weighting=weighting, importance_samples=importance_samples, kl_balancing_steps=kl_balancing_steps
-        )
         self.guard = GradientGuard(clip=grad_clip, skip=grad_skip)
         # Recorded as plain data (specs), so that a checkpoint loads with weights_only=True (vae.config).
         self.save_hyperparameters(
@@ -136,6 +143,8 @@ class VAEModule(pl.LightningModule):
                 "weighting": to_spec(weighting),
                 "importance_samples": importance_samples,
                 "kl_balancing_steps": kl_balancing_steps,
+                "penalty": None if penalty is None else to_spec(penalty),
+                "kl_split": kl_split,
                 "grad_clip": grad_clip,
                 "grad_skip": grad_skip,
                 "channels_last": channels_last,
@@ -168,6 +177,19 @@ class VAEModule(pl.LightningModule):
                 f"the model would have {count:,} parameters ({count * 4 / 2**30:,.1f} GiB in float32), more than "
                 f"fits in memory here: make model.latent_dim ({latent_dim}) or the network smaller"
             ) from error
+        top = self.vae.layers[0]
+        if penalty is not None and penalty.build(units=1).needs_split and not top.kl_splits:
+            raise ConfigError(
+                f"{type(penalty).__name__} weighs the KL split of the top latent layer, which needs a diagonal "
+                "Gaussian prior on it (StandardNormal or LearnedGaussian), not a mixture or the VampPrior"
+            )
+        self.objective = objective_for(
+            weighting=weighting,
+            importance_samples=importance_samples,
+            kl_balancing_steps=kl_balancing_steps,
+            penalty=None if penalty is None else penalty.build(units=top.units * top.positions),
+            kl_split=kl_split,
+        )
         self.latent_stats = torch.nn.ModuleDict(
             {
                 stage: torch.nn.ModuleDict(
@@ -181,7 +203,7 @@ class VAEModule(pl.LightningModule):
         )
         # Val/test means weighted by batch size and reduced over processes by torchmetrics (sums of values and
         # of weights): Lightning's own mean reduction averages the per-process image counts as integers.
-        names = self.objective.term_names(self.vae.layer_names)
+        names = self.objective.term_names(self.vae.layer_names, splittable=top.kl_splits)
         self.epoch_means = torch.nn.ModuleDict(
             {stage: torch.nn.ModuleDict({name: MeanMetric() for name in names}) for stage in ("val", "test")}
         )
@@ -241,7 +263,9 @@ class VAEModule(pl.LightningModule):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         out = self.vae(x, samples=self.objective.samples)
-        result = self.objective(out, step=self.global_step, training=stage == "train")
+        result = self.objective(
+            out, step=self.global_step, training=stage == "train", dataset_size=self.dataset_size(stage)
+        )
         metrics = dict(result.terms)
         # Train metrics on the steps Lightning writes to the loggers, val/test once per epoch over the split
         # (all reduced over the processes under DDP); the ELBO also in the progress bar.
@@ -267,6 +291,18 @@ class VAEModule(pl.LightningModule):
         self.log_dict({f"{stage}/{name}": value for name, value in metrics.items()}, **options)
         self.log(f"{stage}/elbo", elbo, prog_bar=True, **options)
         return loss
+
+    def dataset_size(self, stage: Stage) -> int | None:
+        """The number of examples in the split a stage runs over (for the KL split), if a trainer serves it."""
+        trainer = self._trainer
+        if trainer is None:
+            return None
+        try:
+            loaders = {"train": lambda: trainer.train_dataloader, "val": lambda: trainer.val_dataloaders}
+            loaders["test"] = lambda: trainer.test_dataloaders
+            return dataset_size(loaders[stage]())
+        except (AttributeError, RuntimeError):
+            return None
 
     def on_fit_start(self) -> None:
         # The parameters by name, listed once: walking the modules each step cost 0.6 ms on the CPU.
@@ -374,4 +410,11 @@ class VAEModule(pl.LightningModule):
         self._log_latent_stats("test")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer(self.parameters())
+        """The optimizer over every parameter; parameters with settings of their own (FactorVAE's discriminator)
+        are a parameter group of it with those settings."""
+        groups = self.objective.penalty.optimizer_groups() if self.objective.penalty is not None else []
+        if not groups:
+            return self.optimizer(self.parameters())
+        own = {id(p) for group in groups for p in group["params"]}
+        rest = [p for p in self.parameters() if id(p) not in own]
+        return self.optimizer([{"params": rest}, *groups])

@@ -14,9 +14,12 @@ Terms logged under ``{stage}/<name>``, in nats per example (summed over pixels a
     elbo       −recon − kl, unweighted (higher is better)
     loss       what is minimised
     iwae       the IWAE bound (the ``IWAE`` objective)
+    kl_split/{mi,tc,dwkl}   the top layer's KL split (``vae.decomposition``), at validation and test, and at training
+               steps when a penalty needs it; for a top layer with a diagonal Gaussian prior
+    ...        what a penalty adds (``vae.penalties``: FactorVAE's ``factor_vae/tc``, DIP-VAE's ``dip/...``)
 
-and, for training steps, the weights beside them: ``kl_weight``, what the weighting adds (``capacity``, ...), and
-``kl_balance/<layer>`` while KL balancing is on.
+and, for training steps, the weights beside them: ``kl_weight``, what the weighting adds (``capacity``, ...),
+``kl_balance/<layer>`` while KL balancing is on, and a penalty's weights.
 """
 
 from __future__ import annotations
@@ -25,13 +28,17 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
+from vae.decomposition import NAMES as SPLIT_NAMES
+from vae.decomposition import KLSplit, SplitEstimator, check_estimator, kl_split
 from vae.errors import ConfigError
-from vae.latents import KLParts
+from vae.latents import KLParts, splittable
 from vae.model import ModelOutput
+from vae.penalties import PenaltyModule
 from vae.weighting import Constant, Weighting
 
 
@@ -89,19 +96,49 @@ def raw_terms(out: ModelOutput) -> dict[str, Tensor]:
     return terms
 
 
+KLSplitSetting = Literal["mss", "mws", "off"]
+
+
 class Objective(nn.Module, ABC):
-    """Turns a ``ModelOutput`` into a ``Loss``. ``samples``: the posterior samples per example it needs."""
+    """Turns a ``ModelOutput`` into a ``Loss``. ``samples``: the posterior samples per example it needs.
+
+    kl_split: the estimator of the top layer's KL split (``vae.decomposition``), or "off"; it is logged at validation
+        and test, and estimated at training steps for a penalty that needs it.
+    """
 
     samples: int = 1
 
-    def term_names(self, layers: Sequence[str]) -> tuple[str, ...]:
-        """The names of the raw terms it returns for a model with these layers (top first)."""
+    def __init__(self, *, kl_split: KLSplitSetting = "mss", penalty: PenaltyModule | None = None) -> None:
+        super().__init__()
+        if kl_split != "off":
+            check_estimator(kl_split)
+        if penalty is not None and penalty.needs_split and kl_split == "off":
+            raise ConfigError(f"{type(penalty).__name__} weighs the KL split: set model.kl_split to 'mss' or 'mws'")
+        self.kl_split = kl_split
+        self.penalty = penalty
+
+    def term_names(self, layers: Sequence[str], *, splittable: bool = False) -> tuple[str, ...]:
+        """The names of the raw terms it returns for a model with these layers (top first); ``splittable``: whether
+        the top layer's KL split applies (a diagonal Gaussian prior)."""
         per_layer = tuple(f"kl/{name}" for name in layers) if len(layers) > 1 else ()
-        return ("recon", "kl", "elbo", "loss", *per_layer)
+        split = tuple(f"kl_split/{name}" for name in SPLIT_NAMES) if splittable and self.kl_split != "off" else ()
+        extra = tuple(n for n in self.penalty.term_names if n not in split) if self.penalty is not None else ()
+        return ("recon", "kl", "elbo", "loss", *per_layer, *split, *extra)
+
+    def split(self, out: ModelOutput, *, training: bool, dataset_size: int | None) -> KLSplit | None:
+        """The top layer's KL split for this batch, where it is logged (validation, test) or needed (a penalty), it
+        applies, and the dataset size is known; else None."""
+        wanted = not training or (self.penalty is not None and self.penalty.needs_split)
+        top = next(iter(out.latents.values()))
+        if not wanted or self.kl_split == "off" or dataset_size is None or not splittable(top.posterior, top.prior):
+            return None
+        estimator: SplitEstimator = self.kl_split  # type: ignore[assignment]
+        return kl_split(top, dataset_size=dataset_size, estimator=estimator, samples=out.samples)
 
     @abstractmethod
-    def forward(self, out: ModelOutput, *, step: int, training: bool) -> Loss:
-        """step: the trainer's global step (schedules); training: whether state may update (never in validation)."""
+    def forward(self, out: ModelOutput, *, step: int, training: bool, dataset_size: int | None = None) -> Loss:
+        """step: the trainer's global step (schedules); training: whether state may update (never in validation);
+        dataset_size: the examples of the split the batch comes from (for the KL split), if known."""
 
 
 def balance(parts: KLParts) -> dict[str, Tensor]:
@@ -117,20 +154,28 @@ def balance(parts: KLParts) -> dict[str, Tensor]:
 
 
 class ELBO(Objective):
-    """The ELBO under a KL weighting: −E_q[log p(x|z)] + β(t)·KL, or any weighting of ``vae.weighting``.
+    """The ELBO under a KL weighting: −E_q[log p(x|z)] + β(t)·KL, or any weighting of ``vae.weighting``, plus a
+    penalty on the latent code where one is given (``vae.penalties``).
 
     kl_balancing_steps: for a hierarchy, weigh each layer's KL by NVAE's balancing coefficients (``balance``) for
         the first this many training steps (NVAE balances during its KL warm-up: give the warm-up's length); 0 off.
     """
 
-    def __init__(self, *, weighting: Weighting, kl_balancing_steps: int = 0) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        *,
+        weighting: Weighting,
+        kl_balancing_steps: int = 0,
+        penalty: PenaltyModule | None = None,
+        kl_split: KLSplitSetting = "mss",
+    ) -> None:
+        super().__init__(kl_split=kl_split, penalty=penalty)
         if kl_balancing_steps < 0:
             raise ConfigError(f"kl_balancing_steps must be 0 or more, got {kl_balancing_steps}")
         self.weighting = weighting
         self.kl_balancing_steps = kl_balancing_steps
 
-    def forward(self, out: ModelOutput, *, step: int, training: bool) -> Loss:
+    def forward(self, out: ModelOutput, *, step: int, training: bool, dataset_size: int | None = None) -> Loss:
         terms = raw_terms(out)
         parts = out.kl_parts()
         weights: dict[str, Tensor | float] = {}
@@ -140,36 +185,58 @@ class ELBO(Objective):
             weights |= {f"kl_balance/{name}": value for name, value in coefficients.items()}
         weighted = self.weighting(out.log_px, parts, step=step, training=training)
         weights |= {"kl_weight": weighted.kl_weight, **weighted.extras}
-        return Loss(loss=weighted.loss, terms={**terms, "loss": weighted.loss}, weights=weights)
+        loss = weighted.loss
+        split = self.split(out, training=training, dataset_size=dataset_size)
+        if split is not None:
+            terms |= split.terms()
+        if self.penalty is not None:
+            top = next(iter(out.latents.values()))
+            penalized = self.penalty(top, split, samples=out.samples, training=training)
+            loss = loss + penalized.loss
+            terms |= penalized.terms
+            weights |= penalized.weights
+        return Loss(loss=loss, terms={**terms, "loss": loss}, weights=weights)
 
 
 class IWAE(Objective):
     """The IWAE bound with K importance samples (Burda et al. 2015), minimised as −IWAE_K. The ELBO's terms are
     logged beside it, estimated from the same K samples."""
 
-    def __init__(self, *, samples: int) -> None:
-        super().__init__()
+    def __init__(self, *, samples: int, kl_split: KLSplitSetting = "mss") -> None:
+        super().__init__(kl_split=kl_split)
         if samples < 2:
             raise ConfigError(f"the IWAE objective needs at least 2 importance samples, got {samples}")
         self.samples = samples
 
-    def term_names(self, layers: Sequence[str]) -> tuple[str, ...]:
-        return (*super().term_names(layers), "iwae")
+    def term_names(self, layers: Sequence[str], *, splittable: bool = False) -> tuple[str, ...]:
+        return (*super().term_names(layers, splittable=splittable), "iwae")
 
-    def forward(self, out: ModelOutput, *, step: int, training: bool) -> Loss:
+    def forward(self, out: ModelOutput, *, step: int, training: bool, dataset_size: int | None = None) -> Loss:
         bound = iwae_bound(out.log_w()).mean()
-        return Loss(loss=-bound, terms={**raw_terms(out), "loss": -bound, "iwae": bound}, weights={"kl_weight": 1.0})
+        terms = {**raw_terms(out), "loss": -bound, "iwae": bound}
+        split = self.split(out, training=training, dataset_size=dataset_size)
+        if split is not None:
+            terms |= split.terms()
+        return Loss(loss=-bound, terms=terms, weights={"kl_weight": 1.0})
 
 
-def objective_for(*, weighting: Weighting, importance_samples: int, kl_balancing_steps: int) -> Objective:
-    """The objective the module's settings name: IWAE for ``importance_samples`` > 1, else the weighted ELBO."""
+def objective_for(
+    *,
+    weighting: Weighting,
+    importance_samples: int,
+    kl_balancing_steps: int,
+    penalty: PenaltyModule | None = None,
+    kl_split: KLSplitSetting = "mss",
+) -> Objective:
+    """The objective the module's settings name: IWAE for ``importance_samples`` > 1, else the weighted ELBO (with
+    its penalty, if any)."""
     if importance_samples < 1:
         raise ConfigError(f"importance_samples must be at least 1, got {importance_samples}")
     if importance_samples == 1:
-        return ELBO(weighting=weighting, kl_balancing_steps=kl_balancing_steps)
-    if not (isinstance(weighting, Constant) and weighting.value == 1.0) or kl_balancing_steps:
+        return ELBO(weighting=weighting, kl_balancing_steps=kl_balancing_steps, penalty=penalty, kl_split=kl_split)
+    if not (isinstance(weighting, Constant) and weighting.value == 1.0) or kl_balancing_steps or penalty is not None:
         raise ConfigError(
             "the IWAE bound (importance_samples > 1) is its own objective: use the default weighting "
-            "Constant(beta=1.0) and no KL balancing with it"
+            "Constant(beta=1.0), no KL balancing and no penalty with it"
         )
-    return IWAE(samples=importance_samples)
+    return IWAE(samples=importance_samples, kl_split=kl_split)

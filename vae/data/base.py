@@ -303,6 +303,20 @@ class ImageDataModule(pl.LightningDataModule, ABC):
         return (images if self.pixels == "uint8" else as_unit(images)), labels
 
 
+def dataset_size(loader: object) -> int | None:
+    """The number of examples a loader serves in all (over every process under DDP), or None if it cannot say:
+    a ``TensorBatches``'s split, a DataLoader's dataset, the first of a list of loaders."""
+    if isinstance(loader, list | tuple):
+        return dataset_size(loader[0]) if loader else None
+    if isinstance(loader, TensorBatches):
+        return len(loader.split)
+    dataset = getattr(loader, "dataset", None)
+    try:
+        return len(dataset) if dataset is not None else None  # type: ignore[arg-type]
+    except TypeError:  # an iterable dataset
+        return None
+
+
 def as_tensor_split(split: Split, *, num_workers: int = 0, batch_size: int = 256) -> TensorSplit:
     """Decode a per-item Dataset once into one uint8 tensor (with workers); TensorSplits pass through."""
     if isinstance(split, TensorSplit):
