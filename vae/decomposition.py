@@ -46,6 +46,7 @@ from torch.distributions import Normal
 
 from vae.errors import ConfigError
 from vae.latents import LatentSample, diagonal_normal
+from vae.nets.common import full_precision
 
 SplitEstimator = Literal["mws", "mss"]
 NAMES = ("mi", "tc", "dwkl")
@@ -99,7 +100,7 @@ def kl_split(latent: LatentSample, *, dataset_size: int, estimator: SplitEstimat
     if posterior is None or prior is None or latent.prior.batch_shape != ():
         raise ConfigError("the KL split needs a diagonal Gaussian posterior and an unconditional diagonal prior")
     rows = len(latent.z) // samples  # the first draw of each example: rows "(k b)", k = 0
-    z = latent.flat_z()[:rows].float()  # (b, d)
+    z = full_precision(latent.flat_z()[:rows])  # (b, d)
     mean, scale = posterior.loc[:rows], posterior.scale[:rows]
     return split_at(z, mean, scale, prior, dataset_size=dataset_size, estimator=estimator)
 

@@ -36,6 +36,7 @@ from vae.config import Recorded
 from vae.decomposition import KLSplit
 from vae.errors import ConfigError
 from vae.latents import LatentSample, diagonal_normal
+from vae.nets.common import full_precision
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,7 @@ class FactorVAEModule(PenaltyModule):
         return [{"params": list(self.discriminator.parameters()), "lr": self.lr, "betas": self.betas}]
 
     def forward(self, top: LatentSample, split: KLSplit | None, *, samples: int, training: bool) -> Penalized:
-        z = first_draw(top, samples)[0].float()  # (b, d)
+        z = full_precision(first_draw(top, samples)[0])  # (b, d)
         frozen = {name: p.detach() for name, p in self.discriminator.named_parameters()}
         logits = functional_call(self.discriminator, frozen, (z,))  # the model's gradient only
         tc = (logits[:, 0] - logits[:, 1]).mean()
@@ -249,7 +250,7 @@ class DIPVAEModule(PenaltyModule):
 
     def forward(self, top: LatentSample, split: KLSplit | None, *, samples: int, training: bool) -> Penalized:
         _, mean, variance = first_draw(top, samples)
-        covariance = dip_covariance(mean.float(), variance.float(), self.kind)
+        covariance = dip_covariance(full_precision(mean), full_precision(variance), self.kind)
         diagonal = torch.diagonal(covariance)
         off_diagonal = (covariance**2).sum() - (diagonal**2).sum()
         on_diagonal = ((diagonal - 1.0) ** 2).sum()
