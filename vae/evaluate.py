@@ -2,11 +2,14 @@
 
     vae evaluate runs/vae/<id>/checkpoints/last.ckpt                    # test split, K = 5000
     vae evaluate runs/vae/<id>/checkpoints/last.ckpt --samples 100 --limit 1000 --images
+    vae evaluate runs/vae/<id>/checkpoints/last.ckpt --disentanglement --points 2000   # data with known factors
 
 The data come from the run's ``config.yaml`` (``<run>/config.yaml``, or ``--config``). The JSON lands beside
 the checkpoint (or in ``--out``) as ``<checkpoint>.<split>.k<K>.json`` (never overwriting: a number is added);
 ``--images`` writes the pictures of ``vae.pictures`` beside it too. A folder that cannot be written is an error
-before the work starts. If the run logged to W&B, the numbers go to that run's summary under
+before the work starts. ``--disentanglement`` adds the β-VAE and FactorVAE scores, MIG, SAP and DCI
+(``vae.disentanglement``) of the top layer's posterior means, for data with known factors (``vae.data.factors``).
+If the run logged to W&B, the numbers go to that run's summary under
 ``eval/<split>/...`` (resumed by its id; without W&B credentials or a server, offline, as ``vae fit`` does).
 
 Checkpoints are loaded with ``weights_only=True``: tensors and plain data only, so a checkpoint carrying
@@ -18,17 +21,21 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from vae.callbacks import save_grids
 from vae.checkpoints import load_module, run_id_of
 from vae.config import read_yaml, resolve_class, trust_imports
 from vae.data import ImageDataModule
+from vae.data.factors import FactorDataModule
+from vae.disentanglement import disentanglement_scores
 from vae.errors import ArgumentParser, ConfigError, UserError, exit_with_error, user_error_in
 from vae.evaluation import Evaluation, evaluate
+from vae.model import LatentVariableModel
 from vae.pictures import all_pictures
 from vae.runs import check_writable, describe_write_failure, unique_path
 from vae.tracking import add_to_summary, check_wandb_mode, choose_wandb_mode
@@ -64,6 +71,7 @@ def log_to_wandb(config: dict, checkpoint: Path, result: Evaluation, images: dic
     """Add the numbers (and pictures) to the run's W&B summary under ``eval/<split>/``; None if the run did not
     use W&B."""
     numbers = {k: v for k, v in asdict(result).items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    numbers |= {f"disentanglement/{name}": value for name, value in (result.disentanglement or {}).items()}
     if len(result.kl_per_layer) > 1:  # a hierarchy: each layer's KL and active units
         numbers |= {f"kl/{name}": kl for name, kl in result.kl_per_layer.items()}
         numbers |= {f"active_units/{name}": n for name, n in result.active_units_per_layer.items()}
@@ -84,8 +92,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-wandb", action="store_true", help="do not add the numbers to the run's W&B summary")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0, help="seed of the importance samples (default 0)")
+    parser.add_argument(
+        "--disentanglement", action="store_true", help="also score β-VAE, FactorVAE, MIG, SAP, DCI (data with factors)"
+    )
+    parser.add_argument(
+        "--points",
+        type=int,
+        default=10_000,
+        help="factor draws each disentanglement metric trains on, half as many to test (default 10000, as "
+        "disentanglement_lib; 1000 is quick on a CPU)",
+    )
     args = parser.parse_args(argv)
-    for name in ("samples", "chunk", "batch_size", "limit"):
+    for name in ("samples", "chunk", "batch_size", "limit", "points"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
@@ -105,6 +123,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             check_wandb_mode()  # an explicit WANDB_MODE that cannot work: said now, not after the work
         module = load_module(args.checkpoint)
         data = load_data(config, config_path, batch_size=args.batch_size)
+        if args.disentanglement and not isinstance(data, FactorDataModule):
+            raise ConfigError(
+                f"--disentanglement needs data with known factors (vae.data.DSpritesLike, DSprites, Shapes3D); "
+                f"the run's data is {type(data).__name__}"
+            )
         data.check_files()
         data.setup(args.split)
         loader = {"train": data.train_dataloader, "val": data.val_dataloader, "test": data.test_dataloader}[
@@ -114,6 +137,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         result = evaluate(
             module.vae, batches, num_samples=args.samples, chunk_size=args.chunk, split=args.split, device=device
         )
+        if args.disentanglement:
+            scores = score_disentanglement(module.vae, data, points=args.points, seed=args.seed, device=device)
+            result = replace(result, disentanglement=scores)
     except UserError as error:
         exit_with_error(str(error), command="vae evaluate")
     print(result.table())
@@ -144,6 +170,36 @@ def main(argv: Sequence[str] | None = None) -> None:
             exit_with_error(f"{error}; the numbers are in {output} (--no-wandb skips W&B)", command="vae evaluate")
         if run_id is not None:
             print(f"added to the W&B run {run_id} (summary eval/{args.split}/...)")
+
+
+def score_disentanglement(
+    vae: LatentVariableModel,
+    data: FactorDataModule,
+    *,
+    points: int,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    batch_size: int = 500,
+) -> dict[str, float]:
+    """The disentanglement metrics of a model's codes (its top layer's posterior means) on data with known factors:
+    ``points`` factor draws to train each metric on and half as many to test it, images from ``data.images_for``."""
+    vae = vae.eval().to(device)
+
+    @torch.no_grad()
+    def represent(classes: np.ndarray) -> np.ndarray:
+        codes = []
+        for part in torch.from_numpy(np.ascontiguousarray(classes)).split(batch_size):
+            images = data.images_for(part).to(device)
+            codes.append(vae.representation(images).double().cpu())
+        return torch.cat(codes).numpy()
+
+    def progress(name: str) -> None:
+        print(f"disentanglement: scoring {name}", flush=True)
+
+    scores = disentanglement_scores(
+        represent, data.factors.sizes, seed=seed, num_train=points, num_test=max(1, points // 2), progress=progress
+    )
+    return scores.as_dict()
 
 
 def check_device(name: str) -> torch.device:

@@ -130,6 +130,7 @@ class Evaluation:
     kl_per_dim: list[float] | None
     kl_per_layer: dict[str, float]
     active_units_per_layer: dict[str, int]
+    disentanglement: dict[str, float] | None = None  # the metrics of ``vae.disentanglement``, for data with factors
 
     def table(self) -> str:
         rows = [
@@ -148,6 +149,8 @@ class Evaluation:
             ]
         if self.kl_per_dim is not None:
             rows.append(("KL per dimension", ", ".join(f"{v:.2f}" for v in self.kl_per_dim)))
+        if self.disentanglement is not None:
+            rows += [(f"disentanglement: {name}", f"{value:.3f}") for name, value in self.disentanglement.items()]
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 

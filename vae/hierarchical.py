@@ -291,6 +291,9 @@ class TopDownVAE(LatentVariableModel):
         e = self.bottom_up(x)[self.resolutions[0]]
         return self.top.moments(torch.cat([self.start(len(x), e), e], dim=1))
 
+    def representation(self, x: Tensor) -> Tensor:
+        return self.top_posterior(as_unit(x)).mean
+
     def decode_state(self, h: Tensor) -> Tensor:
         """The likelihood's parameters from the last top-down state (float32 under autocast)."""
         return full_precision(self.output(self.final_blocks(self.resize(h, self.working))))

@@ -101,6 +101,10 @@ class LatentVariableModel(nn.Module, ABC):
     def networks(self) -> list[nn.Module]:
         """The deterministic networks, for ``torch.compile`` (``model.compile``)."""
 
+    def representation(self, x: Tensor) -> Tensor:
+        """The code the disentanglement metrics score: the top layer's posterior mean, flattened, (b, d)."""
+        raise NotImplementedError(f"{type(self).__name__} does not say which code represents an image")
+
     def log_weights(self, x: Tensor, num_samples: int) -> Tensor:
         """log w_k for ``num_samples`` posterior samples of each example, (K, b)."""
         return self.forward(x, samples=num_samples).log_w()
@@ -168,6 +172,9 @@ class VAE(LatentVariableModel):
     def posterior(self, x: Tensor) -> GaussianMoments:
         """q(z|x)'s moments, (b, d), for images in [0, 1]."""
         return self.latent.moments(self.encoder(x))
+
+    def representation(self, x: Tensor) -> Tensor:
+        return self.posterior(as_unit(x)).mean
 
     def prior_distribution(self) -> Distribution:
         """p(z), event shape (d,)."""

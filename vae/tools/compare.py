@@ -15,9 +15,19 @@ weightings (run name → class_path/init_args, as under ``model.weighting``):
       beta-1: {class_path: vae.weighting.Constant, init_args: {beta: 1.0}}
       warmup: {class_path: vae.weighting.LinearWarmup, init_args: {steps: 600}}
 
+A run may also carry a penalty (``vae.penalties``): under ``runs:``, each run is a mapping with ``weighting`` and/or
+``penalty`` (what ``model.weighting`` and ``model.penalty`` take), as in ``configs/studies/disentanglement.yaml``:
+
+    runs:
+      beta-4: {weighting: {class_path: vae.weighting.Constant, init_args: {beta: 4.0}}}
+      tcvae: {penalty: {class_path: vae.penalties.BetaTCVAE, init_args: {beta: 6.0}}}
+
 Each run is the real ``vae fit`` in its own process (same seed, data and budget), logged to W&B in one group
 named after the study. The output folder gets ``results.csv``, ``results.md``, ``rate_distortion.png``,
-``kl_per_dimension.png``, ``training_curves.png``, the runs (``runs/``) and their logs (``logs/``).
+``kl_per_dimension.png``, ``training_curves.png``, the runs (``runs/``) and their logs (``logs/``). The table
+carries each run's KL split (``val/kl_split/{mi,tc,dwkl}``) where logged, and, when the data has known factors
+(``vae.data.factors``), the disentanglement metrics of each run's last checkpoint (``points`` factor draws per
+metric, ``--points`` or ``points:`` in the study file), plotted in ``kl_split.png`` and ``disentanglement.png``.
 """
 
 from __future__ import annotations
@@ -32,13 +42,14 @@ import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
 from vae.config import build, is_spec, load_yaml, read_yaml
 from vae.errors import ArgumentParser, ConfigError, UserError, exit_with_error
+from vae.penalties import Penalty as PenaltyChoice
 from vae.tracking import RunHistory, read_history, run_file
 from vae.weighting import Weighting as WeightingModule
 
@@ -51,6 +62,8 @@ class Study:
     config: Path
     weightings: dict[str, Weighting]
     args: list[str] = field(default_factory=list)
+    penalties: dict[str, Weighting] = field(default_factory=dict)  # run name → its penalty, where it has one
+    points: int = 1000  # factor draws per disentanglement metric, for data with known factors
 
 
 @dataclass(frozen=True)
@@ -67,6 +80,9 @@ class RunResult:
     kl_per_dim: list[float]
     run_file: Path
     kl_per_layer: dict[str, float] = field(default_factory=dict)  # a hierarchy's, by layer name
+    penalty: str = ""
+    kl_split: dict[str, float] = field(default_factory=dict)  # mi, tc, dwkl where logged
+    disentanglement: dict[str, float] = field(default_factory=dict)  # for data with known factors
 
 
 FLAG = re.compile(r"^\s*([\w.\-]+)\s*=\s*([\w.]+)\s*\((.*)\)\s*$")
@@ -96,6 +112,21 @@ def load_study(path: Path | None, *, config: Path | None, flags: Sequence[str], 
         if not isinstance(data, dict) or not isinstance(data.get("weightings", {}), dict):
             raise ConfigError(f"{path} must be a mapping with a 'weightings' mapping of run name → weighting")
     weightings = dict(data.get("weightings", {}))
+    penalties: dict[str, Weighting] = {}
+    runs = data.get("runs", {})
+    if not isinstance(runs, dict):
+        raise ConfigError(f"{path}: 'runs' must map each run name to its weighting and/or penalty")
+    constant = {"class_path": "vae.weighting.Constant", "init_args": {"beta": 1.0}}
+    for run, choices in runs.items():
+        if not isinstance(choices, dict) or not set(choices) <= {"weighting", "penalty"} or not choices:
+            raise ConfigError(
+                f"{path}: run {run!r} must be a mapping with 'weighting' and/or 'penalty', got {choices!r}"
+            )
+        if run in weightings:
+            raise ConfigError(f"{path}: the run name {run!r} is under both 'weightings' and 'runs'; give it once")
+        weightings[run] = choices.get("weighting", constant)
+        if "penalty" in choices:
+            penalties[run] = choices["penalty"]
     from_flags = [parse_weighting_flag(flag) for flag in flags]
     names = [name for name, _ in from_flags]
     if len(set(names)) < len(names):
@@ -110,6 +141,13 @@ def load_study(path: Path | None, *, config: Path | None, flags: Sequence[str], 
         if not is_spec(weighting):
             raise ConfigError(f"weighting {run!r}: give class_path (and init_args), got {weighting!r}")
         build(weighting, WeightingModule, f"weighting {run!r}")
+    for run, penalty in penalties.items():
+        if not is_spec(penalty):
+            raise ConfigError(f"penalty of {run!r}: give class_path (and init_args), got {penalty!r}")
+        build(penalty, PenaltyChoice, f"penalty of {run!r}")
+    points = data.get("points", 1000)
+    if not isinstance(points, int) or points < 2:
+        raise ConfigError(f"{path}: points must be an integer of at least 2, got {points!r}")
     base = config or (find_beside(Path(data["config"]), path) if "config" in data and path else None)
     if base is None:
         raise ConfigError("no base config: give --config FILE (or 'config:' in the study file)")
@@ -118,7 +156,14 @@ def load_study(path: Path | None, *, config: Path | None, flags: Sequence[str], 
     if not isinstance(read_yaml(base), dict):
         raise ConfigError(f"the base config {base} is not a mapping of config keys")
     study_name = name or data.get("name") or (path.stem if path else "study")
-    return Study(name=str(study_name), config=base, weightings=weightings, args=[str(a) for a in data.get("args", [])])
+    return Study(
+        name=str(study_name),
+        config=base,
+        weightings=weightings,
+        args=[str(a) for a in data.get("args", [])],
+        penalties=penalties,
+        points=points,
+    )
 
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -160,6 +205,7 @@ def fit_command(study: Study, name: str, weighting: Weighting, out: Path, run_id
         *study.args,
         "--model.weighting",
         json.dumps(weighting),
+        *(["--model.penalty", json.dumps(study.penalties[name])] if name in study.penalties else []),
         "--trainer.default_root_dir",
         str(out / "runs"),
         "--trainer.logger.init_args.save_dir",
@@ -191,10 +237,36 @@ def run_one(study: Study, name: str, weighting: Weighting, out: Path, gpu: int |
         lines = log.read_text().strip().splitlines()
         raise UserError(f"run {name!r} failed (exit {code}): {lines[-1] if lines else 'no output'}; its log: {log}")
     path = run_file(out / "runs", run_id)
-    return summarise(name, weighting, read_history(path), wall, path)
+    result = summarise(name, weighting, read_history(path), wall, path, study.penalties.get(name))
+    scores = score_run(study, out, run_id)
+    return replace(result, disentanglement=scores) if scores else result
 
 
-def summarise(name: str, weighting: Weighting, history: RunHistory, wall: float, run_file: Path) -> RunResult:
+def score_run(study: Study, out: Path, run_id: str) -> dict[str, float]:
+    """The disentanglement metrics of a run's last checkpoint, if the study's data has known factors; else none."""
+    from vae.checkpoints import load_module
+    from vae.data.factors import FactorDataModule
+    from vae.evaluate import load_data, read_run_config, score_disentanglement
+
+    config_file = next((out / "runs").glob(f"*/{run_id}/config.yaml"), None)
+    checkpoint = next((out / "runs").glob(f"*/{run_id}/checkpoints/last.ckpt"), None)
+    if config_file is None or checkpoint is None:
+        return {}
+    data = load_data(read_run_config(config_file), config_file, batch_size=500)
+    if not isinstance(data, FactorDataModule):
+        return {}
+    module = load_module(checkpoint)
+    return score_disentanglement(module.vae, data, points=study.points, seed=0)
+
+
+def summarise(
+    name: str,
+    weighting: Weighting,
+    history: RunHistory,
+    wall: float,
+    run_file: Path,
+    penalty: Weighting | None = None,
+) -> RunResult:
     def last(key: str) -> float:
         values = history.values(key)
         if not values:
@@ -205,10 +277,14 @@ def summarise(name: str, weighting: Weighting, history: RunHistory, wall: float,
     layers = sorted(  # z_L … z_1, by the layer's number
         (k for k in history.series if k.startswith("val/kl/")), key=lambda k: -int(re.sub(r"\D", "", k) or 0)
     )
-    init_args = ", ".join(f"{k}={v}" for k, v in dict(weighting.get("init_args") or {}).items())
+    split = {
+        name: last(f"val/kl_split/{name}") for name in ("mi", "tc", "dwkl") if history.values(f"val/kl_split/{name}")
+    }
     return RunResult(
         name=name,
-        weighting=f"{str(weighting['class_path']).rsplit('.', 1)[-1]}({init_args})",
+        weighting=describe(weighting),
+        penalty=describe(penalty) if penalty else "",
+        kl_split=split,
         recon=last("val/recon"),
         kl=last("val/kl"),
         elbo=last("val/elbo"),
@@ -220,6 +296,12 @@ def summarise(name: str, weighting: Weighting, history: RunHistory, wall: float,
     )
 
 
+def describe(spec: Weighting) -> str:
+    """``Class(key=value, ...)`` of a class_path/init_args spec."""
+    init_args = ", ".join(f"{k}={v}" for k, v in dict(spec.get("init_args") or {}).items())  # type: ignore[arg-type]
+    return f"{str(spec['class_path']).rsplit('.', 1)[-1]}({init_args})"
+
+
 def run_study(study: Study, out: Path, *, jobs: int = 1, gpus: int = 0) -> list[RunResult]:
     """Every run, one after another (jobs=1) or ``jobs`` at a time, spread over ``gpus`` GPUs if any."""
     (out / "logs").mkdir(parents=True, exist_ok=True)
@@ -227,7 +309,11 @@ def run_study(study: Study, out: Path, *, jobs: int = 1, gpus: int = 0) -> list[
 
     def launch(index: int) -> RunResult:
         name = names[index]
-        print(f"[{index + 1}/{len(names)}] {name}: {json.dumps(study.weightings[name])}", flush=True)
+        choice = {
+            "weighting": study.weightings[name],
+            **({"penalty": study.penalties[name]} if name in study.penalties else {}),
+        }
+        print(f"[{index + 1}/{len(names)}] {name}: {json.dumps(choice)}", flush=True)
         result = run_one(study, name, study.weightings[name], out, index % gpus if gpus else None)
         numbers = f"ELBO {result.elbo:.2f}, recon {result.recon:.2f}, KL {result.kl:.2f}"
         print(f"    {name}: {numbers} ({result.wall_time:.0f} s)", flush=True)
@@ -237,28 +323,61 @@ def run_study(study: Study, out: Path, *, jobs: int = 1, gpus: int = 0) -> list[
         return list(pool.map(launch, range(len(names))))
 
 
-COLUMNS = ("name", "weighting", "recon", "kl", "elbo", "active_units", "wall_time")
+COLUMNS = ("name", "weighting", "penalty", "recon", "kl", "elbo", "active_units", "wall_time")
+SPLIT = ("mi", "tc", "dwkl")
 
 
 def write_tables(results: list[RunResult], out: Path) -> None:
+    """results.csv and results.md: one row per run, with the KL split and the disentanglement metrics where any run
+    has them."""
+    split = any(r.kl_split for r in results)
+    metrics = list(dict.fromkeys(name for r in results for name in r.disentanglement))
+    extra = [*(f"kl_split_{name}" for name in SPLIT if split), *metrics]
     with open(out / "results.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(COLUMNS)
+        writer.writerow([*COLUMNS, *extra])
         for r in results:
             row = asdict(r)
-            writer.writerow([row[c] if isinstance(row[c], str) else f"{row[c]:.4f}" for c in COLUMNS])
+            values = {**{f"kl_split_{k}": v for k, v in r.kl_split.items()}, **r.disentanglement}
+            writer.writerow(
+                [row[c] if isinstance(row[c], str) else f"{row[c]:.4f}" for c in COLUMNS]
+                + [f"{values[c]:.4f}" if c in values else "" for c in extra]
+            )
     layered = any(r.kl_per_layer for r in results)  # a hierarchy: each layer's KL too
-    lines = [
-        "| run | weighting | recon (nats) | KL (nats) | ELBO (nats) | active units | wall time (s) |"
-        + (" KL per layer (nats) |" if layered else ""),
-        "|---|---|---|---|---|---|---|" + ("---|" if layered else ""),
-    ]
+    penalised = any(r.penalty for r in results)
+    header = "| run | weighting |" + (" penalty |" if penalised else "")
+    header += " recon (nats) | KL (nats) | ELBO (nats) | active units | wall time (s) |"
+    header += (" KL per layer (nats) |" if layered else "") + (" MI | TC | DWKL |" if split else "")
+    header += "".join(f" {name} |" for name in metrics)
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in results:
-        numbers = f"{r.recon:.2f} | {r.kl:.2f} | {r.elbo:.2f} | {r.active_units:.0f} | {r.wall_time:.0f}"
+        cells = [r.name, f"`{r.weighting}`"] + ([f"`{r.penalty}`" if r.penalty else "—"] if penalised else [])
+        cells += [f"{r.recon:.2f}", f"{r.kl:.2f}", f"{r.elbo:.2f}", f"{r.active_units:.0f}", f"{r.wall_time:.0f}"]
         if layered:
-            numbers += " | " + ", ".join(f"{name} {kl:.2f}" for name, kl in r.kl_per_layer.items())
-        lines.append(f"| {r.name} | `{r.weighting}` | {numbers} |")
+            cells.append(", ".join(f"{name} {kl:.2f}" for name, kl in r.kl_per_layer.items()))
+        if split:
+            cells += [f"{r.kl_split[name]:.2f}" if name in r.kl_split else "—" for name in SPLIT]
+        cells += [f"{r.disentanglement[name]:.3f}" if name in r.disentanglement else "—" for name in metrics]
+        lines.append("| " + " | ".join(cells) + " |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
+
+
+def plot_bars(results: list[RunResult], values: list[dict[str, float]], out: Path, *, title: str, ylabel: str) -> None:
+    """Grouped bars: one group per name in ``values``' dicts, one bar per run."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = list(dict.fromkeys(name for v in values for name in v))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(names) + 2), 4))
+    width = 0.8 / len(results)
+    for i, (r, v) in enumerate(zip(results, values)):
+        ax.bar(np.arange(len(names)) + i * width, [v.get(n, 0.0) for n in names], width, label=r.name)
+    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names)
+    ax.set(ylabel=ylabel, title=title)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
 
 
 def plot(results: list[RunResult], out: Path, study: str) -> None:
@@ -322,9 +441,18 @@ def plot(results: list[RunResult], out: Path, study: str) -> None:
     fig.savefig(out / "training_curves.png", dpi=120)
     plt.close(fig)
 
+    if any(r.kl_split for r in results):
+        splits = [r.kl_split for r in results]
+        plot_bars(results, splits, out / "kl_split.png", title=f"{study}: the KL split (validation)", ylabel="nats")
+    if any(r.disentanglement for r in results):
+        scores = [r.disentanglement for r in results]
+        plot_bars(results, scores, out / "disentanglement.png", title=f"{study}: disentanglement", ylabel="score")
+
 
 def sweep_config(study: Study) -> dict:
     """A W&B grid sweep over the study's weightings: `wandb sweep` it, then `wandb agent` on any machine."""
+    if study.penalties:
+        raise ConfigError("--sweep grids over weightings only; a study with penalties runs with vae compare")
     base = [
         "vae",
         "fit",
@@ -359,7 +487,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         study = load_study(args.study, config=args.config, flags=args.weighting, name=args.name)
-        study = Study(study.name, study.config, study.weightings, [*study.args, *args.args])
+        study = replace(study, args=[*study.args, *args.args])
         out = args.out or Path("runs") / "compare" / study.name
         if out.exists() and any(out.iterdir()):
             raise ConfigError(f"{out} already holds files: choose another --out (nothing was overwritten)")
