@@ -19,7 +19,8 @@ from PIL import Image
 
 SHORT = ["--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false"]
 ELSEWHERE = {  # lines run elsewhere: a tiny run could not stand for them here
-    "vae compare --study": "tests/test_compare.py runs a tiny study (this one is 6 runs × 20 epochs)",
+    "vae compare --study": "tests/test_compare.py and tests/test_disentangling_cli.py run tiny studies (these are "
+    "6 runs × 20 epochs and 7 runs × 5 epochs)",
     "vae benchmark": "tests/test_benchmark.py runs every contender at a tiny size",
     "vae kl-demo": "tests/test_playground.py runs the whole playground",
 }

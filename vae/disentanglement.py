@@ -49,12 +49,14 @@ the accuracies: about 1/F for the β-VAE and FactorVAE scores, the mean of 1/siz
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import scipy.stats
 from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import mutual_info_score
 from sklearn.svm import LinearSVC
@@ -237,13 +239,16 @@ def sap_matrix(
     ≤ 1e-12)."""
     c_train, f_train, c_test, f_test = _train_test(train_codes, train_factors, test_codes, test_factors)
     scores = np.zeros((c_train.shape[1], f_train.shape[1]))
-    for i in range(c_train.shape[1]):
-        if np.var(c_train[:, i]) <= SAP_MIN_VARIANCE:
-            continue
-        for k in range(f_train.shape[1]):
-            svm = LinearSVC(C=SAP_C, class_weight="balanced", random_state=seed)
-            svm.fit(c_train[:, i : i + 1], f_train[:, k])
-            scores[i, k] = np.mean(svm.predict(c_test[:, i : i + 1]) == f_test[:, k])
+    with warnings.catch_warnings():  # sklearn's notes on many classes and on convergence: dlib's setup, as is
+        warnings.filterwarnings("ignore", message="The number of unique classes", category=UserWarning)
+        warnings.filterwarnings("ignore", category=ConvergenceWarning)
+        for i in range(c_train.shape[1]):
+            if np.var(c_train[:, i]) <= SAP_MIN_VARIANCE:
+                continue
+            for k in range(f_train.shape[1]):
+                svm = LinearSVC(C=SAP_C, class_weight="balanced", random_state=seed)
+                svm.fit(c_train[:, i : i + 1], f_train[:, k])
+                scores[i, k] = np.mean(svm.predict(c_test[:, i : i + 1]) == f_test[:, k])
     return scores
 
 
@@ -382,8 +387,10 @@ def beta_vae_score(
     x_eval, y_eval = _beta_vae_points(represent, sizes_, num_eval, batch_size, rng)
     if np.unique(y_train).size < 2:
         raise ConfigError(f"num_train={num_train} points drew a single factor; use more points")
-    model = LogisticRegression(random_state=seed)
-    model.fit(x_train, y_train)
+    model = LogisticRegression(random_state=seed)  # dlib's default settings, 100 iterations included
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=ConvergenceWarning)
+        model.fit(x_train, y_train)
     return BetaVAEScore(
         train_accuracy=float(np.mean(model.predict(x_train) == y_train)),
         eval_accuracy=float(np.mean(model.predict(x_eval) == y_eval)),

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -32,11 +32,11 @@ from vae.checkpoints import load_module, run_id_of
 from vae.config import read_yaml, resolve_class, trust_imports
 from vae.data import ImageDataModule
 from vae.data.factors import FactorDataModule
-from vae.disentanglement import disentanglement_scores
+from vae.disentanglement import disentanglement_scores, encode, mutual_information, sample_factors
 from vae.errors import ArgumentParser, ConfigError, UserError, exit_with_error, user_error_in
 from vae.evaluation import Evaluation, evaluate
-from vae.model import LatentVariableModel
-from vae.pictures import all_pictures
+from vae.model import VAE, LatentVariableModel
+from vae.pictures import all_pictures, factor_traversals
 from vae.runs import check_writable, describe_write_failure, unique_path
 from vae.tracking import add_to_summary, check_wandb_mode, choose_wandb_mode
 
@@ -157,6 +157,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         x = next(iter(data.val_dataloader() if args.split == "train" else loader))[0][:32].to(device)
         ranking = torch.tensor(result.kl_per_dim) if result.kl_per_dim is not None else None
         grids = all_pictures(module.vae, x, ranking, nrow=8)
+        if isinstance(data, FactorDataModule) and isinstance(module.vae, VAE):
+            dims = informative_dimensions(module.vae, data, points=args.points, seed=args.seed, device=device)
+            grids["factor_traversals"] = factor_traversals(module.vae, x, dims)
+            print("factor traversals: " + ", ".join(f"{n} → z{d}" for n, d in zip(data.factors.names, dims)))
         folder = unique_path(output.with_suffix(""))
         try:
             images = dict(zip(grids, save_grids(grids, folder)))
@@ -183,15 +187,7 @@ def score_disentanglement(
 ) -> dict[str, float]:
     """The disentanglement metrics of a model's codes (its top layer's posterior means) on data with known factors:
     ``points`` factor draws to train each metric on and half as many to test it, images from ``data.images_for``."""
-    vae = vae.eval().to(device)
-
-    @torch.no_grad()
-    def represent(classes: np.ndarray) -> np.ndarray:
-        codes = []
-        for part in torch.from_numpy(np.ascontiguousarray(classes)).split(batch_size):
-            images = data.images_for(part).to(device)
-            codes.append(vae.representation(images).double().cpu())
-        return torch.cat(codes).numpy()
+    represent = represent_with(vae, data, device=device, batch_size=batch_size)
 
     def progress(name: str) -> None:
         print(f"disentanglement: scoring {name}", flush=True)
@@ -200,6 +196,32 @@ def score_disentanglement(
         represent, data.factors.sizes, seed=seed, num_train=points, num_test=max(1, points // 2), progress=progress
     )
     return scores.as_dict()
+
+
+def represent_with(
+    vae: LatentVariableModel, data: FactorDataModule, *, device: torch.device | str, batch_size: int = 500
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The oracle the metrics call: factor classes (n, F) → the codes of their images (n, d), in batches."""
+    vae = vae.eval().to(device)
+
+    @torch.no_grad()
+    def represent(classes: np.ndarray) -> np.ndarray:
+        codes = []
+        for part in torch.from_numpy(np.ascontiguousarray(classes)).split(batch_size):
+            codes.append(vae.representation(data.images_for(part).to(device)).double().cpu())
+        return torch.cat(codes).numpy()
+
+    return represent
+
+
+def informative_dimensions(
+    vae: LatentVariableModel, data: FactorDataModule, *, points: int, seed: int = 0, device: torch.device | str = "cpu"
+) -> list[int]:
+    """For each factor, the latent dimension whose code carries the most mutual information about it (as MIG
+    measures it, on ``points`` random factor draws)."""
+    factors = sample_factors(data.factors.sizes, points, np.random.default_rng(seed))
+    codes = encode(represent_with(vae, data, device=device), factors)
+    return mutual_information(codes, factors).argmax(axis=0).tolist()
 
 
 def check_device(name: str) -> torch.device:

@@ -5,6 +5,8 @@
     traversals       one row per latent dimension, the most informative first (ranked by KL): the posterior
                      mean of one image with that dimension swept across its prior range (1 % to 99 %)
     interpolations   one row per pair of images: decodes along the straight line between their posterior means
+    factor_traversals  for data with known factors: one row per factor, sweeping the latent dimension that carries
+                     the most information about it (``vae.evaluate.informative_dimensions``)
 
 and for a hierarchy (in place of traversals and interpolations, which need one latent vector):
 
@@ -100,17 +102,30 @@ def prior_range(vae: VAE, *, low: float = 0.01, high: float = 0.99, num: int = 2
 
 
 @torch.no_grad()
-def traversals(vae: VAE, x: Tensor, kl_per_dim: Tensor, *, dims: int = 8, steps: int = 9) -> Tensor:
-    """Rows: the ``dims`` most informative dimensions; columns: ``steps`` values across the prior range,
-    the others held at the posterior mean of the first image of x."""
+def sweeps(vae: VAE, x: Tensor, dims: list[int], *, steps: int = 9) -> Tensor:
+    """One row per dimension in ``dims``: ``steps`` values across its prior range, the others held at the posterior
+    mean of the first image of x; (len(dims)·steps, c, h, w)."""
     base = vae.posterior(as_unit(x[:1])).mean[0]  # (d,)
     bounds = prior_range(vae)
     rows = []
-    for d in ranked_dimensions(kl_per_dim)[:dims]:
+    for d in dims:
         z = repeat(base, "d -> s d", s=steps).clone()
         z[:, d] = torch.linspace(float(bounds[0, d]), float(bounds[1, d]), steps, device=z.device)
         rows.append(vae.decode(z))
-    return grid(torch.cat(rows), steps)
+    return torch.cat(rows)
+
+
+@torch.no_grad()
+def traversals(vae: VAE, x: Tensor, kl_per_dim: Tensor, *, dims: int = 8, steps: int = 9) -> Tensor:
+    """Rows: the ``dims`` most informative dimensions; columns: ``steps`` values across the prior range,
+    the others held at the posterior mean of the first image of x."""
+    return grid(sweeps(vae, x, ranked_dimensions(kl_per_dim)[:dims], steps=steps), steps)
+
+
+@torch.no_grad()
+def factor_traversals(vae: VAE, x: Tensor, dims: list[int], *, steps: int = 9) -> Tensor:
+    """Rows: for each factor in turn, the sweep of the latent dimension ``dims[k]`` that carries it best."""
+    return grid(sweeps(vae, x, dims, steps=steps), steps)
 
 
 @torch.no_grad()

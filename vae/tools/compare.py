@@ -320,7 +320,12 @@ def run_study(study: Study, out: Path, *, jobs: int = 1, gpus: int = 0) -> list[
         return result
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(launch, range(len(names))))
+        futures = [pool.submit(launch, index) for index in range(len(names))]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:  # a failed run stops the study now, not after the runs still queued
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
 
 COLUMNS = ("name", "weighting", "penalty", "recon", "kl", "elbo", "active_units", "wall_time")
