@@ -47,7 +47,7 @@ def test_beta_tcvae_trains_from_one_line_and_logs_its_terms(tcvae_run):
 
 def test_evaluate_scores_disentanglement(tcvae_run):
     root, env, run = tcvae_run
-    line = ["evaluate", str(run / "checkpoints" / "last.ckpt"), "--disentanglement", "--points", "100", "--images"]
+    line = ["evaluate", str(run / "checkpoints" / "last.ckpt"), "--disentanglement", "--points", "30", "--images"]
     result = run_vae([*line, "--samples", "2", "--limit", "1"], cwd=root, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     for name in METRICS:
@@ -138,7 +138,7 @@ def test_a_tiny_study_of_a_penalty_is_scored(tmp_path):
             {
                 "name": "tiny-disentanglement",
                 "config": str(DSPRITES),
-                "points": 50,
+                "points": 20,
                 "args": [*SMALL, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3"],
                 "runs": {"factor": {"penalty": {"class_path": "vae.penalties.FactorVAE", "init_args": {"hidden": 32}}}},
             }

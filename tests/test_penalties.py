@@ -83,7 +83,7 @@ def test_the_discriminators_tc_estimate_approaches_a_gaussians_total_correlation
     rho = 0.8
     covariance = torch.tensor([[1.0, rho], [rho, 1.0]])
     gaussian = torch.distributions.MultivariateNormal(torch.zeros(2), covariance)
-    for _ in range(600):
+    for _ in range(350):
         z = gaussian.sample((256,))
         result = penalty(latent_sample(z, torch.ones_like(z), z=z), None, samples=1, training=True)
         optimizer.zero_grad()
@@ -201,3 +201,40 @@ def test_each_penalty_trains_through_a_real_trainer_and_logs_its_terms_beside_th
     else:
         assert len(groups) == 1
     assert module.hparams.penalty["class_path"] == f"vae.penalties.{type(penalty).__name__}"
+
+
+def test_a_factor_vae_run_resumes_with_its_discriminators_optimizer_state(tmp_path):
+    """The checkpoint keeps both parameter groups' Adam moments; a resumed run starts from them."""
+
+    def trainer(steps: int) -> pl.Trainer:
+        return pl.Trainer(
+            max_steps=steps,
+            limit_val_batches=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+
+    def module() -> VAEModule:
+        return VAEModule(latent_dim=4, network=MLPNet(hidden_dims=(16,)), penalty=FactorVAE(hidden=16, depth=2))
+
+    first = trainer(3)
+    first.fit(module(), datamodule=EmbeddedMNIST(batch_size=32))
+    first.save_checkpoint(tmp_path / "three.ckpt")
+    saved = torch.load(tmp_path / "three.ckpt", weights_only=True)["optimizer_states"][0]
+    assert [g["betas"] for g in saved["param_groups"]] == [(0.9, 0.999), (0.5, 0.9)]
+
+    class Check(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            if trainer.global_step == 3:  # the first step after the resume, before its update
+                state = trainer.optimizers[0].state_dict()
+                for i, entry in saved["state"].items():
+                    torch.testing.assert_close(state["state"][i]["exp_avg"], entry["exp_avg"], rtol=0, atol=0)
+                self.checked = True
+
+    check = Check()
+    resumed = trainer(5)
+    resumed.callbacks.append(check)
+    resumed.fit(module(), datamodule=EmbeddedMNIST(batch_size=32), ckpt_path=tmp_path / "three.ckpt")
+    assert check.checked and resumed.global_step == 5

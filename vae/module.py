@@ -6,6 +6,10 @@ Logged, in nats per example (summed over pixels and latent units, averaged over 
 on training steps the weights beside them: ``train/kl_weight``, what a weighting adds (capacity, free_bits_active,
 geco_multiplier, geco_constraint), ``train/kl_balance/<layer>`` while KL balancing is on.
 
+From the objective at validation and test, where the top layer's prior is a diagonal Gaussian:
+``{val,test}/kl_split/{mi,tc,dwkl}`` (the KL split, ``vae.decomposition``, by ``kl_split``); from a penalty
+(``vae.penalties``), its terms at every stage and its weights at training steps.
+
 From the latent layers, at validation and test: ``{val,test}/active_units`` (all layers), and for the single-layer
 VAE ``{val,test}/kl_dim/NN`` (the KL of each latent dimension; absent for priors that do not factorise: a mixture,
 the VampPrior), for a hierarchy ``{val,test}/active_units/<layer>`` (per latent channel for feature maps).
