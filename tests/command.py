@@ -20,7 +20,7 @@ from pathlib import Path
 
 _context = multiprocessing.get_context("forkserver")
 # Not W&B: importing it makes its media folder (/tmp/...wandb-media), which the first child to exit removes.
-_context.set_forkserver_preload(["vae.cli", "command"])
+_context.set_forkserver_preload(["vae.cli", "command", "warm_cli"])
 
 
 def vae_command() -> list[str]:

@@ -13,7 +13,7 @@ from vae.errors import ConfigError
 from vae.tools.compare import load_study, parse_weighting_flag, sweep_config
 from vae.tracking import read_history
 
-TINY = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "6", "--trainer.log_every_n_steps", "1"]
+TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "6", "--trainer.log_every_n_steps", "1"]
 
 
 def test_weighting_flags():
@@ -70,7 +70,7 @@ def test_sweep_config_runs_the_same_study_through_wandb_agents(tmp_path):
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """Two weightings, both at once, each 2 epochs of 6 steps on the embedded digits, as a new user runs
+    """Two weightings, both at once, each 1 epoch of 6 steps on the embedded digits, as a new user runs
     it (no W&B key or WANDB_MODE: every run logs offline by itself)."""
     out = tmp_path_factory.mktemp("compare") / "study"
     flags = ["b1=Constant(beta=1)", "warm=LinearWarmup(steps=8)"]

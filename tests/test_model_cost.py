@@ -4,6 +4,7 @@ import importlib.util
 import subprocess
 import sys
 
+import pytest
 import yaml
 from conftest import QUICKSTART, REPO
 from torch import nn
@@ -35,6 +36,7 @@ def test_flops_match_the_exact_count_for_an_mlp(tmp_path):
     assert counted["kernels"] > 2 * len(linears)
 
 
+@pytest.mark.slow
 def test_the_script_prints_a_row_per_config():
     command = [sys.executable, str(REPO / "scripts" / "model_cost.py"), str(QUICKSTART), "--batch-size", "4"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)

@@ -258,6 +258,7 @@ AtomicCheckpointIO().save_checkpoint({"weights": torch.ones(int(sys.argv[2]))}, 
 """
 
 
+@pytest.mark.slow
 def test_a_checkpoint_write_killed_half_way_leaves_the_previous_checkpoint_whole(tmp_path):
     path = tmp_path / "last.ckpt"
     subprocess.run([sys.executable, "-c", WRITER, str(path), "10"], check=True)
