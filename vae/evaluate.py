@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         type=int,
         default=10_000,
         help="factor draws each disentanglement metric trains on, half as many to test (default 10000, as "
-        "disentanglement_lib; 1000 is quick on a CPU)",
+        "disentanglement_lib; 500 take about a minute on 2 CPU cores)",
     )
     args = parser.parse_args(argv)
     for name in ("samples", "chunk", "batch_size", "limit", "points"):
