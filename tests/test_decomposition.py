@@ -182,3 +182,16 @@ def test_no_split_where_the_prior_does_not_factorise_or_it_is_off():
     assert "val/kl" in metrics and not any("kl_split" in k for k in metrics)
     with pytest.raises(ConfigError, match="'mws' or 'mss'"):
         VAEModule(latent_dim=4, network=MLPNet(hidden_dims=(16,)), kl_split="exact")
+
+
+def test_a_hierarchy_logs_the_split_of_its_top_layer():
+    """The top of a hierarchy has the unconditional prior, so its KL splits; the layers below, with priors
+    conditioned on the layers above, do not (only one split is logged)."""
+    from vae.hierarchical import TopDown
+
+    module = VAEModule(network=TopDown(latent_channels=(4, 2), resolutions=(1, 7), width=8, stem_channels=(8,)))
+    assert [layer.kl_splits for layer in module.vae.layers] == [True, False]
+    _, metrics = validate(module)
+    split = [metrics[f"val/kl_split/{name}"] for name in ("mi", "tc", "dwkl")]
+    assert all(math.isfinite(value) for value in split)
+    assert sum(split) == pytest.approx(metrics["val/kl/z2"], abs=2.0)  # a one-sample estimate of the top KL
