@@ -195,3 +195,16 @@ def test_a_hierarchy_logs_the_split_of_its_top_layer():
     split = [metrics[f"val/kl_split/{name}"] for name in ("mi", "tc", "dwkl")]
     assert all(math.isfinite(value) for value in split)
     assert sum(split) == pytest.approx(metrics["val/kl/z2"], abs=2.0)  # a one-sample estimate of the top KL
+
+
+@pytest.mark.parametrize("estimator", ["mws", "mss"])
+def test_a_large_batch_is_split_into_chunks_with_the_same_result(posteriors, estimator, monkeypatch):
+    import vae.decomposition
+
+    mean, scale, prior = posteriors
+    z = mean + scale * torch.randn(N, D, dtype=torch.float64)
+    whole = split_at(z, mean, scale, prior, dataset_size=500, estimator=estimator)
+    monkeypatch.setattr(vae.decomposition, "ELEMENTS", 7 * N * D)  # 7 samples at a time: 3 chunks, the last short
+    chunked = split_at(z, mean, scale, prior, dataset_size=500, estimator=estimator)
+    for name in ("mi", "tc", "dwkl"):
+        torch.testing.assert_close(getattr(chunked, name), getattr(whole, name), rtol=0, atol=1e-12)

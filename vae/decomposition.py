@@ -50,6 +50,7 @@ from vae.nets.common import full_precision
 
 SplitEstimator = Literal["mws", "mss"]
 NAMES = ("mi", "tc", "dwkl")
+ELEMENTS = 2**24  # log-densities computed at a time (64 MB in float32): a large batch is split over its samples
 
 
 @dataclass(frozen=True)
@@ -111,19 +112,22 @@ def split_at(
     """The split for samples z (b, d) of the diagonal Gaussian posteriors N(mean, scale²) (b, d) of a minibatch
     drawn from N examples, against the prior p(z) = Π_d ``prior`` (its parameters (d,))."""
     check_estimator(estimator)
-    rows = len(z)
-    # log q(z_id | x_j) for every sample i under every posterior j
-    log_q = Normal(rearrange(mean, "j d -> 1 j d"), rearrange(scale, "j d -> 1 j d")).log_prob(
-        rearrange(z, "i d -> i 1 d")
-    )  # (i, j, d)
+    rows, dims = z.shape
     if estimator == "mws":
         log_w = torch.full((rows, rows), -math.log(dataset_size * rows), device=z.device, dtype=z.dtype)
     else:
         log_w = stratified_log_weights(rows, dataset_size, device=z.device).to(z.dtype)
-    joint = reduce(log_q, "i j d -> i j", "sum")
-    log_qz = torch.logsumexp(log_w + joint, dim=1)  # (i,)
-    log_marginals = torch.logsumexp(rearrange(log_w, "i j -> i j 1") + log_q, dim=1)  # (i, d)
-    log_product = reduce(log_marginals, "i d -> i", "sum")
-    log_qz_x = torch.diagonal(joint)  # log q(z_i | x_i)
+    posteriors = Normal(rearrange(mean, "j d -> 1 j d"), rearrange(scale, "j d -> 1 j d"))
+    chunk = max(1, ELEMENTS // (rows * dims))  # samples at a time: the (i, j, d) block stays under ELEMENTS
+    log_qz, log_product, log_qz_x = [], [], []
+    for start in range(0, rows, chunk):
+        i = slice(start, start + chunk)
+        log_q = posteriors.log_prob(rearrange(z[i], "i d -> i 1 d"))  # (i, j, d): log q(z_id | x_j)
+        joint = reduce(log_q, "i j d -> i j", "sum")
+        log_qz.append(torch.logsumexp(log_w[i] + joint, dim=1))
+        marginals = torch.logsumexp(rearrange(log_w[i], "i j -> i j 1") + log_q, dim=1)  # (i, d)
+        log_product.append(reduce(marginals, "i d -> i", "sum"))
+        log_qz_x.append(torch.diagonal(joint, offset=start))  # log q(z_i | x_i)
+    qz, product, qz_x = torch.cat(log_qz), torch.cat(log_product), torch.cat(log_qz_x)
     log_pz = reduce(prior.log_prob(z), "i d -> i", "sum")
-    return KLSplit(mi=log_qz_x - log_qz, tc=log_qz - log_product, dwkl=log_product - log_pz)
+    return KLSplit(mi=qz_x - qz, tc=qz - product, dwkl=product - log_pz)
