@@ -75,6 +75,9 @@ class LinearHierarchy(LatentVariableModel):
     def sample(self, n, *, temperature=1.0):
         raise NotImplementedError
 
+    def representation(self, x):
+        return self.top.moments(x).mean
+
     def reconstruct(self, x, *, keep=None):
         raise NotImplementedError
 

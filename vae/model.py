@@ -101,9 +101,9 @@ class LatentVariableModel(nn.Module, ABC):
     def networks(self) -> list[nn.Module]:
         """The deterministic networks, for ``torch.compile`` (``model.compile``)."""
 
+    @abstractmethod
     def representation(self, x: Tensor) -> Tensor:
         """The code the disentanglement metrics score: the top layer's posterior mean, flattened, (b, d)."""
-        raise NotImplementedError(f"{type(self).__name__} does not say which code represents an image")
 
     def log_weights(self, x: Tensor, num_samples: int) -> Tensor:
         """log w_k for ``num_samples`` posterior samples of each example, (K, b)."""
