@@ -64,7 +64,7 @@ class LinearHierarchy(LatentVariableModel):
     def networks(self):
         return [self.output]
 
-    def forward(self, x: Tensor, *, samples: int = 1) -> ModelOutput:
+    def forward(self, x: Tensor, *, samples: int = 1, context=None, step=None) -> ModelOutput:
         x = torch.cat([x] * samples)  # "(k b)"
         top = self.top(x, encode=None)
         h = torch.cat([top.z, torch.zeros_like(top.z[:, : D1 - D2])], dim=1)  # (k·b, D1, 1, 1)
@@ -72,13 +72,13 @@ class LinearHierarchy(LatentVariableModel):
         params = self.output(h)
         return ModelOutput(self.likelihood.log_prob(params, x), {"z2": top, "z1": below}, params, samples)
 
-    def sample(self, n, *, temperature=1.0):
+    def sample(self, n, *, temperature=1.0, context=None):
         raise NotImplementedError
 
-    def representation(self, x):
+    def representation(self, x, *, context=None):
         return self.top.moments(x).mean
 
-    def reconstruct(self, x, *, keep=None):
+    def reconstruct(self, x, *, keep=None, context=None):
         raise NotImplementedError
 
 

@@ -1,6 +1,8 @@
 """A VAE framework on torch, Lightning, W&B and einops, built on the theory of KL divergence."""
 
+from vae.conditional import Conditional, ConditionalVAE
 from vae.data import CIFAR10, MNIST, CelebA, EmbeddedMNIST, FashionMNIST, ImageDataModule, ImageFolder
+from vae.discrete import BernoulliLatent, CategoricalLatent, Joint, JointVAE
 from vae.hierarchical import TopDown, TopDownVAE
 from vae.kl import (
     KLRegularizer,
@@ -51,6 +53,12 @@ __all__ = [
     "TopDownLatent",
     "TopDown",
     "TopDownVAE",
+    "Conditional",
+    "ConditionalVAE",
+    "Joint",
+    "JointVAE",
+    "CategoricalLatent",
+    "BernoulliLatent",
     "ELBO",
     "IWAE",
     "Loss",

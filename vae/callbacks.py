@@ -50,6 +50,7 @@ class ImageGrids(pl.Callback):
         self.seed = seed
         self.every_n_epochs = every_n_epochs
         self.fixed_batch: Tensor | None = None
+        self.fixed_labels: Tensor | None = None  # the batch's labels: a conditional model's context
 
     def on_validation_batch_end(
         self,
@@ -61,9 +62,11 @@ class ImageGrids(pl.Callback):
         dataloader_idx: int = 0,
     ) -> None:
         if self.fixed_batch is None or len(self.fixed_batch) < self.num_reconstructions:
-            images = batch[0][: self.num_reconstructions].detach().cpu()
+            images, labels = (part[: self.num_reconstructions].detach().cpu() for part in batch)
             self.fixed_batch = images if self.fixed_batch is None else torch.cat([self.fixed_batch, images])
+            self.fixed_labels = labels if self.fixed_labels is None else torch.cat([self.fixed_labels, labels])
             self.fixed_batch = self.fixed_batch[: self.num_reconstructions]
+            self.fixed_labels = self.fixed_labels[: self.num_reconstructions]
 
     @rank_zero_only
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -75,8 +78,11 @@ class ImageGrids(pl.Callback):
         if len(layers) == 1:  # a single latent vector: its dimensions ranked for the traversals
             stats = next(iter(layers.values())).compute()  # this epoch's, before the module resets them
             ranking = stats.kl_per_dim if stats.kl_per_dim is not None else stats.mean_variance
-        x = self.fixed_batch.to(pl_module.device)
-        grids = pictures.all_pictures(vae, x, ranking, num_samples=self.num_samples, nrow=self.nrow, seed=self.seed)
+        x, labels = self.fixed_batch.to(pl_module.device), self.fixed_labels
+        labels = None if labels is None else labels.to(pl_module.device)
+        grids = pictures.all_pictures(
+            vae, x, ranking, context=labels, num_samples=self.num_samples, nrow=self.nrow, seed=self.seed
+        )
         save_grids(grids, run_dir(trainer) / "images", suffix=f"_epoch{trainer.current_epoch:03d}")
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):

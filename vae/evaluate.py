@@ -72,6 +72,7 @@ def log_to_wandb(config: dict, checkpoint: Path, result: Evaluation, images: dic
     use W&B."""
     numbers = {k: v for k, v in asdict(result).items() if isinstance(v, int | float) and not isinstance(v, bool)}
     numbers |= {f"disentanglement/{name}": value for name, value in (result.disentanglement or {}).items()}
+    numbers |= {f"clustering_accuracy/{name}": value for name, value in (result.clustering_accuracy or {}).items()}
     if len(result.kl_per_layer) > 1:  # a hierarchy: each layer's KL and active units
         numbers |= {f"kl/{name}": kl for name, kl in result.kl_per_layer.items()}
         numbers |= {f"active_units/{name}": n for name, n in result.active_units_per_layer.items()}
@@ -154,9 +155,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"written: {output}")
     images: dict[str, Path] = {}
     if args.images:
-        x = next(iter(data.val_dataloader() if args.split == "train" else loader))[0][:32].to(device)
+        images_batch, labels = next(iter(data.val_dataloader() if args.split == "train" else loader))
+        x, labels = images_batch[:32].to(device), labels[:32].to(device)
         ranking = torch.tensor(result.kl_per_dim) if result.kl_per_dim is not None else None
-        grids = all_pictures(module.vae, x, ranking, nrow=8)
+        grids = all_pictures(module.vae, x, ranking, context=labels, nrow=8)
         if isinstance(data, FactorDataModule) and isinstance(module.vae, VAE):
             dims = informative_dimensions(module.vae, data, points=args.points, seed=args.seed, device=device)
             grids["factor_traversals"] = factor_traversals(module.vae, x, dims)

@@ -1,6 +1,10 @@
 """Evaluation: latent statistics (reduced correctly across processes), the importance-weighted
 log-likelihood, bits per dimension, and ``evaluate`` over a split.
 
+Clustering accuracy (of a layer with one categorical variable, ``vae.discrete``): each image's most probable
+category is its cluster; the clusters are matched one-to-one to the classes by the Hungarian algorithm so that the
+most images agree, and the accuracy is the fraction that do (Xie et al. 2016's unsupervised clustering accuracy).
+
 Active units (Burda et al. 2015): dimension d is active when Cov_x(E_q[z_d|x]) > 0.01, the variance
 over the data of the posterior mean. For a feature-map layer the unit is a latent channel: its variance is the
 mean over positions of each position's variance. The KL per unit is the dataset mean of the KL of that dimension
@@ -90,19 +94,36 @@ def log_mean_exp_chunks(chunks: Iterable[Tensor]) -> Tensor:
 
 
 def importance_weighted_log_likelihood(
-    vae: LatentVariableModel, x: Tensor, *, num_samples: int, chunk_size: int = 100
+    vae: LatentVariableModel, x: Tensor, *, num_samples: int, chunk_size: int = 100, context: Tensor | None = None
 ) -> Tensor:
     """The importance-weighted estimate of log p(x) per example (b,), nats:
 
         log p(x) ≈ log (1/K) Σ_k p(x, z_k) / q(z_k|x),   z_k ~ q(z|x)   (z all the layers of a hierarchy)
 
     It is the IWAE bound with K = ``num_samples``: a lower bound in expectation that tightens as K grows
-    (Burda et al. 2015). Samples are drawn ``chunk_size`` at a time, so memory does not grow with K.
+    (Burda et al. 2015). Samples are drawn ``chunk_size`` at a time, so memory does not grow with K. For a
+    conditional model, given the labels ``context``, it is the estimate of log p(x | y).
     """
     if num_samples < 1 or chunk_size < 1:
         raise ConfigError(f"num_samples and chunk_size must be positive, got {num_samples} and {chunk_size}")
     sizes = [min(chunk_size, num_samples - start) for start in range(0, num_samples, chunk_size)]
-    return log_mean_exp_chunks(vae.log_weights(x, k) for k in sizes)
+    return log_mean_exp_chunks(vae.log_weights(x, k, context=context) for k in sizes)
+
+
+def clustering_accuracy(clusters: Tensor, labels: Tensor) -> float:
+    """The fraction of examples whose cluster, matched one-to-one to a class by the Hungarian algorithm (the
+    matching that maximises the agreement), is their class; clusters and labels are integers (n,). With more
+    clusters than classes the unmatched clusters count as wrong."""
+    from scipy.optimize import linear_sum_assignment
+
+    if clusters.shape != labels.shape or clusters.dim() != 1 or not len(clusters):
+        raise ValueError(f"clusters and labels must be integer vectors of one length: {clusters.shape}, {labels.shape}")
+    clusters, labels = clusters.long().cpu(), labels.long().cpu()
+    size = (int(clusters.max()) + 1, int(labels.max()) + 1)
+    counts = torch.zeros(size, dtype=torch.long)  # counts[cluster, class]
+    counts.index_put_((clusters, labels), torch.ones_like(clusters), accumulate=True)
+    rows, columns = linear_sum_assignment(counts.numpy(), maximize=True)
+    return float(counts[rows, columns].sum()) / len(clusters)
 
 
 def bits_per_dim(nll: float, image_shape: Sequence[int]) -> float:
@@ -131,11 +152,16 @@ class Evaluation:
     kl_per_layer: dict[str, float]
     active_units_per_layer: dict[str, int]
     disentanglement: dict[str, float] | None = None  # the metrics of ``vae.disentanglement``, for data with factors
+    conditional: bool = False  # a conditional model: the log-likelihood is log p(x | y)
+    clustering_accuracy: dict[str, float] | None = None  # of each layer with one categorical variable, by layer
 
     def table(self) -> str:
         rows = [
             ("split", f"{self.split} ({self.num_examples} images)"),
-            (f"log p(x), importance-weighted, K={self.num_samples}", f"{self.log_likelihood:.3f} nats"),
+            (
+                f"log p(x{' | y' if self.conditional else ''}), importance-weighted, K={self.num_samples}",
+                f"{self.log_likelihood:.3f} nats",
+            ),
             ("negative log-likelihood in bits/dim", f"{self.bits_per_dim:.4f}"),
             ("ELBO", f"{self.elbo:.3f} nats"),
             ("  reconstruction −E_q[log p(x|z)]", f"{self.recon:.3f} nats"),
@@ -149,6 +175,8 @@ class Evaluation:
             ]
         if self.kl_per_dim is not None:
             rows.append(("KL per dimension", ", ".join(f"{v:.2f}" for v in self.kl_per_dim)))
+        for name, accuracy in (self.clustering_accuracy or {}).items():
+            rows.append((f"clustering accuracy of {name} (Hungarian matching)", f"{accuracy:.4f}"))
         if self.disentanglement is not None:
             rows += [(f"disentanglement: {name}", f"{value:.3f}") for name, value in self.disentanglement.items()]
         width = max(len(name) for name, _ in rows)
@@ -165,7 +193,9 @@ def evaluate(
     split: str = "test",
     device: torch.device | str = "cpu",
 ) -> Evaluation:
-    """Importance-weighted log-likelihood, ELBO and its terms, and each layer's KL and active units over a split."""
+    """Importance-weighted log-likelihood, ELBO and its terms, and each layer's KL and active units over a split;
+    for a conditional model given the batches' labels (log p(x | y)), and for a layer with one categorical variable
+    its clustering accuracy against integer labels."""
     vae = vae.eval().to(device)
     stats = {
         layer.name: LatentStatistics(latent_dim=layer.units, positions=layer.positions).to(device)
@@ -173,12 +203,20 @@ def evaluate(
     }
     names = list(stats)
     sums = torch.zeros(3 + len(names), dtype=torch.float64)  # count, log-likelihood, log p(x|z), KL of each layer
-    for images, _ in batches:
-        x = as_unit(images.to(device))
-        out = vae(x)
-        log_likelihood = importance_weighted_log_likelihood(vae, x, num_samples=num_samples, chunk_size=chunk_size)
+    clusters: dict[str, list[Tensor]] = {layer.name: [] for layer in vae.layers if layer.clusters}
+    labelled: list[Tensor] = []
+    for images, labels in batches:
+        x, labels = as_unit(images.to(device)), labels.to(device)
+        out = vae(x, context=labels)
+        log_likelihood = importance_weighted_log_likelihood(
+            vae, x, num_samples=num_samples, chunk_size=chunk_size, context=labels
+        )
         for name, layer in out.latents.items():
             stats[name].update(layer.posterior_mean, layer.kl_per_unit)
+            if name in clusters:
+                clusters[name].append(layer.posterior_mean[:, 0].argmax(dim=-1).cpu())
+        if clusters and labels.dim() == 1 and not labels.is_floating_point():
+            labelled.append(labels.cpu())
         kls = [out.latents[name].kl.sum() for name in names]
         batch = torch.stack([x.new_tensor(float(len(x))), log_likelihood.sum(), out.log_px.sum(), *kls]).double()
         sums += batch.cpu()
@@ -201,4 +239,10 @@ def evaluate(
         kl_per_dim=only.kl_per_dim.tolist() if len(names) == 1 and only.kl_per_dim is not None else None,
         kl_per_layer=dict(zip(names, kls)),
         active_units_per_layer={name: summary.active_units for name, summary in summaries.items()},
+        conditional=vae.conditional,
+        clustering_accuracy=(
+            {name: clustering_accuracy(torch.cat(found), torch.cat(labelled)) for name, found in clusters.items()}
+            if clusters and len(labelled) == len(next(iter(clusters.values())))
+            else None
+        ),
     )

@@ -26,6 +26,7 @@ import torch
 from einops import einsum, repeat
 from torch import Tensor, nn
 
+from vae import pictures
 from vae.errors import ConfigError
 from vae.kl import KLEstimator
 from vae.latents import GaussianLatent, LatentSample, TopDownLatent, cell
@@ -291,14 +292,16 @@ class TopDownVAE(LatentVariableModel):
         e = self.bottom_up(x)[self.resolutions[0]]
         return self.top.moments(torch.cat([self.start(len(x), e), e], dim=1))
 
-    def representation(self, x: Tensor) -> Tensor:
+    def representation(self, x: Tensor, *, context: Tensor | None = None) -> Tensor:
         return self.top_posterior(as_unit(x)).mean
 
     def decode_state(self, h: Tensor) -> Tensor:
         """The likelihood's parameters from the last top-down state (float32 under autocast)."""
         return full_precision(self.output(self.final_blocks(self.resize(h, self.working))))
 
-    def forward(self, x: Tensor, *, samples: int = 1) -> ModelOutput:
+    def forward(
+        self, x: Tensor, *, samples: int = 1, context: Tensor | None = None, step: int | None = None
+    ) -> ModelOutput:
         x = as_unit(x)
         features = self.bottom_up(x)
         if samples > 1:
@@ -337,10 +340,27 @@ class TopDownVAE(LatentVariableModel):
         return self.likelihood.mean(self.decode_state(h))
 
     @torch.no_grad()
-    def sample(self, n: int, *, temperature: float = 1.0) -> Tensor:
+    def sample(self, n: int, *, temperature: float = 1.0, context: Tensor | None = None) -> Tensor:
         return self.generate(n, temperature=temperature)
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor, *, keep: int | None = None) -> Tensor:
+    def reconstruct(self, x: Tensor, *, keep: int | None = None, context: Tensor | None = None) -> Tensor:
         keep = len(self.layers) if keep is None else keep
         return self.generate(len(x), features=self.bottom_up(as_unit(x)), keep=keep)
+
+    @torch.no_grad()
+    def pictures(
+        self,
+        x: Tensor,
+        *,
+        context: Tensor | None = None,
+        ranking: Tensor | None = None,
+        nrow: int = 8,
+        seed: int = 0,
+        num_samples: int = 64,
+    ) -> dict[str, Tensor]:
+        """Samples and reconstructions, rows of samples by temperature, and what each layer encodes."""
+        grids = super().pictures(x, nrow=nrow, seed=seed, num_samples=num_samples)
+        grids["temperatures"] = pictures.temperatures(self, nrow=nrow, seed=seed)
+        grids["layers"] = pictures.layers(self, x, nrow=min(nrow, len(x)), seed=seed)
+        return grids

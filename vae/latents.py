@@ -45,6 +45,8 @@ class LatentSample:
     posterior, prior: the two distributions z was drawn from and is judged against (batch (b,)); their log
         densities at z give the importance weights (``log_ratio``).
     estimator: "analytic" or "mc".
+    event: the sample as the two distributions see it, where it differs from z (a discrete layer's exact one-hot
+        draw, (b, n, K), when z is its relaxation); None: z itself.
     """
 
     z: Tensor
@@ -54,6 +56,7 @@ class LatentSample:
     posterior: Distribution
     prior: Distribution
     estimator: Estimator
+    event: Tensor | None = None
 
     @property
     def elements(self) -> int:
@@ -62,11 +65,16 @@ class LatentSample:
 
     def log_ratio(self) -> Tensor:
         """log q(z) − log p(z) per example, (b,): this layer's part of −log w, exact whatever the KL estimator."""
-        z = self.z if self.z.dim() == 2 else self.flat_z()
+        z = self.flat_z()
         return self.posterior.log_prob(z) - self.prior.log_prob(z)
 
     def flat_z(self) -> Tensor:
-        """z as the distributions see it: (b, d) for the vector layers, (b, c, h, w) for the map layers."""
+        """z as the distributions see it: (b, d) for the vector layers, (b, c, h, w) for the map layers, the exact
+        draw for a discrete layer."""
+        if self.event is not None:
+            return self.event
+        if self.z.dim() == 2:
+            return self.z
         event = len(self.posterior.event_shape)
         return self.z if event == self.z.dim() - 1 else rearrange(self.z, "b c h w -> b (c h w)")
 
@@ -140,6 +148,7 @@ class LatentLayer(nn.Module):
     positions: int
     kl_estimator: Estimator
     kl_splits: bool = False  # whether its KL splits (``splittable``): a diagonal Gaussian, unconditional prior
+    clusters: bool = False  # whether its posterior assigns each example to a cluster (one categorical variable)
 
 
 class GaussianLatent(LatentLayer):
@@ -207,14 +216,18 @@ class GaussianLatent(LatentLayer):
         c, h, w = self.shape
         return rearrange(z, "b (c h w) -> b c h w", c=c, h=h, w=w)
 
-    def forward(self, h: Tensor, *, encode: Encode, samples: int = 1) -> LatentSample:
+    def forward(
+        self, h: Tensor, *, encode: Encode, samples: int = 1, prior: Distribution | None = None
+    ) -> LatentSample:
         """h: the input of the head, (b, ...); with ``samples`` K > 1 each example's posterior is drawn K times,
-        and every output has K·b rows laid out "(k b)"."""
+        and every output has K·b rows laid out "(k b)". prior: a prior of this batch's own in place of the layer's
+        (a conditional p(z | y), ``vae.conditional``), batch shape (K·b,) laid out "(k b)"."""
         moments = self.moments(h)
         if samples > 1:
             mean, logvar = (repeat(m, "b d -> (k b) d", k=samples) for m in (moments.mean, moments.logvar))
             moments = GaussianMoments(mean=mean, logvar=logvar)
-        posterior, prior = moments.distribution(), self.prior(encode)
+        posterior = moments.distribution()
+        prior = self.prior(encode) if prior is None else prior
         reg = self.regularizer(posterior, prior)
         per_unit = None if reg.kl_per_dim is None else per_channel(self.unflatten(reg.kl_per_dim))
         return LatentSample(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -21,6 +21,7 @@ from einops import rearrange, repeat
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from vae import pictures
 from vae.errors import ConfigError
 from vae.kl import Estimator, KLEstimator
 from vae.latents import GaussianLatent, KLParts, LatentSample
@@ -40,12 +41,15 @@ class ModelOutput:
     latents: each layer's ``LatentSample`` by name, from the top of the hierarchy down.
     params: the decoder's output, (K·b, param channels, h, w).
     samples: K.
+    settings: what the model used at this step that is logged beside the weights at training steps (a relaxed
+        latent's temperature, ``temperature/<layer>``).
     """
 
     log_px: Tensor
     latents: dict[str, LatentSample]
     params: Tensor
     samples: int = 1
+    settings: dict[str, float] = field(default_factory=dict)
 
     @property
     def kl(self) -> Tensor:
@@ -62,13 +66,17 @@ class ModelOutput:
 
 
 class LatentVariableModel(nn.Module, ABC):
-    """The interface every model keeps: a forward pass to ``ModelOutput``, samples, reconstructions.
+    """The interface every model keeps: a forward pass to ``ModelOutput``, samples, reconstructions, pictures.
 
     image_shape: (c, h, w) of the images modelled; likelihood: p(x|z); layers: the latent layers, top first.
+    conditional: whether it models p(x | y) and needs the context y (a label or a vector, ``vae.conditional``) in
+        every call; the others take ``context`` and ignore it, so the training module hands every model its batch's
+        labels.
     """
 
     image_shape: tuple[int, int, int]
     likelihood: Likelihood
+    conditional: bool = False
 
     @property
     @abstractmethod
@@ -85,15 +93,19 @@ class LatentVariableModel(nn.Module, ABC):
         return "analytic" if all(layer.kl_estimator == "analytic" for layer in self.layers) else "mc"
 
     @abstractmethod
-    def forward(self, x: Tensor, *, samples: int = 1) -> ModelOutput:
-        """x: images (b, c, h, w), floats in [0, 1] or uint8 (read as k/255); ``samples`` posterior draws each."""
+    def forward(
+        self, x: Tensor, *, samples: int = 1, context: Tensor | None = None, step: int | None = None
+    ) -> ModelOutput:
+        """x: images (b, c, h, w), floats in [0, 1] or uint8 (read as k/255); ``samples`` posterior draws each;
+        context: the batch's labels (b,) or context vectors (b, m), used by a conditional model; step: the trainer's
+        global step, for schedules inside the model (a relaxation's temperature), None outside training."""
 
     @abstractmethod
-    def sample(self, n: int, *, temperature: float = 1.0) -> Tensor:
+    def sample(self, n: int, *, temperature: float = 1.0, context: Tensor | None = None) -> Tensor:
         """E[x|z] for n draws of z from the prior, each layer's spread scaled by ``temperature``, (n, c, h, w)."""
 
     @abstractmethod
-    def reconstruct(self, x: Tensor, *, keep: int | None = None) -> Tensor:
+    def reconstruct(self, x: Tensor, *, keep: int | None = None, context: Tensor | None = None) -> Tensor:
         """E[x|z] with z at the posterior means of the top ``keep`` layers (all by default) and, below them, drawn
         from the prior given those (what the top layers encode), (b, c, h, w)."""
 
@@ -102,12 +114,33 @@ class LatentVariableModel(nn.Module, ABC):
         """The deterministic networks, for ``torch.compile`` (``model.compile``)."""
 
     @abstractmethod
-    def representation(self, x: Tensor) -> Tensor:
+    def representation(self, x: Tensor, *, context: Tensor | None = None) -> Tensor:
         """The code the disentanglement metrics score: the top layer's posterior mean, flattened, (b, d)."""
 
-    def log_weights(self, x: Tensor, num_samples: int) -> Tensor:
+    def log_weights(self, x: Tensor, num_samples: int, *, context: Tensor | None = None) -> Tensor:
         """log w_k for ``num_samples`` posterior samples of each example, (K, b)."""
-        return self.forward(x, samples=num_samples).log_w()
+        return self.forward(x, samples=num_samples, context=context).log_w()
+
+    @torch.no_grad()
+    def pictures(
+        self,
+        x: Tensor,
+        *,
+        context: Tensor | None = None,
+        ranking: Tensor | None = None,
+        nrow: int = 8,
+        seed: int = 0,
+        num_samples: int = 64,
+    ) -> dict[str, Tensor]:
+        """The model's pictures (``vae.pictures``) for a batch x of at least 2 images (with its ``context``):
+        samples and reconstructions here, and what a model adds (traversals, per-class rows, ...).
+        ``ranking``: how informative each dimension of a single latent vector is (its KL), to order traversals."""
+        grids = {"samples": pictures.samples(self, num=num_samples, nrow=nrow, seed=seed)}
+        rows = len(x) // nrow * nrow
+        if rows:
+            labels = None if context is None else context[:rows]
+            grids["reconstructions"] = pictures.reconstructions(self, x[:rows], nrow=nrow, context=labels)
+        return grids
 
     def upgrade_state_dict(self, state: Mapping[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
         """A state dict written by an earlier version of this model, with its keys renamed to this layout (none
@@ -173,14 +206,16 @@ class VAE(LatentVariableModel):
         """q(z|x)'s moments, (b, d), for images in [0, 1]."""
         return self.latent.moments(self.encoder(x))
 
-    def representation(self, x: Tensor) -> Tensor:
+    def representation(self, x: Tensor, *, context: Tensor | None = None) -> Tensor:
         return self.posterior(as_unit(x)).mean
 
     def prior_distribution(self) -> Distribution:
         """p(z), event shape (d,)."""
         return self.latent.prior_distribution(self.posterior)
 
-    def forward(self, x: Tensor, *, samples: int = 1) -> ModelOutput:
+    def forward(
+        self, x: Tensor, *, samples: int = 1, context: Tensor | None = None, step: int | None = None
+    ) -> ModelOutput:
         x = as_unit(x)
         latent = self.latent(self.encoder(x), encode=self.posterior, samples=samples)
         params = full_precision(self.decoder(latent.z))  # (k·b, param channels, h, w); float32 under autocast
@@ -195,14 +230,33 @@ class VAE(LatentVariableModel):
         return self.likelihood.mean(self.decoder(z))
 
     @torch.no_grad()
-    def sample(self, n: int, *, temperature: float = 1.0) -> Tensor:
+    def sample(self, n: int, *, temperature: float = 1.0, context: Tensor | None = None) -> Tensor:
         return self.decode(self.latent.sample_prior(n, encode=self.posterior, temperature=temperature))
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor, *, keep: int | None = None) -> Tensor:
+    def reconstruct(self, x: Tensor, *, keep: int | None = None, context: Tensor | None = None) -> Tensor:
         if keep == 0:
             return self.sample(len(x))
         return self.decode(self.posterior(as_unit(x)).mean)
+
+    @torch.no_grad()
+    def pictures(
+        self,
+        x: Tensor,
+        *,
+        context: Tensor | None = None,
+        ranking: Tensor | None = None,
+        nrow: int = 8,
+        seed: int = 0,
+        num_samples: int = 64,
+    ) -> dict[str, Tensor]:
+        """Samples and reconstructions, traversals of the ``nrow`` most informative dimensions (by ``ranking``, by
+        default in their order) and interpolations."""
+        grids = super().pictures(x, context=context, nrow=nrow, seed=seed, num_samples=num_samples)
+        ranking = torch.arange(self.latent_dim, 0, -1).float() if ranking is None else ranking
+        grids["traversals"] = pictures.traversals(self, x, ranking.to(x.device), dims=min(nrow, self.latent_dim))
+        grids["interpolations"] = pictures.interpolations(self, x, pairs=min(4, len(x) // 2))
+        return grids
 
     def upgrade_state_dict(self, state: Mapping[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
         upgraded = {}

@@ -4,7 +4,12 @@ Logged, in nats per example (summed over pixels and latent units, averaged over 
 (``vae.objectives``): ``{stage}/recon``, ``{stage}/kl`` (raw, unweighted), ``{stage}/elbo`` (unweighted),
 ``{stage}/loss``, ``{stage}/kl/<layer>`` for each layer of a hierarchy, ``{stage}/iwae`` under the IWAE objective;
 on training steps the weights beside them: ``train/kl_weight``, what a weighting adds (capacity, free_bits_active,
-geco_multiplier, geco_constraint), ``train/kl_balance/<layer>`` while KL balancing is on.
+geco_multiplier, geco_constraint, capacity/<layer>), ``train/kl_balance/<layer>`` while KL balancing is on, and what
+the model used at the step (``train/temperature`` of a relaxed discrete latent, ``vae.discrete``).
+
+Every batch's labels reach the model as its ``context`` (a conditional model's y, ``vae.conditional``; the others
+ignore it), and the trainer's global step as its ``step`` (schedules inside a model), so a new model needs no edit
+here.
 
 From the objective at validation and test, where the top layer's prior is a diagonal Gaussian:
 ``{val,test}/kl_split/{mi,tc,dwkl}`` (the KL split, ``vae.decomposition``, by ``kl_split``); from a penalty
@@ -263,10 +268,10 @@ class VAEModule(pl.LightningModule):
         return state
 
     def _common_step(self, batch: Batch, stage: Stage) -> Tensor:
-        x, _ = batch
+        x, labels = batch  # the labels are the context of a conditional model; the others ignore them
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        out = self.vae(x, samples=self.objective.samples)
+        out = self.vae(x, samples=self.objective.samples, context=labels, step=self.global_step)
         result = self.objective(
             out, step=self.global_step, training=stage == "train", dataset_size=self.dataset_size(stage)
         )

@@ -18,8 +18,9 @@ Terms logged under ``{stage}/<name>``, in nats per example (summed over pixels a
                steps when a penalty needs it; for a top layer with a diagonal Gaussian prior
     ...        what a penalty adds (``vae.penalties``: FactorVAE's ``factor_vae/tc``, DIP-VAE's ``dip/...``)
 
-and, for training steps, the weights beside them: ``kl_weight``, what the weighting adds (``capacity``, ...),
-``kl_balance/<layer>`` while KL balancing is on, and a penalty's weights.
+and, for training steps, the weights beside them: ``kl_weight``, what the weighting adds (``capacity``,
+``capacity/<layer>``, ...), ``kl_balance/<layer>`` while KL balancing is on, a penalty's weights, and what the model
+used at the step (``temperature/<layer>`` of a relaxed discrete latent, ``vae.discrete``).
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ class ELBO(Objective):
             parts = parts.scaled(coefficients)
             weights |= {f"kl_balance/{name}": value for name, value in coefficients.items()}
         weighted = self.weighting(out.log_px, parts, step=step, training=training)
-        weights |= {"kl_weight": weighted.kl_weight, **weighted.extras}
+        weights |= {"kl_weight": weighted.kl_weight, **weighted.extras, **out.settings}
         loss = weighted.loss
         split = self.split(out, training=training, dataset_size=dataset_size)
         if split is not None:
@@ -217,7 +218,7 @@ class IWAE(Objective):
         split = self.split(out, training=training, dataset_size=dataset_size)
         if split is not None:
             terms |= split.terms()
-        return Loss(loss=-bound, terms=terms, weights={"kl_weight": 1.0})
+        return Loss(loss=-bound, terms=terms, weights={"kl_weight": 1.0, **out.settings})
 
 
 def objective_for(

@@ -21,14 +21,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 from einops import rearrange, repeat
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from vae.model import VAE, LatentVariableModel
 from vae.pixels import as_unit
+
+if TYPE_CHECKING:  # the models draw their pictures with these functions (``LatentVariableModel.pictures``)
+    from vae.model import VAE, LatentVariableModel
 
 
 def grid(images: Tensor, nrow: int) -> Tensor:
@@ -81,10 +84,11 @@ def layers(vae: LatentVariableModel, x: Tensor, *, nrow: int = 8, seed: int = 0)
 
 
 @torch.no_grad()
-def reconstructions(vae: VAE, x: Tensor, *, nrow: int = 8) -> Tensor:
-    """x: (r·nrow, c, h, w); each row of inputs is followed by the row of their reconstructions."""
+def reconstructions(vae: LatentVariableModel, x: Tensor, *, nrow: int = 8, context: Tensor | None = None) -> Tensor:
+    """x: (r·nrow, c, h, w) (with their ``context``); each row of inputs is followed by the row of their
+    reconstructions."""
     x = as_unit(x)
-    pairs = torch.stack([x, vae.reconstruct(x)])  # (2, n, c, h, w)
+    pairs = torch.stack([x, vae.reconstruct(x, context=context)])  # (2, n, c, h, w)
     return grid(rearrange(pairs, "two (r n) c h w -> (r two n) c h w", n=nrow), nrow)
 
 
@@ -98,7 +102,7 @@ def prior_range(vae: VAE, *, low: float = 0.01, high: float = 0.99, num: int = 2
     """Each latent dimension's prior quantiles (low, high), (2, d): ±2.33 for N(0, 1), learned priors alike."""
     with seeded(vae, seed):
         z = vae.prior_distribution().sample(torch.Size([num]))  # (num, d)
-    return torch.quantile(z, torch.tensor([low, high], device=z.device), dim=0)
+    return torch.quantile(z, torch.tensor([low, high], device=z.device, dtype=z.dtype), dim=0)
 
 
 @torch.no_grad()
@@ -144,22 +148,12 @@ def all_pictures(
     x: Tensor,
     ranking: Tensor | None = None,
     *,
+    context: Tensor | None = None,
     num_samples: int = 64,
     nrow: int = 8,
     seed: int = 0,
 ) -> dict[str, Tensor]:
-    """Every picture, for a batch x of at least 2 images (reconstructions use whole rows of ``nrow``);
-    ``ranking`` orders the dimensions of a single-layer VAE to traverse (the KL per dimension, or any
-    informativeness score; by default the order of the dimensions)."""
-    rows = len(x) // nrow * nrow
-    grids = {"samples": samples(vae, num=num_samples, nrow=nrow, seed=seed)}
-    if rows:
-        grids["reconstructions"] = reconstructions(vae, x[:rows], nrow=nrow)
-    if isinstance(vae, VAE):
-        ranking = torch.arange(vae.latent_dim, 0, -1).float() if ranking is None else ranking
-        grids["traversals"] = traversals(vae, x, ranking.to(x.device), dims=min(nrow, vae.latent_dim))
-        grids["interpolations"] = interpolations(vae, x, pairs=min(4, len(x) // 2))
-    else:
-        grids["temperatures"] = temperatures(vae, nrow=nrow, seed=seed)
-        grids["layers"] = layers(vae, x, nrow=min(nrow, len(x)), seed=seed)
-    return grids
+    """Every picture of a model (``LatentVariableModel.pictures``), for a batch x of at least 2 images (with its
+    ``context``: labels for a conditional model); reconstructions use whole rows of ``nrow``. ``ranking`` orders the
+    dimensions of a single latent vector to traverse (the KL per dimension, or any informativeness score)."""
+    return vae.pictures(x, context=context, ranking=ranking, nrow=nrow, seed=seed, num_samples=num_samples)

@@ -4,6 +4,8 @@
     LinearWarmup(start, end, steps)            β(t)·KL, β from start to end over ``steps`` steps
     Cyclical(beta, total_steps, cycles, ramp)  β(t)·KL, M cycles each ramping 0 → β over a fraction R (Fu et al. 2019)
     Capacity(gamma, max_capacity, steps)       γ·|KL − C(t)|, C rising linearly to C_max (Burgess et al. 2018)
+    Capacities(gamma, capacities, steps)       γ·Σ_l |KL_l − C_l(t)|, each layer's own capacity (JointVAE,
+                                               Dupont 2018: the continuous and the discrete code)
     FreeBits(floor, group_size, per, beta)     β(t)·Σ_g max(λ, mean_batch KL_g) (Kingma et al. 2016), groups of
                                                units, or whole layers of a hierarchy (per="layer")
     GECO(target, ...)                          KL/λ + recon, λ ← λ·exp(ν·C̄) with C̄ a moving average of
@@ -139,6 +141,55 @@ class Capacity(Weighting):
         gap = kl.total.mean() - c
         weight = self.gamma * float(torch.sign(gap.detach()))
         return WeightedLoss(loss=-log_px.mean() + self.gamma * gap.abs(), kl_weight=weight, extras={"capacity": c})
+
+
+class Capacities(Weighting):
+    """γ·Σ_l |KL_l − C_l(t)| + recon on batch means, each layer's capacity C_l rising linearly from 0 to
+    ``capacities[l]`` nats over ``steps`` steps (one number for every layer, or one per layer): JointVAE's loss
+    (Dupont 2018), in which the continuous code z and the discrete code c each get their own capacity. Every layer
+    of the model must be named.
+
+    A categorical variable of K categories carries at most log K nats against the uniform prior (2.30 for K = 10):
+    JointVAE caps the discrete capacity there, and so should ``capacities`` (a larger one is unreachable and keeps
+    pushing q towards one-hot). JointVAE raises both capacities at one rate, 5 nats over 25,000 steps, the discrete
+    one until its cap: ``capacities: {z: 5.0, c: 2.3}`` with ``steps: {z: 25000, c: 11500}``. Logged:
+    ``capacity/<layer>`` and ``kl_weight/<layer>`` = γ·sign(KL_l − C_l); ``kl_weight`` is γ."""
+
+    def __init__(
+        self, *, capacities: dict[str, float], gamma: float = 30.0, steps: int | dict[str, int] = 25_000
+    ) -> None:
+        super().__init__()
+        if not capacities:
+            raise ConfigError("Capacities needs a capacity for each latent layer, e.g. {z: 5.0, c: 2.3}")
+        for name, value in capacities.items():
+            non_negative(f"Capacities capacity of layer {name}", value)
+        non_negative("Capacities gamma", gamma)
+        steps = dict.fromkeys(capacities, steps) if isinstance(steps, int) else dict(steps)
+        if set(steps) != set(capacities):
+            raise ConfigError(
+                f"Capacities steps names the layers {', '.join(steps)} and capacities {', '.join(capacities)}: give "
+                "the same layers, or one number of steps for all"
+            )
+        for name, value in steps.items():
+            positive_int(f"Capacities steps of layer {name}", value)
+        self.capacities, self.gamma, self.steps = dict(capacities), gamma, steps
+
+    def capacity(self, name: str, step: int) -> float:
+        return self.capacities[name] * min(step, self.steps[name]) / self.steps[name]
+
+    def forward(self, log_px: Tensor, kl: KLParts, *, step: int, training: bool) -> WeightedLoss:
+        if set(kl.per_layer) != set(self.capacities):
+            raise ConfigError(
+                f"Capacities names the layers {', '.join(self.capacities)}, and the model has "
+                f"{', '.join(kl.per_layer)}: give one capacity per layer"
+            )
+        loss, extras = -log_px.mean(), {}
+        for name, per_example in kl.per_layer.items():
+            c = self.capacity(name, step)
+            gap = per_example.mean() - c
+            loss = loss + self.gamma * gap.abs()
+            extras |= {f"capacity/{name}": c, f"kl_weight/{name}": self.gamma * float(torch.sign(gap.detach()))}
+        return WeightedLoss(loss=loss, kl_weight=self.gamma, extras=extras)
 
 
 class FreeBits(Weighting):

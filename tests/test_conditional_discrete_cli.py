@@ -1,0 +1,81 @@
+"""Conditional and discrete latents from the real `vae` command, as a new user runs them (no W&B key or setting):
+the conditional VAE's quick start and JointVAE on MNIST-5k, trained, their terms read back from the W&B run file,
+and `vae evaluate` reporting log p(x | y) and the clustering accuracy, with the models' own pictures."""
+
+import json
+
+import pytest
+from conftest import REPO, new_user, run_vae
+
+from vae.tracking import read_history
+
+SHORT = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "6", "--trainer.limit_val_batches", "1"]
+SHORT += ["--trainer.enable_progress_bar", "false"]
+SHORT += ["--trainer.log_every_n_steps", "2"]
+
+
+def fit(root, config: str):
+    env = new_user(root / "home")
+    result = run_vae(["fit", "--config", str(REPO / "configs" / config), *SHORT], cwd=root, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run,) = (root / "runs" / "vae").iterdir()
+    (run_file,) = (root / "runs" / "wandb").glob(f"offline-run-*-{run.name}/run-*.wandb")
+    return env, run, read_history(run_file)
+
+
+def evaluate(root, env, run) -> tuple[str, dict]:
+    line = ["evaluate", str(run / "checkpoints" / "last.ckpt"), "--samples", "5", "--limit", "1", "--images"]
+    result = run_vae(line, cwd=root, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (written,) = run.glob("checkpoints/last.test.k5.json")
+    return result.stdout, json.loads(written.read_text())
+
+
+@pytest.fixture(scope="module")
+def joint_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("joint")
+    return root, *fit(root, "jointvae_mnist.yaml")
+
+
+@pytest.fixture(scope="module")
+def cvae_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cvae")
+    return root, *fit(root, "cvae_quickstart.yaml")
+
+
+def test_joint_vae_logs_each_kl_with_its_capacity_and_the_temperature(joint_run):
+    _, _, run, history = joint_run
+    for key in ("train/kl/z", "train/kl/c", "train/capacity/z", "train/capacity/c", "train/temperature"):
+        assert len(history.values(key)) >= 2, key
+    for key in ("val/kl/z", "val/kl/c", "val/active_units/c", "val/elbo"):
+        assert len(history.values(key)) == 1, key
+    assert history.values("train/temperature") == pytest.approx([0.67] * len(history.values("train/temperature")))
+    assert history.values("train/capacity/c")[-1] == pytest.approx(2.3 * 5 / 920)  # 2.3 nats over 920 steps
+    for recon, kl, elbo in zip(history.values("val/recon"), history.values("val/kl"), history.values("val/elbo")):
+        assert elbo == pytest.approx(-recon - kl, rel=1e-5)
+    kl_z, kl_c = history.values("val/kl/z")[0], history.values("val/kl/c")[0]
+    assert history.values("val/kl")[0] == pytest.approx(kl_z + kl_c, rel=1e-5)
+    for name in ("samples", "reconstructions", "traversals", "categories"):
+        assert (run / "images" / f"{name}_epoch000.png").stat().st_size > 1000
+
+
+def test_evaluate_reports_the_clustering_accuracy_of_the_categorical_code(joint_run):
+    root, env, run, _ = joint_run
+    stdout, numbers = evaluate(root, env, run)
+    assert "clustering accuracy of c (Hungarian matching)" in stdout
+    accuracy = numbers["clustering_accuracy"]["c"]
+    assert 0.1 <= accuracy <= 1.0  # at least as good as one cluster for everything (the largest class: ≥ 10 %)
+    assert numbers["kl_per_layer"].keys() == {"z", "c"}
+    for name in ("traversals", "categories"):
+        assert (run / "checkpoints" / "last.test.k5" / f"{name}.png").stat().st_size > 1000
+
+
+def test_conditional_quickstart_trains_and_evaluate_reports_log_p_of_x_given_y(cvae_run):
+    root, env, run, history = cvae_run
+    assert len(history.values("val/elbo")) == 1
+    assert (run / "images" / "class_samples_epoch000.png").stat().st_size > 1000
+    assert history.values("val/images/class_samples")[0]["_type"] == "images/separated"
+    stdout, numbers = evaluate(root, env, run)
+    assert "log p(x | y), importance-weighted, K=5" in stdout
+    assert numbers["conditional"] is True and numbers["log_likelihood"] < 0
+    assert (run / "checkpoints" / "last.test.k5" / "class_samples.png").stat().st_size > 1000
