@@ -13,8 +13,10 @@ from torch.distributions import Bernoulli, Categorical, kl_divergence
 from vae.discrete import BernoulliLatent, CategoricalLatent, Joint, JointVAE, Temperature, gumbel_draws
 from vae.errors import ConfigError
 from vae.evaluation import clustering_accuracy, importance_weighted_log_likelihood
+from vae.hierarchical import TopDown
 from vae.latents import KLParts
 from vae.likelihoods import Bernoulli as BernoulliLikelihood
+from vae.module import VAEModule
 from vae.nets import MLPNet
 from vae.priors import StandardNormal
 from vae.weighting import Capacities
@@ -100,6 +102,17 @@ def test_support_mismatch_gives_the_right_finite_value_or_inf_never_nan_and_fini
     set_logits(layer, [0.0, 0.0, 0.0], [-math.inf, 0.0, 0.0])
     kl = layer.eval()(x).kl
     assert kl.item() == math.inf and not torch.isnan(kl).any()
+    for estimator in ("analytic", "mc"):  # a zero of the prior where q has mass: +inf, even at a Monte-Carlo draw
+        layer = categorical(3, estimator=estimator)
+        set_logits(layer, [0.0, 20.0, 0.0], [0.0, -math.inf, 0.0])
+        kl = layer.train()(x.expand(50, -1)).kl
+        assert (kl == math.inf).any() and not torch.isnan(kl).any()  # (an infinite loss has no useful gradient)
+    layer = categorical(3, estimator="mc")  # a zero of q: never drawn, so every Monte-Carlo value is finite
+    set_logits(layer, [-math.inf, 0.0, 0.0], [0.0, 0.0, 0.0])
+    kl = layer.train()(x.expand(50, -1)).kl
+    assert torch.isfinite(kl).all()
+    kl.mean().backward()
+    assert torch.isfinite(layer.head.bias.grad).all()
     layer = bernoulli(2)
     set_logits(layer, [0.0, 0.0], [math.inf, 0.0])  # p(b₀ = 1) = 1: a posterior with mass on 0 is infinitely far
     assert kl_of(layer).kl_per_unit[0, 0].item() == math.inf
@@ -246,9 +259,12 @@ def test_joint_refuses_bad_settings_in_one_line():
         ({"continuous": False, "categories": 0}, "no latent code"),
         ({"discrete_prior": "zipf"}, "uniform"),
         ({"temperature": 0.0}, "positive"),
+        ({"network": TopDown()}, "must be an encoder/decoder pair"),
     ]:
         with pytest.raises(ConfigError, match=message):
             Joint(**settings)
+    with pytest.raises(ConfigError, match="importance_samples 1"):  # before training, not at its first step
+        VAEModule(network=Joint(network=MLPNet(hidden_dims=(8,))), importance_samples=2)
 
 
 # --- Capacities and clustering accuracy -----------------------------------------------------------

@@ -4,6 +4,7 @@ import math
 import os
 
 import pytest
+import torch
 from conftest import run_vae
 
 from vae.tools.playground import (
@@ -44,6 +45,16 @@ def test_monte_carlo_error_falls_as_one_over_root_n():
     assert result.sigma**2 == pytest.approx(20.5, rel=1e-12)  # Var of 1.5x² − 4x under N(0, 1)
     assert result.slope == pytest.approx(-0.5, abs=0.05)
     # With 200 repeats the RMS error is itself known to about ±5 %: 20 % is four of those.
+    for rms, expected in zip(result.rms_error, result.expected):
+        assert rms == pytest.approx(expected, rel=0.2)
+
+
+def test_monte_carlo_error_of_a_categorical_kl_falls_as_one_over_root_n():
+    """The discrete latent's KL to its uniform prior: log K − H(q) in closed form, and the MC estimate's error."""
+    result = monte_carlo_convergence(repeats=200, categorical=True)
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05], dtype=torch.float64)
+    assert result.exact == pytest.approx(math.log(4) + (probs * probs.log()).sum().item(), rel=1e-12)
+    assert result.slope == pytest.approx(-0.5, abs=0.05)
     for rms, expected in zip(result.rms_error, result.expected):
         assert rms == pytest.approx(expected, rel=0.2)
 

@@ -22,6 +22,8 @@ ELSEWHERE = {  # lines run elsewhere: a tiny run could not stand for them here
     "vae compare --study": "tests/test_compare.py and tests/test_disentangling_cli.py run tiny studies (these are "
     "6 runs × 20 epochs and 7 runs × 5 epochs)",
     "vae benchmark": "tests/test_benchmark.py runs every contender at a tiny size",
+    "vae fit --config configs/cvae_quickstart.yaml": "tests/test_conditional_discrete_cli.py trains and evaluates it",
+    "vae fit --config configs/jointvae_mnist.yaml": "tests/test_conditional_discrete_cli.py trains and evaluates it",
     "vae kl-demo": "tests/test_playground.py runs the whole playground",
 }
 FASHION = Path("/usr/share/datasets/fashion-mnist").is_dir() or os.environ.get("VAE_REQUIRE_FASHION_MNIST")

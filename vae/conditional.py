@@ -22,14 +22,13 @@ from einops import repeat
 from torch import Tensor, nn
 
 from vae import pictures
-from vae.config import build
 from vae.errors import ConfigError
 from vae.kl import KLEstimator
 from vae.latents import GaussianLatent
 from vae.likelihoods import Likelihood
 from vae.model import LatentVariableModel, ModelOutput
 from vae.nets import Architecture, ConvNet, GaussianMoments, Network
-from vae.nets.common import LOGVAR_BOUND, full_precision, soft_clamp
+from vae.nets.common import LOGVAR_BOUND, full_precision, nested_network, soft_clamp
 from vae.pixels import as_unit
 from vae.priors import Prior, StandardNormal, VampPrior
 
@@ -46,7 +45,7 @@ class Conditional(Architecture):
     def __init__(self, *, network: Network | None = None, classes: int = 10, conditional_prior: bool = True) -> None:
         if classes < 1:
             raise ConfigError(f"Conditional classes must be a positive integer, got {classes}")
-        self.network = build(network, Network, "model.network.init_args.network") if network else ConvNet()
+        self.network = nested_network(network, "model.network.init_args.network") if network else ConvNet()
         self.classes, self.conditional_prior = classes, conditional_prior
 
     def build(
@@ -112,6 +111,7 @@ class ConditionalVAE(LatentVariableModel):
             kl_estimator=kl_estimator,
             kl_samples=kl_samples,
         )
+        self.labels_checked = False
         self.prior_net: nn.Linear | None = None
         if architecture.conditional_prior:
             self.prior_net = nn.Linear(self.classes, 2 * latent_dim)
@@ -147,13 +147,15 @@ class ConditionalVAE(LatentVariableModel):
         if len(labels) != n:
             raise ConfigError(f"a Conditional model got {len(labels)} labels for {n} images")
         if labels.dim() == 1 and not labels.is_floating_point():
-            low, high = (int(v) for v in torch.stack([labels.min(), labels.max()]).tolist())
-            if low < 0 or high >= self.classes:
-                raise ConfigError(
-                    f"label {high if high >= self.classes else low} is outside the {self.classes} classes of this "
-                    f"Conditional model: set model.network.init_args.classes to the number of classes"
-                )
-            return F.one_hot(labels, self.classes).float()
+            if labels.device.type == "cpu" or not self.labels_checked:  # on a GPU once: a check is a host sync
+                low, high = (int(v) for v in torch.stack([labels.min(), labels.max()]).tolist())
+                if low < 0 or high >= self.classes:
+                    raise ConfigError(
+                        f"label {high if high >= self.classes else low} is outside the {self.classes} classes of "
+                        "this Conditional model: set model.network.init_args.classes to the number of classes"
+                    )
+                self.labels_checked = True
+            return F.one_hot(labels.long(), self.classes).float()
         if labels.dim() == 2 and labels.shape[1] == self.classes and labels.is_floating_point():
             return labels.float()
         raise ConfigError(

@@ -39,14 +39,13 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, OneHotCategorical
 
 from vae import pictures
-from vae.config import build
 from vae.errors import ConfigError
 from vae.kl import Estimator, KLEstimator, bernoulli_log_probs, kl_from_log_probs
 from vae.latents import GaussianLatent, LatentLayer, LatentSample
 from vae.likelihoods import Likelihood
 from vae.model import LatentVariableModel, ModelOutput
 from vae.nets import Architecture, ConvNet, GaussianMoments, Network
-from vae.nets.common import full_precision
+from vae.nets.common import full_precision, nested_network
 from vae.pixels import as_unit
 from vae.priors import Prior
 
@@ -91,8 +90,10 @@ def gumbel_draws(log_probs: Tensor, temperature: float) -> tuple[Tensor, Tensor]
 
 def score_function(value: Tensor, log_q: Tensor) -> Tensor:
     """``value`` unchanged, with the gradient ∇value + value·∇log q: the unbiased gradient of E_q[value] when the
-    sample behind ``value`` was drawn from q without reparameterisation."""
-    return value + value.detach() * (log_q - log_q.detach())
+    sample behind ``value`` was drawn from q without reparameterisation. An infinite value (a sample the prior
+    cannot draw) stays infinite, without a nan from inf·0."""
+    weight = torch.where(torch.isfinite(value), value.detach(), torch.zeros_like(value))
+    return value + weight * (log_q - log_q.detach())
 
 
 class DiscreteLatent(LatentLayer, ABC):
@@ -166,7 +167,8 @@ class DiscreteLatent(LatentLayer, ABC):
         if self.kl_estimator == "analytic":
             kl = kl_from_log_probs(log_q, log_p)  # (b, n)
         else:
-            log_q_c, log_p_c = (hard * log_q).sum(dim=-1), (hard * log_p).sum(dim=-1)  # at the sample, (b, n)
+            index = hard.argmax(dim=-1, keepdim=True)  # a gather, not hard·log q: 0·(−inf) would be nan
+            log_q_c, log_p_c = log_q.gather(-1, index)[..., 0], log_p.gather(-1, index)[..., 0]  # (b, n)
             kl = score_function(log_q_c - log_p_c, log_q_c)
         return LatentSample(
             z=self.code(draw),
@@ -308,7 +310,8 @@ class Joint(Architecture):
 
     Each layer's KL is logged raw (``{stage}/kl/z``, ``kl/c``, ``kl/b``); ``vae.weighting.Capacities`` gives each
     its own capacity, as JointVAE trains. The IWAE objective is refused: training decodes the relaxation, whose
-    density is not the discrete model's (``vae evaluate``'s importance-weighted log-likelihood is exact).
+    density is not the discrete model's (``vae evaluate``'s importance-weighted log-likelihood draws exact samples,
+    so it estimates the discrete model's own log p(x)).
     """
 
     def __init__(
@@ -333,7 +336,7 @@ class Joint(Architecture):
             raise ConfigError("Joint has no latent code: set continuous true, categories or bernoulli")
         if discrete_prior not in ("uniform", "learned"):
             raise ConfigError(f"Joint discrete_prior must be 'uniform' or 'learned', got {discrete_prior!r}")
-        self.network = build(network, Network, "model.network.init_args.network") if network else ConvNet()
+        self.network = nested_network(network, "model.network.init_args.network") if network else ConvNet()
         self.continuous, self.categories, self.variables, self.bernoulli = continuous, categories, variables, bernoulli
         self.discrete_prior, self.straight_through = discrete_prior, straight_through
         self.temperature, self.min_temperature, self.anneal_rate = temperature, min_temperature, anneal_rate
@@ -365,6 +368,8 @@ class Joint(Architecture):
 
 class JointVAE(LatentVariableModel):
     """The model ``Joint`` describes: layers "z" (continuous), "c" (categorical) and "b" (Bernoulli), those it has."""
+
+    relaxed = True
 
     def __init__(
         self,
@@ -428,7 +433,7 @@ class JointVAE(LatentVariableModel):
         if samples > 1 and self.training:
             raise ConfigError(
                 "the IWAE objective (importance_samples > 1) needs exact log densities, and discrete latents train "
-                "on a relaxation: use importance_samples 1 (vae evaluate's log-likelihood is exact)"
+                "on a relaxation: use importance_samples 1 (vae evaluate's log-likelihood uses exact samples)"
             )
         x = as_unit(x)
         h = self.encoder(x)

@@ -220,6 +220,7 @@ def evaluate(
         kls = [out.latents[name].kl.sum() for name in names]
         batch = torch.stack([x.new_tensor(float(len(x))), log_likelihood.sum(), out.log_px.sum(), *kls]).double()
         sums += batch.cpu()
+    classes = len(torch.cat(labelled).unique()) if labelled else 0  # one class (CelebA's 0s) scores nothing
     n = float(sums[0])
     if n == 0:
         raise ConfigError(f"the {split} split is empty: nothing to evaluate")
@@ -242,7 +243,7 @@ def evaluate(
         conditional=vae.conditional,
         clustering_accuracy=(
             {name: clustering_accuracy(torch.cat(found), torch.cat(labelled)) for name, found in clusters.items()}
-            if clusters and len(labelled) == len(next(iter(clusters.values())))
+            if clusters and len(labelled) == len(next(iter(clusters.values()))) and classes > 1
             else None
         ),
     )

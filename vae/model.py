@@ -41,8 +41,8 @@ class ModelOutput:
     latents: each layer's ``LatentSample`` by name, from the top of the hierarchy down.
     params: the decoder's output, (K·b, param channels, h, w).
     samples: K.
-    settings: what the model used at this step that is logged beside the weights at training steps (a relaxed
-        latent's temperature, ``temperature/<layer>``).
+    settings: what the model used at this step that is logged beside the weights at training steps (the
+        relaxation's temperature of discrete latents, ``temperature``).
     """
 
     log_px: Tensor
@@ -72,11 +72,14 @@ class LatentVariableModel(nn.Module, ABC):
     conditional: whether it models p(x | y) and needs the context y (a label or a vector, ``vae.conditional``) in
         every call; the others take ``context`` and ignore it, so the training module hands every model its batch's
         labels.
+    relaxed: whether training decodes relaxed samples whose density is not the model's (discrete latents,
+        ``vae.discrete``); such a model cannot train on the IWAE bound.
     """
 
     image_shape: tuple[int, int, int]
     likelihood: Likelihood
     conditional: bool = False
+    relaxed: bool = False  # training decodes relaxed samples (discrete latents): no IWAE training
 
     @property
     @abstractmethod

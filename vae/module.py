@@ -189,8 +189,14 @@ class VAEModule(pl.LightningModule):
         top = self.vae.layers[0]
         if penalty is not None and penalty.build(units=1).needs_split and not top.kl_splits:
             raise ConfigError(
-                f"{type(penalty).__name__} weighs the KL split of the top latent layer, which needs a diagonal "
-                "Gaussian prior on it (StandardNormal or LearnedGaussian), not a mixture or the VampPrior"
+                f"{type(penalty).__name__} weighs the KL split of the top latent layer, which needs one diagonal "
+                "Gaussian prior on it (StandardNormal or LearnedGaussian): not a mixture, the VampPrior, or a prior "
+                "that depends on a label"
+            )
+        if importance_samples > 1 and self.vae.relaxed:
+            raise ConfigError(
+                "the IWAE objective (importance_samples > 1) needs exact log densities, and discrete latents train "
+                "on a relaxation: use importance_samples 1 (vae evaluate's log-likelihood uses exact samples)"
             )
         self.objective = objective_for(
             weighting=weighting,

@@ -20,7 +20,7 @@ Terms logged under ``{stage}/<name>``, in nats per example (summed over pixels a
 
 and, for training steps, the weights beside them: ``kl_weight``, what the weighting adds (``capacity``,
 ``capacity/<layer>``, ...), ``kl_balance/<layer>`` while KL balancing is on, a penalty's weights, and what the model
-used at the step (``temperature/<layer>`` of a relaxed discrete latent, ``vae.discrete``).
+used at the step (``temperature``, the relaxation's of discrete latents, ``vae.discrete``).
 """
 
 from __future__ import annotations

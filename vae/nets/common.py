@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Independent, Normal
 
-from vae.config import Recorded
+from vae.config import Recorded, build
 from vae.errors import ConfigError
 
 LOGVAR_BOUND = 10.0
@@ -69,3 +69,14 @@ class Network(Architecture):
 
     @abstractmethod
     def decoder(self, *, image_shape: tuple[int, int, int], latent_dim: int) -> nn.Module: ...
+
+
+def nested_network(value: object, where: str) -> Network:
+    """An architecture's own encoder/decoder pair (``network``: a ``Network``, or its spec), or a one-line error."""
+    network = build(value, Network, where)
+    if not isinstance(network, Network):
+        raise ConfigError(
+            f"{where} must be an encoder/decoder pair such as vae.nets.ConvNet or vae.nets.MLPNet, got "
+            f"{type(network).__name__}"
+        )
+    return network

@@ -128,16 +128,31 @@ def log_ratio_std(p: Normal, q: Normal) -> float:
     return math.sqrt((2 * a * mp + b) ** 2 * sp**2 + 2 * a**2 * sp**4)
 
 
+def categorical_pair() -> tuple[Categorical, Categorical, float]:
+    """A posterior over 4 categories, (0.5, 0.3, 0.15, 0.05), against the uniform prior: its KL is log 4 − H(p),
+    and √Var_p[log p − log q] = √Var_p[log p] (log q is constant), both exact."""
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05], dtype=F64)
+    log_ratio = probs.log() - math.log(4)
+    variance = (probs * log_ratio.square()).sum() - (probs * log_ratio).sum().square()
+    return Categorical(probs=probs), Categorical(probs=torch.full((4,), 0.25, dtype=F64)), variance.sqrt().item()
+
+
 def monte_carlo_convergence(
     *,
     sample_sizes: Sequence[int] = tuple(int(10**e) for e in (1, 1.5, 2, 2.5, 3, 3.5, 4, 4.5, 5)),
     repeats: int = 200,
     seed: int = 0,
+    categorical: bool = False,
 ) -> MonteCarloConvergence:
+    """The Gaussian pair D(N(0, 1) ‖ N(1, 0.5²)), or with ``categorical`` the categorical one of
+    ``categorical_pair`` (a discrete latent's KL to its uniform prior)."""
     torch.manual_seed(seed)
-    p, q = scalar_normal(0.0, 1.0), scalar_normal(1.0, 0.5)
+    if categorical:
+        p, q, sigma = categorical_pair()
+    else:
+        p, q = scalar_normal(0.0, 1.0), scalar_normal(1.0, 0.5)
+        sigma = log_ratio_std(p, q)
     exact = kl_divergence(p, q).kl.item()
-    sigma = log_ratio_std(p, q)
     errors = []
     for n in sample_sizes:
         # `repeats` independent estimates, each from n samples: (n, repeats) samples, mean over the first axis.
@@ -337,6 +352,7 @@ FIGURES = ("mode_covering_vs_seeking.png", "monte_carlo_error.png", "maximum_lik
 class Playground:
     fits: ModeFits
     monte_carlo: MonteCarloConvergence
+    categorical_monte_carlo: MonteCarloConvergence
     likelihood: MaximumLikelihoodTrace
     numbers: list[WorkedNumber]
     figures: list[Path]
@@ -350,12 +366,20 @@ def run(out: Path, *, seed: int = 0) -> Playground:
     out.mkdir(parents=True, exist_ok=True)
     fits = fit_forward_and_reverse(seed=seed)
     convergence = monte_carlo_convergence(seed=seed)
+    categorical = monte_carlo_convergence(seed=seed, categorical=True)
     trace = maximum_likelihood_is_forward_kl(seed=seed)
     figures = [out / name for name in FIGURES]
     plot_mode_fits(fits, figures[0])
     plot_monte_carlo(convergence, figures[1])
     plot_maximum_likelihood(trace, figures[2])
-    return Playground(fits=fits, monte_carlo=convergence, likelihood=trace, numbers=worked_numbers(), figures=figures)
+    return Playground(
+        fits=fits,
+        monte_carlo=convergence,
+        categorical_monte_carlo=categorical,
+        likelihood=trace,
+        numbers=worked_numbers(),
+        figures=figures,
+    )
 
 
 def report(result: Playground) -> str:
@@ -371,6 +395,13 @@ def report(result: Playground) -> str:
     lines.append(f"   {'N':>8} {'RMS error':>11} {'sigma/sqrt(N)':>14}")
     lines += [f"   {n:>8} {e:>11.5f} {x:>14.5f}" for n, e, x in zip(mc.sample_sizes, mc.rms_error, mc.expected)]
     lines.append(f"   log-log slope {mc.slope:.3f} (expected -0.5)")
+    cat = result.categorical_monte_carlo
+    lines.append(
+        f"   the same for a categorical posterior (0.5, 0.3, 0.15, 0.05) against the uniform prior: log 4 − H = "
+        f"{cat.exact:.6f} nats, sigma = {cat.sigma:.4f}"
+    )
+    lines += [f"   {n:>8} {e:>11.5f} {x:>14.5f}" for n, e, x in zip(cat.sample_sizes, cat.rms_error, cat.expected)]
+    lines.append(f"   log-log slope {cat.slope:.3f} (expected -0.5)")
     lines.append(f"3. Maximum likelihood = minimum forward KL: N(θ, 1) fitted to {trace.num_data} samples of N(2, 1)")
     lines.append(f"   {'step':>4} {'theta':>8} {'NLL':>9} {'KL':>9} {'NLL-KL':>9}")
     lines += [f"   {s.step:>4} {s.theta:>8.4f} {s.nll:>9.4f} {s.kl:>9.4f} {s.nll - s.kl:>9.4f}" for s in trace.steps]
