@@ -25,7 +25,7 @@ def fit(root, config: str):
     assert result.returncode == 0, result.stderr[-2000:]
     (run,) = (root / "runs" / "vae").iterdir()
     (run_file,) = (root / "runs" / "wandb").glob(f"offline-run-*-{run.name}/run-*.wandb")
-    return env, run, read_history(run_file)
+    return env, run, read_history(run_file), result.stdout
 
 
 def evaluate(root, env, run) -> tuple[str, dict]:
@@ -49,7 +49,8 @@ def cvae_run(tmp_path_factory):
 
 
 def test_joint_vae_logs_each_kl_with_its_capacity_and_the_temperature(joint_run):
-    _, _, run, history = joint_run
+    _, _, run, history, stdout = joint_run
+    assert "KL estimator: analytic (closed form)" in stdout
     for key in ("train/kl/z", "train/kl/c", "train/capacity/z", "train/capacity/c", "train/temperature"):
         assert len(history.values(key)) >= 2, key
     for key in ("val/kl/z", "val/kl/c", "val/active_units/c", "val/elbo"):
@@ -65,7 +66,7 @@ def test_joint_vae_logs_each_kl_with_its_capacity_and_the_temperature(joint_run)
 
 
 def test_evaluate_reports_the_clustering_accuracy_of_the_categorical_code(joint_run):
-    root, env, run, _ = joint_run
+    root, env, run, _, _ = joint_run
     stdout, numbers = evaluate(root, env, run)
     assert "clustering accuracy of c (Hungarian matching)" in stdout
     accuracy = numbers["clustering_accuracy"]["c"]
@@ -87,7 +88,7 @@ def test_evaluate_reports_the_clustering_accuracy_of_the_categorical_code(joint_
 
 
 def test_conditional_quickstart_trains_and_evaluate_reports_log_p_of_x_given_y(cvae_run):
-    root, env, run, history = cvae_run
+    root, env, run, history, _ = cvae_run
     assert len(history.values("val/elbo")) == 1
     assert (run / "images" / "class_samples_epoch000.png").stat().st_size > 1000
     assert history.values("val/images/class_samples")[0]["_type"] == "images/separated"
@@ -109,8 +110,8 @@ def test_the_other_configs_train_from_the_command(tmp_path):
     cifar = ["--data.init_args.root", str(tmp_path / "data"), "--data.init_args.val_size", "6"]
     cifar += ["--data.init_args.batch_size", "6"]
     lines = {"cvae_cifar10.yaml": cifar}
-    if FASHION:
-        lines |= {"cvae_fashion_mnist.yaml": [], "jointvae_fashion_mnist.yaml": []}
+    if FASHION:  # JointVAE here with the Monte-Carlo estimator for both codes
+        lines |= {"cvae_fashion_mnist.yaml": [], "jointvae_fashion_mnist.yaml": ["--model.kl_estimator", "mc"]}
     short = ["--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false"]
     env = new_user(tmp_path / "home")
 
@@ -124,3 +125,6 @@ def test_the_other_configs_train_from_the_command(tmp_path):
         for config, (folder, result) in zip(lines, pool.map(attempt, lines)):
             assert result.returncode == 0, f"{config}\n{result.stderr[-2000:]}"
             assert list(folder.glob("runs/vae/*/checkpoints/last.ckpt")), config
+            if config.startswith("jointvae"):
+                estimators = "KL estimators: z mc (Monte Carlo, 1 sample(s)), c mc (Monte Carlo, 1 sample, score"
+                assert estimators in result.stdout, result.stdout[-2000:]

@@ -293,18 +293,12 @@ def fit_report(trainer: Trainer) -> str:
         lines.append(f"last checkpoint (resume with --ckpt_path last): {last}")
     vae = getattr(trainer.lightning_module, "vae", None)
     if vae is not None:
-
-        def how(layer) -> str:
-            if layer.kl_estimator == "analytic":
-                return "closed form"
-            return f"Monte Carlo, {layer.regularizer.num_samples} sample(s)"
-
-        kinds = {(layer.kl_estimator, how(layer)) for layer in vae.layers}
+        kinds = {(layer.kl_estimator, layer.kl_description) for layer in vae.layers}
         if len(kinds) == 1:
             ((estimator, description),) = kinds
             lines.append(f"KL estimator: {estimator} ({description})")
-        else:  # a hierarchy whose top prior has no closed form
-            each = ", ".join(f"{layer.name} {layer.kl_estimator} ({how(layer)})" for layer in vae.layers)
+        else:  # a hierarchy whose top prior has no closed form; continuous and discrete layers under "mc"
+            each = ", ".join(f"{layer.name} {layer.kl_estimator} ({layer.kl_description})" for layer in vae.layers)
             lines.append(f"KL estimators: {each}")
     images = run_dir(trainer) / "images"
     if images.is_dir():

@@ -134,6 +134,10 @@ class DiscreteLatent(LatentLayer, ABC):
         self.straight_through = straight_through
         self.kl_estimator: Estimator = "mc" if kl_estimator == "mc" else "analytic"
 
+    @property
+    def kl_description(self) -> str:
+        return "closed form" if self.kl_estimator == "analytic" else "Monte Carlo, 1 sample, score-function gradient"
+
     @abstractmethod
     def log_probs(self, raw: Tensor) -> Tensor:
         """The head's outputs (..., head features) as normalised log-probabilities (..., n, K)."""

@@ -164,8 +164,8 @@ class Evaluation:
             ),
             ("negative log-likelihood in bits/dim", f"{self.bits_per_dim:.4f}"),
             ("ELBO", f"{self.elbo:.3f} nats"),
-            ("  reconstruction −E_q[log p(x|z)]", f"{self.recon:.3f} nats"),
-            ("  KL(q(z|x) || p(z))", f"{self.kl:.3f} nats"),
+            ("  reconstruction −E_q[log p(x|z" + (",y)]" if self.conditional else ")]"), f"{self.recon:.3f} nats"),
+            ("  KL(q(z|x,y) || p(z|y))" if self.conditional else "  KL(q(z|x) || p(z))", f"{self.kl:.3f} nats"),
             ("active units (Cov_x E_q[z_d] > 0.01)", f"{self.active_units}"),
         ]
         if len(self.kl_per_layer) > 1:

@@ -150,6 +150,13 @@ class LatentLayer(nn.Module):
     kl_splits: bool = False  # whether its KL splits (``splittable``): a diagonal Gaussian, unconditional prior
     clusters: bool = False  # whether its posterior assigns each example to a cluster (one categorical variable)
 
+    @property
+    def kl_description(self) -> str:
+        """How its KL is computed, in words (the fit report); the Gaussian layers' from their ``KLRegularizer``."""
+        if self.kl_estimator == "analytic":
+            return "closed form"
+        return f"Monte Carlo, {self.regularizer.num_samples} sample(s)"
+
 
 class GaussianLatent(LatentLayer):
     """A diagonal Gaussian posterior from ``head`` against an unconditional prior over ``shape``.
