@@ -496,8 +496,8 @@ class JointVAE(LatentVariableModel):
         seed: int = 0,
         num_samples: int = 64,
     ) -> dict[str, Tensor]:
-        """Samples and reconstructions, and traversals: ``traversals`` sweeps each of z's most informative
-        dimensions (the largest KL on x) across its prior range, the discrete codes held at the first image's;
+        """Samples and reconstructions, and traversals: ``traversals`` sweeps each of z's dimensions (the largest KL
+        on x first) across its prior range, the discrete codes held at the first image's;
         ``categories`` sets a categorical variable to each category in turn (columns), for each of the first images
         (rows; with several variables, one row per variable of the first image); ``bits`` sets each Bernoulli unit
         to 0 and 1."""
@@ -510,7 +510,7 @@ class JointVAE(LatentVariableModel):
             order = pictures.ranked_dimensions(kl.mean(dim=0) if kl is not None else torch.arange(d, 0, -1).float())
             bounds = pictures.prior_range(self)
             rows = []
-            for dim in order[: min(nrow, d)]:
+            for dim in order:  # every dimension, the most informative first
                 z = repeat(codes["z"][0], "d -> s d", s=9).clone()
                 z[:, dim] = torch.linspace(float(bounds[0, dim]), float(bounds[1, dim]), 9, device=z.device)
                 rows.append(self.decode(self.join(codes, 0, {"z": z})))
