@@ -122,10 +122,10 @@ def test_a_prior_without_closed_form_trains_and_its_run_says_kl_estimator_mc(tmp
     reason="Debian's dataset-fashion-mnist is not installed",
 )
 def test_short_training_on_the_full_fashion_mnist_improves_the_validation_elbo(tmp_path, offline_env):
-    """150 steps on the real 55,000 training images, validating on 1,280 images every 50 steps."""
+    """90 steps on the real 55,000 training images, validating on 640 images every 30 steps."""
     config = REPO / "configs" / "fashion_mnist.yaml"
-    limits = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "150"]
-    limits += ["--trainer.val_check_interval", "50", "--trainer.limit_val_batches", "10"]
+    limits = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "90"]
+    limits += ["--trainer.val_check_interval", "30", "--trainer.limit_val_batches", "5"]
     result = run_vae(
         ["fit", "--config", str(config), *limits, "--trainer.enable_progress_bar", "false"],
         cwd=tmp_path,
