@@ -108,6 +108,11 @@ def _main(args, cwd, env, out, err, file_size_limit) -> None:
     functions the server registered when it imported the package (W&B's media folder, shared by every child, among
     them) are the server's: the command runs only those it registers itself."""
     atexit._clear()
+    # The signals as a fresh interpreter has them: the fork server ignores SIGINT, and leaves the handlers it had
+    # when it imported its preloads; the command decides (it skips a signal its parent set to be ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGQUIT):
+        signal.signal(signum, signal.SIG_DFL)
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)

@@ -98,6 +98,7 @@ def test_conditional_quickstart_trains_and_evaluate_reports_log_p_of_x_given_y(c
     assert (run / "checkpoints" / "last.test.k5" / "class_samples.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_the_other_configs_train_from_the_command(tmp_path):
     """The Fashion-MNIST and CIFAR-10 configs of both models train two steps from the real command (CIFAR-10 on
     files written in its real format), three at a time."""

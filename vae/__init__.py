@@ -2,8 +2,9 @@
 
 from vae.conditional import Conditional, ConditionalVAE
 from vae.data import CIFAR10, MNIST, CelebA, EmbeddedMNIST, FashionMNIST, ImageDataModule, ImageFolder
-from vae.discrete import BernoulliLatent, CategoricalLatent, Joint, JointVAE
+from vae.discrete import BernoulliLatent, CategoricalLatent
 from vae.hierarchical import TopDown, TopDownVAE
+from vae.joint import Joint, JointVAE
 from vae.kl import (
     KLRegularizer,
     KLResult,
