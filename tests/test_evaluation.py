@@ -138,3 +138,28 @@ def test_training_on_the_iwae_bound(tmp_path):
         VAEModule(importance_samples=5, weighting=LinearWarmup())
     with pytest.raises(ConfigError, match="at least 1"):
         VAEModule(importance_samples=0)
+
+
+def test_the_evaluation_api_runs_in_eval_mode_without_gradients_and_restores_the_callers_mode():
+    """A model left in training mode, with a BatchNorm in its encoder: the importance-weighted log-likelihood is the
+    eval-mode one (no batch statistics), no gradient is recorded, the running statistics are untouched, and the
+    model is still in training mode afterwards; evaluate() alike, and an eval-mode model stays in eval mode."""
+    from vae.likelihoods import Bernoulli
+
+    torch.manual_seed(0)
+    vae = VAE(image_shape=(1, 28, 28), latent_dim=4, network=MLPNet(hidden_dims=(32,)), likelihood=Bernoulli())
+    vae.encoder = torch.nn.Sequential(torch.nn.BatchNorm2d(1), vae.encoder)
+    x = torch.bernoulli(torch.full((16, 1, 28, 28), 0.3))
+    norm = vae.encoder[0]
+    vae.train()
+    torch.manual_seed(1)
+    in_training = importance_weighted_log_likelihood(vae, x, num_samples=20)
+    assert all(module.training for module in vae.modules()) and not in_training.requires_grad
+    assert torch.equal(norm.running_mean, torch.zeros(1)) and int(norm.num_batches_tracked) == 0
+    vae.eval()
+    torch.manual_seed(1)
+    torch.testing.assert_close(in_training, importance_weighted_log_likelihood(vae, x, num_samples=20))
+    assert not any(module.training for module in vae.modules())
+    vae.train()
+    result = evaluate(vae, [(x, torch.zeros(16, dtype=torch.long))], num_samples=5)
+    assert vae.training and int(norm.num_batches_tracked) == 0 and math.isfinite(result.log_likelihood)

@@ -123,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             choose_wandb_mode()
             check_wandb_mode()  # an explicit WANDB_MODE that cannot work: said now, not after the work
         module = load_module(args.checkpoint)
+        module.vae.eval()  # the numbers and the pictures of the model as it is used: eval mode
         data = load_data(config, config_path, batch_size=args.batch_size)
         if args.disentanglement and not isinstance(data, FactorDataModule):
             raise ConfigError(

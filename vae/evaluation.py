@@ -14,7 +14,8 @@ mean over positions of each position's variance. The KL per unit is the dataset 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -93,6 +94,20 @@ def log_mean_exp_chunks(chunks: Iterable[Tensor]) -> Tensor:
     return total - math.log(count)
 
 
+@contextmanager
+def inference(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The model in eval mode and without gradients inside the block; afterwards every submodule is back in the mode
+    the caller left it (a model in training mode stays so, and its BatchNorm statistics are never updated here)."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
 def importance_weighted_log_likelihood(
     vae: LatentVariableModel, x: Tensor, *, num_samples: int, chunk_size: int = 100, context: Tensor | None = None
 ) -> Tensor:
@@ -103,11 +118,14 @@ def importance_weighted_log_likelihood(
     It is the IWAE bound with K = ``num_samples``: a lower bound in expectation that tightens as K grows
     (Burda et al. 2015). Samples are drawn ``chunk_size`` at a time, so memory does not grow with K. For a
     conditional model, given the labels ``context``, it is the estimate of log p(x | y).
+
+    It runs in eval mode without gradients (``inference``), and leaves the model in the mode it found it.
     """
     if num_samples < 1 or chunk_size < 1:
         raise ConfigError(f"num_samples and chunk_size must be positive, got {num_samples} and {chunk_size}")
     sizes = [min(chunk_size, num_samples - start) for start in range(0, num_samples, chunk_size)]
-    return log_mean_exp_chunks(vae.log_weights(x, k, context=context) for k in sizes)
+    with inference(vae):
+        return log_mean_exp_chunks(vae.log_weights(x, k, context=context) for k in sizes)
 
 
 def clustering_accuracy(clusters: Tensor, labels: Tensor) -> float:
@@ -183,7 +201,6 @@ class Evaluation:
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
-@torch.no_grad()
 def evaluate(
     vae: LatentVariableModel,
     batches: Iterable[tuple[Tensor, Tensor]],
@@ -195,8 +212,22 @@ def evaluate(
 ) -> Evaluation:
     """Importance-weighted log-likelihood, ELBO and its terms, and each layer's KL and active units over a split;
     for a conditional model given the batches' labels (log p(x | y)), and for a layer with one categorical variable
-    its clustering accuracy against integer labels."""
-    vae = vae.eval().to(device)
+    its clustering accuracy against integer labels. It runs in eval mode without gradients, on ``device`` (where
+    the model is moved), and leaves the model in the mode it found it."""
+    with inference(vae.to(device)):
+        return _evaluate(vae, batches, num_samples=num_samples, chunk_size=chunk_size, split=split, device=device)
+
+
+def _evaluate(
+    vae: LatentVariableModel,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    *,
+    num_samples: int,
+    chunk_size: int,
+    split: str,
+    device: torch.device | str,
+) -> Evaluation:
+    """``evaluate``'s work, inside ``inference``."""
     stats = {
         layer.name: LatentStatistics(latent_dim=layer.units, positions=layer.positions).to(device)
         for layer in vae.layers
