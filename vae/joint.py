@@ -21,7 +21,7 @@ from vae.errors import ConfigError
 from vae.kl import KLEstimator
 from vae.latents import GaussianLatent, LatentLayer, LatentSample
 from vae.likelihoods import Likelihood
-from vae.model import LatentVariableModel, ModelOutput
+from vae.model import RELAXED_IWAE, LatentVariableModel, ModelOutput
 from vae.nets import Architecture, ConvNet, GaussianMoments, Network
 from vae.nets.common import full_precision, nested_network
 from vae.pixels import as_unit
@@ -164,10 +164,7 @@ class JointVAE(LatentVariableModel):
         self, x: Tensor, *, samples: int = 1, context: Tensor | None = None, step: int | None = None
     ) -> ModelOutput:
         if samples > 1 and self.training:
-            raise ConfigError(
-                "the IWAE objective (importance_samples > 1) needs exact log densities, and discrete latents train "
-                "on a relaxation: use importance_samples 1 (vae evaluate's log-likelihood uses exact samples)"
-            )
+            raise ConfigError(RELAXED_IWAE)
         x = as_unit(x)
         h = self.encoder(x)
         latents: dict[str, LatentSample] = {}

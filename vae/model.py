@@ -31,6 +31,12 @@ from vae.nets.common import full_precision
 from vae.pixels import as_unit
 from vae.priors import Prior, StandardNormal
 
+RELAXED_IWAE = (
+    "the IWAE objective (importance_samples > 1) needs exact log densities, and discrete latents train on a "
+    "relaxation: use importance_samples 1 (vae evaluate's log-likelihood uses exact samples)"
+)
+"""Why a ``relaxed`` model cannot train on the IWAE bound: said before training, and by the model if asked by hand."""
+
 
 @dataclass(frozen=True)
 class ModelOutput:

@@ -50,7 +50,7 @@ from vae.evaluation import LatentStatistics
 from vae.gradients import GradientGuard, SkipSetting
 from vae.kl import KLEstimator
 from vae.likelihoods import Bernoulli, Likelihood
-from vae.model import LatentVariableModel, build_model
+from vae.model import RELAXED_IWAE, LatentVariableModel, build_model
 from vae.nets import Architecture, ConvNet
 from vae.objectives import KLSplitSetting, objective_for
 from vae.penalties import Penalty
@@ -194,10 +194,7 @@ class VAEModule(pl.LightningModule):
                 "that depends on a label"
             )
         if importance_samples > 1 and self.vae.relaxed:
-            raise ConfigError(
-                "the IWAE objective (importance_samples > 1) needs exact log densities, and discrete latents train "
-                "on a relaxation: use importance_samples 1 (vae evaluate's log-likelihood uses exact samples)"
-            )
+            raise ConfigError(RELAXED_IWAE)
         self.objective = objective_for(
             weighting=weighting,
             importance_samples=importance_samples,
