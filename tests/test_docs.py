@@ -21,7 +21,8 @@ def test_python_examples_run(page):
     assert blocks, f"no python examples found in {page}"
     try:
         for code in blocks:
-            exec(compile(code, page, "exec"), {})
+            if "<run id>" not in code:  # a trained run's example: tests/test_workflow.py runs it on a real run
+                exec(compile(code, page, "exec"), {})
     finally:
         CLOSED_FORMS.pop((Exponential, Exponential), None)  # the registration example
 

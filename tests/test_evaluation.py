@@ -14,9 +14,9 @@ from torch.distributions import MultivariateNormal
 
 from vae.data import EmbeddedMNIST
 from vae.errors import ConfigError
-from vae.evaluation import bits_per_dim, evaluate, importance_weighted_log_likelihood, log_mean_exp_chunks
+from vae.evaluation import bits_per_dim, evaluate, importance_weighted_log_likelihood
 from vae.likelihoods import Gaussian
-from vae.model import VAE
+from vae.model import VAE, log_mean_exp_chunks
 from vae.module import VAEModule
 from vae.nets import LOGVAR_BOUND, LinearNet, MLPNet
 from vae.objectives import iwae_bound

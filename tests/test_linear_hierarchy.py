@@ -20,7 +20,7 @@ from torch.distributions import MultivariateNormal
 
 from vae.latents import GaussianLatent, TopDownLatent
 from vae.likelihoods import Gaussian
-from vae.model import LatentVariableModel, ModelOutput
+from vae.model import Encoding, LatentVariableModel, ModelOutput
 from vae.nets.common import LOGVAR_BOUND
 from vae.objectives import iwae_bound
 from vae.priors import StandardNormal
@@ -75,8 +75,12 @@ class LinearHierarchy(LatentVariableModel):
     def sample(self, n, *, temperature=1.0, context=None):
         raise NotImplementedError
 
-    def representation(self, x, *, context=None):
-        return self.top.moments(x).mean
+    def encode(self, x, *, context=None):
+        moments = self.top.moments(x)
+        return Encoding(mean=moments.mean, variance=moments.logvar.exp())
+
+    def decode(self, z, *, context=None):
+        raise NotImplementedError
 
     def reconstruct(self, x, *, keep=None, context=None):
         raise NotImplementedError

@@ -1,5 +1,6 @@
 """A VAE framework on torch, Lightning, W&B and einops, built on the theory of KL divergence."""
 
+from vae.checkpoints import load
 from vae.conditional import Conditional, ConditionalVAE
 from vae.data import CIFAR10, MNIST, CelebA, EmbeddedMNIST, FashionMNIST, ImageDataModule, ImageFolder
 from vae.discrete import BernoulliLatent, CategoricalLatent
@@ -18,13 +19,15 @@ from vae.kl import (
 )
 from vae.latents import GaussianLatent, LatentSample, TopDownLatent
 from vae.likelihoods import Bernoulli, Gaussian, Likelihood
-from vae.model import VAE, LatentVariableModel, ModelOutput
+from vae.model import VAE, Encoding, LatentVariableModel, ModelOutput
 from vae.module import VAEModule
 from vae.nets import ConvNet, MLPNet
 from vae.objectives import ELBO, IWAE, ELBOTerms, Loss, Objective, beta_elbo
 from vae.priors import GaussianMixture, LearnedGaussian, StandardNormal, VampPrior
 
 __all__ = [
+    "load",
+    "Encoding",
     "VAE",
     "Bernoulli",
     "ConvNet",

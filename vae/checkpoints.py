@@ -8,6 +8,7 @@
 - ``find_checkpoint``: what ``vae fit --ckpt_path last`` (or a path) resumes, and the W&B run it continues.
 - ``read_checkpoint`` / ``load_module``: open a checkpoint with ``weights_only=True``. Tensors and plain data
   load; a file that carries pickled objects is refused, so opening a checkpoint never runs code.
+- ``load`` (``vae.load``): the trained model of a checkpoint or a run folder, ready to use.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pytorch_lightning.trainer.states import RunningStage
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from vae.errors import ConfigError, DataError, UserError
+from vae.model import LatentVariableModel
 from vae.module import VAEModule
 from vae.runs import describe_write_failure, last_checkpoint_path, write_failure
 from vae.tracking import flush_wandb, wandb_report, wandb_runs
@@ -182,8 +184,8 @@ class StopOnSignal(pl.Callback):
         if not isinstance(exception, SIGTERMException | KeyboardInterrupt):
             return
         last = last_checkpoint_path(trainer)
-        if isinstance(exception, KeyboardInterrupt):
-            name, code = "a second Ctrl-C", 128 + signal.SIGINT
+        if isinstance(exception, KeyboardInterrupt):  # a second Ctrl-C, or a first one before training started
+            name, code = "a second Ctrl-C" if self.signum is not None else "Ctrl-C", 128 + signal.SIGINT
         else:
             signum = self.signum or signal.SIGTERM
             name, code = signal.Signals(signum).name, 128 + signum
@@ -349,3 +351,31 @@ def load_module(path: str | Path, map_location: str = "cpu") -> VAEModule:
         raise
     except Exception as error:  # a checkpoint of something else: hyperparameters that build no VAEModule
         raise DataError(f"cannot build a model from the checkpoint {path}: {reason(error)}") from error
+
+
+def checkpoint_of(path: str | Path) -> Path:
+    """A checkpoint file as given, or a run folder's (``<run>/checkpoints/``) newest best checkpoint, else its
+    ``last.ckpt``; a one-line ConfigError if there is none."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        best = sorted(folder.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
+        found = best[-1] if best else folder / "last.ckpt"
+        if found.is_file():
+            return found
+        raise ConfigError(f"{path} holds no checkpoint (best-*.ckpt or last.ckpt): give a run folder or a .ckpt file")
+    raise ConfigError(f"checkpoint not found: {path} (give a .ckpt written by vae fit, or its run folder)")
+
+
+def load(path: str | Path, *, device: str | torch.device = "cpu") -> LatentVariableModel:
+    """The trained model of a checkpoint written by ``vae fit`` (or of a run folder: its best checkpoint), in eval
+    mode on ``device``. It is opened with ``weights_only=True``: a file carrying pickled objects is refused.
+
+        model = vae.load("runs/vae/<id>")               # or .../checkpoints/best-epoch029.ckpt
+        images = model.sample(64, temperature=0.8)      # (64, c, h, w) in [0, 1]
+        code = model.encode(x).mean                     # posterior means (b, d)
+        log_px = model.log_likelihood(x, samples=1000)  # nats per image
+    """
+    return load_module(checkpoint_of(path), map_location=str(device)).vae.eval().to(device)

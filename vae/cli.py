@@ -64,6 +64,8 @@ TOOLS = {
     "evaluate": "vae.evaluate",
     "compare": "vae.tools.compare",
     "benchmark": "vae.tools.benchmark",
+    "sample": "vae.tools.sample",
+    "encode": "vae.tools.encode",
 }
 
 CHECKPOINT_DEFAULTS = {

@@ -26,7 +26,7 @@ from vae.errors import ConfigError
 from vae.kl import KLEstimator
 from vae.latents import GaussianLatent
 from vae.likelihoods import Likelihood
-from vae.model import LatentVariableModel, ModelOutput
+from vae.model import Encoding, LatentVariableModel, ModelOutput, inferring
 from vae.nets import Architecture, ConvNet, GaussianMoments, Network
 from vae.nets.common import LOGVAR_BOUND, full_precision, nested_network, soft_clamp
 from vae.pixels import as_unit
@@ -189,11 +189,18 @@ class ConditionalVAE(LatentVariableModel):
         params = full_precision(self.decoder(torch.cat([latent.z, y.to(latent.z.dtype)], dim=1)))
         return ModelOutput(self.likelihood.log_prob(params, x), {"z": latent}, params, samples)
 
-    def representation(self, x: Tensor, *, context: Tensor | None = None) -> Tensor:
-        return self.posterior(as_unit(x), self.context(context, len(x))).mean
+    @inferring
+    def encode(self, x: Tensor, *, context: Tensor | None = None) -> Encoding:
+        """q(z | x, y) given the labels (or context vectors) ``context``."""
+        moments = self.posterior(as_unit(x), self.context(context, len(x)))
+        return Encoding(mean=moments.mean, variance=moments.logvar.exp())
 
-    @torch.no_grad()
-    def decode(self, z: Tensor, y: Tensor) -> Tensor:
+    @inferring
+    def decode(self, z: Tensor, *, context: Tensor | None = None) -> Tensor:
+        """E[x | z, y] for latents z (b, d) and the labels (or context vectors) ``context``."""
+        return self.decode_given(z, self.context(context, len(z)))
+
+    def decode_given(self, z: Tensor, y: Tensor) -> Tensor:
         """E[x | z, y] for latents z (b, d) and context vectors y (b, classes)."""
         return self.likelihood.mean(self.decoder(torch.cat([z, y.to(z.dtype)], dim=1)))
 
@@ -201,7 +208,7 @@ class ConditionalVAE(LatentVariableModel):
         """Labels 0, 1, …, classes − 1, 0, 1, … for n draws (where no context is given)."""
         return torch.arange(n, device=device) % self.classes
 
-    @torch.no_grad()
+    @inferring
     def sample(self, n: int, *, temperature: float = 1.0, context: Tensor | None = None) -> Tensor:
         """E[x | z, y] for n draws z ~ p(z | y), with the labels ``context`` (by default the classes in turn)."""
         device = next(self.parameters()).device
@@ -211,15 +218,15 @@ class ConditionalVAE(LatentVariableModel):
             z = self.latent.sample_prior(n, encode=self.no_encode, temperature=temperature)
         else:
             z = prior.mean + temperature * (0.5 * prior.logvar).exp() * torch.randn_like(prior.mean)
-        return self.decode(z, y)
+        return self.decode_given(z, y)
 
-    @torch.no_grad()
+    @inferring
     def reconstruct(self, x: Tensor, *, keep: int | None = None, context: Tensor | None = None) -> Tensor:
         if keep == 0:
             return self.sample(len(x), context=context)
         x = as_unit(x)
         y = self.context(context, len(x))
-        return self.decode(self.posterior(x, y).mean, y)
+        return self.decode_given(self.posterior(x, y).mean, y)
 
     @torch.no_grad()
     def class_samples(self, *, nrow: int = 8, seed: int = 0, temperature: float = 1.0) -> Tensor:
@@ -234,7 +241,7 @@ class ConditionalVAE(LatentVariableModel):
         eps = repeat(noise, "s d -> (y s) d", y=classes)
         prior = self.conditional_prior(y)
         z = eps if prior is None else prior.mean + (0.5 * prior.logvar).exp() * eps
-        return pictures.grid(self.decode(z, y), nrow)
+        return pictures.grid(self.decode_given(z, y), nrow)
 
     @torch.no_grad()
     def pictures(

@@ -14,8 +14,7 @@ mean over positions of each position's variance. The KL per unit is the dataset 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -24,7 +23,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from vae.errors import ConfigError
-from vae.model import LatentVariableModel
+from vae.model import LatentVariableModel, inference
 from vae.pixels import as_unit
 
 ACTIVE_UNIT_THRESHOLD = 0.01
@@ -81,51 +80,12 @@ class LatentStatistics(Metric):
         )
 
 
-def log_mean_exp_chunks(chunks: Iterable[Tensor]) -> Tensor:
-    """log (1/K) Σ_k exp(a_k) over chunks of shape (k_i, b), with K = Σ k_i, merged by log-add-exp: one
-    chunk in memory at a time, and exact (the same as one log-sum-exp over all K)."""
-    total, count = None, 0
-    for chunk in chunks:
-        part = torch.logsumexp(chunk, dim=0)
-        total = part if total is None else torch.logaddexp(total, part)
-        count += chunk.shape[0]
-    if total is None:
-        raise ValueError("log_mean_exp_chunks needs at least one chunk")
-    return total - math.log(count)
-
-
-@contextmanager
-def inference(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """The model in eval mode and without gradients inside the block; afterwards every submodule is back in the mode
-    the caller left it (a model in training mode stays so, and its BatchNorm statistics are never updated here)."""
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield model
-    finally:
-        for module, training in modes:
-            module.training = training
-
-
 def importance_weighted_log_likelihood(
     vae: LatentVariableModel, x: Tensor, *, num_samples: int, chunk_size: int = 100, context: Tensor | None = None
 ) -> Tensor:
-    """The importance-weighted estimate of log p(x) per example (b,), nats:
-
-        log p(x) ≈ log (1/K) Σ_k p(x, z_k) / q(z_k|x),   z_k ~ q(z|x)   (z all the layers of a hierarchy)
-
-    It is the IWAE bound with K = ``num_samples``: a lower bound in expectation that tightens as K grows
-    (Burda et al. 2015). Samples are drawn ``chunk_size`` at a time, so memory does not grow with K. For a
-    conditional model, given the labels ``context``, it is the estimate of log p(x | y).
-
-    It runs in eval mode without gradients (``inference``), and leaves the model in the mode it found it.
-    """
-    if num_samples < 1 or chunk_size < 1:
-        raise ConfigError(f"num_samples and chunk_size must be positive, got {num_samples} and {chunk_size}")
-    sizes = [min(chunk_size, num_samples - start) for start in range(0, num_samples, chunk_size)]
-    with inference(vae):
-        return log_mean_exp_chunks(vae.log_weights(x, k, context=context) for k in sizes)
+    """The importance-weighted estimate of log p(x) per example (b,), nats, with K = ``num_samples``: the model's
+    ``log_likelihood`` (in eval mode without gradients; the model is left in the mode it was found in)."""
+    return vae.log_likelihood(x, samples=num_samples, chunk_size=chunk_size, context=context)
 
 
 def clustering_accuracy(clusters: Tensor, labels: Tensor) -> float:

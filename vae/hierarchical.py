@@ -31,7 +31,7 @@ from vae.errors import ConfigError
 from vae.kl import KLEstimator
 from vae.latents import GaussianLatent, LatentSample, TopDownLatent, cell
 from vae.likelihoods import Likelihood
-from vae.model import LatentVariableModel, ModelOutput
+from vae.model import Encoding, LatentVariableModel, ModelOutput, inferring
 from vae.nets import Architecture, GaussianMoments
 from vae.nets.common import full_precision
 from vae.nets.conv import Conv, ConvTranspose, down, up
@@ -292,8 +292,17 @@ class TopDownVAE(LatentVariableModel):
         e = self.bottom_up(x)[self.resolutions[0]]
         return self.top.moments(torch.cat([self.start(len(x), e), e], dim=1))
 
-    def representation(self, x: Tensor, *, context: Tensor | None = None) -> Tensor:
-        return self.top_posterior(as_unit(x)).mean
+    @inferring
+    def encode(self, x: Tensor, *, context: Tensor | None = None) -> Encoding:
+        """The top layer's q(z_L | x) (b, d_L): what the layers below are drawn given."""
+        moments = self.top_posterior(as_unit(x))
+        return Encoding(mean=moments.mean, variance=moments.logvar.exp())
+
+    @inferring
+    def decode(self, z: Tensor, *, context: Tensor | None = None, temperature: float = 0.0) -> Tensor:
+        """E[x | z_L] for top-layer codes z (b, d_L), each layer below at its prior mean given the layers above (its
+        spread scaled by ``temperature``: 0 by default, so decoding is deterministic)."""
+        return self.generate(len(z), top=z, temperature=temperature)
 
     def decode_state(self, h: Tensor) -> Tensor:
         """The likelihood's parameters from the last top-down state (float32 under autocast)."""
@@ -321,11 +330,21 @@ class TopDownVAE(LatentVariableModel):
         return ModelOutput(log_px=self.likelihood.log_prob(params, x), latents=latents, params=params, samples=samples)
 
     @torch.no_grad()
-    def generate(self, n: int, *, features: dict[int, Tensor] | None = None, keep: int = 0, temperature: float = 1.0):
-        """E[x|z] with the top ``keep`` layers at their posterior means given ``features`` and the rest drawn from
-        their priors with the spread scaled by ``temperature``."""
+    def generate(
+        self,
+        n: int,
+        *,
+        features: dict[int, Tensor] | None = None,
+        keep: int = 0,
+        temperature: float = 1.0,
+        top: Tensor | None = None,
+    ) -> Tensor:
+        """E[x|z] with the top ``keep`` layers at their posterior means given ``features`` (or the top layer at the
+        code ``top``, (n, d_L)) and the rest drawn from their priors with the spread scaled by ``temperature``."""
         h = self.start(n)
-        if keep > 0 and features is not None:
+        if top is not None:
+            z = self.top.unflatten(top)
+        elif keep > 0 and features is not None:
             e = features[self.resolutions[0]]
             z = self.top.unflatten(self.top.moments(torch.cat([h, e], dim=1)).mean)
         else:
@@ -339,11 +358,11 @@ class TopDownVAE(LatentVariableModel):
             h = block(layer.generate(h, given, temperature=temperature))
         return self.likelihood.mean(self.decode_state(h))
 
-    @torch.no_grad()
+    @inferring
     def sample(self, n: int, *, temperature: float = 1.0, context: Tensor | None = None) -> Tensor:
         return self.generate(n, temperature=temperature)
 
-    @torch.no_grad()
+    @inferring
     def reconstruct(self, x: Tensor, *, keep: int | None = None, context: Tensor | None = None) -> Tensor:
         keep = len(self.layers) if keep is None else keep
         return self.generate(len(x), features=self.bottom_up(as_unit(x)), keep=keep)

@@ -11,7 +11,7 @@ Axes: b batch, k samples per example, d continuous dimensions, f code features, 
 from __future__ import annotations
 
 import torch
-from einops import rearrange, repeat
+from einops import repeat
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
@@ -21,7 +21,7 @@ from vae.errors import ConfigError
 from vae.kl import KLEstimator
 from vae.latents import GaussianLatent, LatentLayer, LatentSample
 from vae.likelihoods import Likelihood
-from vae.model import RELAXED_IWAE, LatentVariableModel, ModelOutput
+from vae.model import RELAXED_IWAE, Encoding, LatentVariableModel, ModelOutput, inferring
 from vae.nets import Architecture, ConvNet, GaussianMoments, Network
 from vae.nets.common import full_precision, nested_network
 from vae.pixels import as_unit
@@ -186,26 +186,35 @@ class JointVAE(LatentVariableModel):
         codes = {} if self.continuous is None else {"z": self.continuous.moments(h).mean}
         return codes | {layer.name: layer.mode(h) for layer in self.discrete}
 
-    def representation(self, x: Tensor, *, context: Tensor | None = None) -> Tensor:
-        """z's posterior mean and the discrete posteriors' probabilities, side by side, (b, d + n·K)."""
+    @inferring
+    def encode(self, x: Tensor, *, context: Tensor | None = None) -> Encoding:
+        """z's posterior mean and variance, then each discrete layer's expected code (a categorical's outcome
+        probabilities, a Bernoulli unit's q(1)) and its variance p(1 − p), side by side, (b, code features)."""
         h = self.encoder(as_unit(x))
-        parts = [] if self.continuous is None else [self.continuous.moments(h).mean]
-        parts += [rearrange(layer.posterior_log_probs(h).exp(), "b n k -> b (n k)") for layer in self.discrete]
-        return torch.cat(parts, dim=1)
+        means, variances = [], []
+        if self.continuous is not None:
+            moments = self.continuous.moments(h)
+            means.append(moments.mean)
+            variances.append(moments.logvar.exp())
+        for layer in self.discrete:
+            p = layer.code(layer.posterior_log_probs(h).exp())
+            means.append(p)
+            variances.append(p * (1 - p))
+        return Encoding(mean=torch.cat(means, dim=1), variance=torch.cat(variances, dim=1))
 
-    @torch.no_grad()
-    def decode(self, code: Tensor) -> Tensor:
+    @inferring
+    def decode(self, z: Tensor, *, context: Tensor | None = None) -> Tensor:
         """E[x | z, c, b] for codes side by side (b, code features)."""
-        return self.likelihood.mean(self.decoder(code))
+        return self.likelihood.mean(self.decoder(z))
 
-    @torch.no_grad()
+    @inferring
     def sample(self, n: int, *, temperature: float = 1.0, context: Tensor | None = None) -> Tensor:
         parts = [layer.sample_prior(n, temperature=temperature) for layer in self.discrete]
         if self.continuous is not None:
             parts.insert(0, self.continuous.sample_prior(n, encode=self.posterior, temperature=temperature))
         return self.decode(torch.cat(parts, dim=1))
 
-    @torch.no_grad()
+    @inferring
     def reconstruct(self, x: Tensor, *, keep: int | None = None, context: Tensor | None = None) -> Tensor:
         if keep == 0:
             return self.sample(len(x))

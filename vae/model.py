@@ -11,10 +11,13 @@ Axes: b batch, k samples per example, c channels, h height, w width, d latent di
 
 from __future__ import annotations
 
+import functools
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from einops import rearrange, repeat
@@ -36,6 +39,60 @@ RELAXED_IWAE = (
     "relaxation: use importance_samples 1 (vae evaluate's log-likelihood uses exact samples)"
 )
 """Why a ``relaxed`` model cannot train on the IWAE bound: said before training, and by the model if asked by hand."""
+
+
+@contextmanager
+def inference(model: nn.Module) -> Iterator[nn.Module]:
+    """The model in eval mode and without gradients inside the block; afterwards every submodule is back in the mode
+    the caller left it (a model in training mode stays so, and its BatchNorm statistics are never updated here)."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def inferring(method: Method) -> Method:
+    """A model method that runs under ``inference``: eval mode, no gradients, the caller's mode restored."""
+
+    @functools.wraps(method)
+    def wrapper(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        with inference(self):
+            return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def log_mean_exp_chunks(chunks: Iterable[Tensor]) -> Tensor:
+    """log (1/K) Σ_k exp(a_k) over chunks of shape (k_i, b), with K = Σ k_i, merged by log-add-exp: one
+    chunk in memory at a time, and exact (the same as one log-sum-exp over all K)."""
+    total, count = None, 0
+    for chunk in chunks:
+        part = torch.logsumexp(chunk, dim=0)
+        total = part if total is None else torch.logaddexp(total, part)
+        count += chunk.shape[0]
+    if total is None:
+        raise ValueError("log_mean_exp_chunks needs at least one chunk")
+    return total - math.log(count)
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """q(z|x) of a batch, as the model's code: the posterior mean and variance of every code feature, (b, d).
+
+    For one Gaussian latent vector these are μ and σ²; for a hierarchy, its top layer's (the layers below are drawn
+    given it); for discrete latents, each variable's outcome probabilities (a categorical's K, a Bernoulli unit's
+    q(1)) and their variances p(1 − p). ``decode`` takes the mean (or any code of this shape) back to images.
+    """
+
+    mean: Tensor
+    variance: Tensor
 
 
 @dataclass(frozen=True)
@@ -109,6 +166,10 @@ class LatentVariableModel(nn.Module, ABC):
         context: the batch's labels (b,) or context vectors (b, m), used by a conditional model; step: the trainer's
         global step, for schedules inside the model (a relaxation's temperature), None outside training."""
 
+    # The everyday methods below (sample, reconstruct, encode, decode, log_likelihood) run under ``inference``: in
+    # eval mode, without gradients, leaving the model in the mode they found it. Images are (b, c, h, w), floats in
+    # [0, 1] or uint8, on the model's device; ``context`` is what a conditional model needs (the labels y).
+
     @abstractmethod
     def sample(self, n: int, *, temperature: float = 1.0, context: Tensor | None = None) -> Tensor:
         """E[x|z] for n draws of z from the prior, each layer's spread scaled by ``temperature``, (n, c, h, w)."""
@@ -119,16 +180,40 @@ class LatentVariableModel(nn.Module, ABC):
         from the prior given those (what the top layers encode), (b, c, h, w)."""
 
     @abstractmethod
+    def encode(self, x: Tensor, *, context: Tensor | None = None) -> Encoding:
+        """q(z|x)'s mean and variance as the model's code (``Encoding``), (b, d) each."""
+
+    @abstractmethod
+    def decode(self, z: Tensor, *, context: Tensor | None = None) -> Tensor:
+        """E[x|z] for codes z (b, d) as ``encode`` gives them, (b, c, h, w)."""
+
+    @abstractmethod
     def networks(self) -> list[nn.Module]:
         """The deterministic networks, for ``torch.compile`` (``model.compile``)."""
 
-    @abstractmethod
     def representation(self, x: Tensor, *, context: Tensor | None = None) -> Tensor:
-        """The code the disentanglement metrics score: the top layer's posterior mean, flattened, (b, d)."""
+        """The code the disentanglement metrics score: the posterior mean of ``encode``, (b, d)."""
+        return self.encode(x, context=context).mean
 
     def log_weights(self, x: Tensor, num_samples: int, *, context: Tensor | None = None) -> Tensor:
         """log w_k for ``num_samples`` posterior samples of each example, (K, b)."""
         return self.forward(x, samples=num_samples, context=context).log_w()
+
+    @inferring
+    def log_likelihood(
+        self, x: Tensor, *, samples: int = 1000, chunk_size: int = 100, context: Tensor | None = None
+    ) -> Tensor:
+        """The importance-weighted estimate of log p(x) per example (b,), nats (of log p(x | y) given the labels
+        ``context`` of a conditional model):
+
+            log p(x) ≈ log (1/K) Σ_k p(x, z_k) / q(z_k|x),   z_k ~ q(z|x)   (z all the layers of a hierarchy)
+
+        It is the IWAE bound with K = ``samples``: a lower bound in expectation that tightens as K grows (Burda et
+        al. 2015). Samples are drawn ``chunk_size`` at a time, so memory does not grow with K."""
+        if samples < 1 or chunk_size < 1:
+            raise ConfigError(f"samples and chunk_size must be positive integers, got {samples} and {chunk_size}")
+        sizes = [min(chunk_size, samples - start) for start in range(0, samples, chunk_size)]
+        return log_mean_exp_chunks(self.log_weights(x, k, context=context) for k in sizes)
 
     @torch.no_grad()
     def pictures(
@@ -215,8 +300,10 @@ class VAE(LatentVariableModel):
         """q(z|x)'s moments, (b, d), for images in [0, 1]."""
         return self.latent.moments(self.encoder(x))
 
-    def representation(self, x: Tensor, *, context: Tensor | None = None) -> Tensor:
-        return self.posterior(as_unit(x)).mean
+    @inferring
+    def encode(self, x: Tensor, *, context: Tensor | None = None) -> Encoding:
+        moments = self.posterior(as_unit(x))
+        return Encoding(mean=moments.mean, variance=moments.logvar.exp())
 
     def prior_distribution(self) -> Distribution:
         """p(z), event shape (d,)."""
@@ -233,16 +320,15 @@ class VAE(LatentVariableModel):
         log_px = self.likelihood.log_prob(params, x)
         return ModelOutput(log_px=log_px, latents={"z": latent}, params=params, samples=samples)
 
-    @torch.no_grad()
-    def decode(self, z: Tensor) -> Tensor:
-        """E[x|z] for given latents z (b, d)."""
+    @inferring
+    def decode(self, z: Tensor, *, context: Tensor | None = None) -> Tensor:
         return self.likelihood.mean(self.decoder(z))
 
-    @torch.no_grad()
+    @inferring
     def sample(self, n: int, *, temperature: float = 1.0, context: Tensor | None = None) -> Tensor:
         return self.decode(self.latent.sample_prior(n, encode=self.posterior, temperature=temperature))
 
-    @torch.no_grad()
+    @inferring
     def reconstruct(self, x: Tensor, *, keep: int | None = None, context: Tensor | None = None) -> Tensor:
         if keep == 0:
             return self.sample(len(x))

@@ -1,0 +1,148 @@
+"""After training: ``vae.load`` and the model's everyday methods, ``vae sample`` and ``vae encode``, on a real
+checkpoint from a real short ``vae fit`` run as a new user runs it (no W&B key: W&B offline by itself)."""
+
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+from conftest import QUICKSTART, REPO, new_user, run_vae
+from PIL import Image
+
+import vae
+from vae.data import EmbeddedMNIST
+from vae.errors import ConfigError
+from vae.evaluation import importance_weighted_log_likelihood
+from vae.pixels import as_unit
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A run folder of the quick start after 2 short epochs, and the user's folder and environment."""
+    root = tmp_path_factory.mktemp("user")
+    env = new_user(root / "home")
+    args = ["fit", "--config", str(QUICKSTART), "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "4"]
+    result = run_vae([*args, "--trainer.limit_val_batches", "2"], cwd=root, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (folder,) = (root / "runs" / "vae").iterdir()
+    return folder, root, env
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = EmbeddedMNIST(val_size=500, test_size=500, binarize="static")
+    data.setup("test")
+    x, y = next(iter(data.test_dataloader()))
+    return as_unit(x[:20]), y[:20]  # binarized digits, uint8 0 and 255, as floats in [0, 1]
+
+
+def test_load_gives_the_trained_model_in_eval_mode_from_a_run_folder_or_a_checkpoint(run, digits):
+    folder, _, _ = run
+    (best,) = (folder / "checkpoints").glob("best-*.ckpt")
+    model = vae.load(folder)
+    assert isinstance(model, vae.VAE) and not model.training
+    same = vae.load(best)
+    for (name, a), (_, b) in zip(model.state_dict().items(), same.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    model.train()  # the everyday methods run in eval mode whatever the caller left, and leave the mode alone
+    x, _ = digits
+    encoding = model.encode(x)
+    assert model.training and not encoding.mean.requires_grad
+    moments = model.posterior(x)
+    torch.testing.assert_close(encoding.mean, moments.mean, rtol=0, atol=0)
+    torch.testing.assert_close(encoding.variance, moments.logvar.exp(), rtol=0, atol=0)
+    torch.testing.assert_close(model.decode(encoding.mean), model.reconstruct(x), rtol=0, atol=0)
+    images = model.sample(16, temperature=0.8)
+    assert images.shape == (16, 1, 28, 28) and 0 <= images.min() and images.max() <= 1
+
+
+def test_log_likelihood_is_the_log_mean_of_the_importance_weights(run, digits):
+    folder, _, _ = run
+    model = vae.load(folder)
+    x = digits[0][:10]
+    torch.manual_seed(1)
+    log_px = model.log_likelihood(x, samples=150, chunk_size=60)
+    torch.manual_seed(1)  # the same draws, in the same chunks: 60, 60, 30
+    log_w = torch.cat([model.log_weights(x, k) for k in (60, 60, 30)])
+    expected = torch.logsumexp(log_w, dim=0) - math.log(150)  # float32 rounding of sums near −100: rtol 1e-6
+    torch.testing.assert_close(log_px, expected, rtol=1e-6, atol=0)
+    torch.manual_seed(1)
+    torch.testing.assert_close(
+        importance_weighted_log_likelihood(model, x, num_samples=150, chunk_size=60), log_px, rtol=0, atol=0
+    )  # the evaluation's estimator is the model's
+    elbo = (model(x).log_px - model(x).kl).mean()
+    assert log_px.mean() > elbo  # the IWAE bound with K = 150 lies above the one-sample ELBO's mean
+    with pytest.raises(ConfigError, match="samples and chunk_size must be positive integers"):
+        model.log_likelihood(x, samples=0)
+
+
+def test_a_missing_checkpoint_or_an_empty_run_folder_is_a_one_line_error(tmp_path):
+    with pytest.raises(ConfigError, match="checkpoint not found"):
+        vae.load(tmp_path / "nothing.ckpt")
+    with pytest.raises(ConfigError, match="holds no checkpoint"):
+        vae.load(tmp_path)
+
+
+def test_the_readme_example_runs_on_a_real_run(run):
+    """The README's "Using a trained model" block, with its run folder pointed at a real run."""
+    folder, root, _ = run
+    text = (REPO / "README.md").read_text()
+    (code,) = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "vae.load(" in b]
+    assert "runs/vae/<run id>" in code
+    namespace: dict = {}
+    exec(compile(code.replace("runs/vae/<run id>", str(folder)), "README.md", "exec"), namespace)
+    assert namespace["images"].shape == (64, 1, 28, 28)
+
+
+def test_vae_sample_writes_the_grid_seeded_and_refuses_to_overwrite(run):
+    folder, root, env = run
+    out = root / "grid.png"
+    result = run_vae(["sample", str(folder), "--n", "16", "--temperature", "0.8", "--out", str(out)], cwd=root, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"16 samples at temperature 0.8: {out}"
+    grid = np.asarray(Image.open(out))
+    assert grid.shape == (2 + 4 * 30, 2 + 4 * 30, 3)  # 4 × 4 images of 28 pixels, 2 of padding around each
+    model = vae.load(folder)
+    torch.manual_seed(0)  # --seed 0
+    first = model.sample(16, temperature=0.8)[0, 0]
+    expected = (first * 255 + 0.5).clamp(0, 255).to(torch.uint8).numpy()
+    np.testing.assert_array_equal(grid[2:30, 2:30, 0], expected)  # the first tile is the first seeded draw
+    before = out.read_bytes()
+    again = run_vae(["sample", str(folder), "--out", str(out)], cwd=root, env=env)
+    assert again.returncode == 2 and again.stderr.count("\n") == 1 and "--overwrite" in again.stderr
+    assert out.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--n", "0"], "--n must be a positive integer"),
+        (["--temperature", "-1"], "--temperature must be 0 or more"),
+        (["--out", "grid.txt"], "give a path ending in .png"),
+        (["--labels", "3"], "--labels is for a conditional model"),
+    ],
+)
+def test_vae_sample_bad_input_is_one_line(run, args, message):
+    folder, root, env = run
+    result = run_vae(["sample", str(folder), *args], cwd=root, env=env)
+    assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_vae_encode_writes_the_posterior_of_every_test_image_with_its_label(run):
+    folder, root, env = run
+    out = root / "latents.npz"
+    result = run_vae(["encode", str(folder), "--split", "test", "--out", str(out)], cwd=root, env=env)
+    assert result.returncode == 0, result.stderr
+    latents = np.load(out)
+    assert latents["mean"].shape == latents["variance"].shape == (500, 16) and latents["labels"].shape == (500,)
+    assert str(latents["split"]) == "test" and (latents["variance"] > 0).all()
+    data = EmbeddedMNIST(val_size=500, test_size=500, binarize="dynamic")  # the run's data: test fixed by its seed
+    data.setup("test")
+    x, y = next(iter(data.test_dataloader()))
+    expected = vae.load(folder).encode(x)  # uint8 pixels, read as k/255
+    np.testing.assert_allclose(latents["mean"][: len(x)], expected.mean.numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(latents["variance"][: len(x)], expected.variance.numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(latents["labels"][: len(y)], y.numpy())
+    missing = run_vae(["encode", str(root / "nope")], cwd=root, env=env)
+    assert missing.returncode == 2 and "checkpoint not found" in missing.stderr and missing.stderr.count("\n") == 1
