@@ -1,8 +1,10 @@
-"""Encoder and decoder networks: ``ConvNet``, ``MLPNet``, ``LinearNet`` for the single-layer VAE's ``model.network``."""
+"""Encoder and decoder networks: ``ConvNet``, ``ResNet``, ``MLPNet``, ``LinearNet`` for the single-layer VAE's
+``model.network``."""
 
 from vae.nets.common import LOGVAR_BOUND, Architecture, GaussianMoments, Network
 from vae.nets.conv import ConvDecoder, ConvEncoder, ConvNet
 from vae.nets.mlp import LinearNet, MLPDecoder, MLPEncoder, MLPNet
+from vae.nets.resnet import ResNet, ResNetDecoder, ResNetEncoder
 
 __all__ = [
     "LOGVAR_BOUND",
@@ -16,4 +18,7 @@ __all__ = [
     "MLPEncoder",
     "MLPNet",
     "Network",
+    "ResNet",
+    "ResNetDecoder",
+    "ResNetEncoder",
 ]
