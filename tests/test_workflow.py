@@ -1,4 +1,5 @@
-"""After training: ``vae.load`` and the model's everyday methods, ``vae sample`` and ``vae encode``, on a real
+"""After training: ``vae.load`` and the model's everyday methods, ``vae sample``, ``vae encode``, the run's
+``metrics.csv`` and ``vae plot``, on a real
 checkpoint from a real short ``vae fit`` run as a new user runs it (no W&B key: W&B offline by itself)."""
 
 import math
@@ -12,9 +13,11 @@ from PIL import Image
 
 import vae
 from vae.data import EmbeddedMNIST
-from vae.errors import ConfigError
+from vae.errors import ConfigError, DataError
 from vae.evaluation import importance_weighted_log_likelihood
+from vae.history import read_metrics
 from vae.pixels import as_unit
+from vae.tracking import read_history, run_file
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +26,7 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("user")
     env = new_user(root / "home")
     args = ["fit", "--config", str(QUICKSTART), "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "4"]
-    result = run_vae([*args, "--trainer.limit_val_batches", "2"], cwd=root, env=env)
+    result = run_vae([*args, "--trainer.limit_val_batches", "2", "--trainer.log_every_n_steps", "2"], cwd=root, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     (folder,) = (root / "runs" / "vae").iterdir()
     return folder, root, env
@@ -146,3 +149,39 @@ def test_vae_encode_writes_the_posterior_of_every_test_image_with_its_label(run)
     np.testing.assert_array_equal(latents["labels"][: len(y)], y.numpy())
     missing = run_vae(["encode", str(root / "nope")], cwd=root, env=env)
     assert missing.returncode == 2 and "checkpoint not found" in missing.stderr and missing.stderr.count("\n") == 1
+
+
+def test_every_run_writes_its_metrics_to_a_csv_that_holds_what_wandb_holds(run):
+    folder, root, _ = run
+    series = read_metrics(folder / "metrics.csv")
+    history = read_history(run_file(root / "runs", folder.name))
+    for key in ("train/recon", "train/kl", "train/elbo", "train/kl_weight", "val/elbo", "val/kl"):
+        steps, values = history.curve(key)
+        assert len(steps) >= 2, key
+        assert series[key] == [(int(s), pytest.approx(v, rel=1e-6)) for s, v in zip(steps, values)], key
+    assert (folder / "curves.png").stat().st_size > 10_000  # drawn by the fit report
+
+
+def test_a_resumed_step_keeps_its_later_value(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("step,metric,value\n10,train/kl,5.0\n20,train/kl,4.0\n20,train/kl,3.5\n30,val/elbo,-90.0\n")
+    assert read_metrics(path) == {"train/kl": [(10, 5.0), (20, 3.5)], "val/elbo": [(30, -90.0)]}
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(DataError, match="not a run's metrics.csv"):
+        read_metrics(tmp_path / "other.csv")
+
+
+def test_vae_plot_draws_the_curves_from_the_csv_or_the_wandb_file(run):
+    folder, root, env = run
+    out = root / "curves.png"
+    result = run_vae(["plot", str(folder), "--out", str(out)], cwd=root, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"training curves (reconstruction, KL, raw, ELBO, KL weight): {out}"
+    assert Image.open(out).size[0] > 1000
+    refused = run_vae(["plot", str(folder), "--out", str(out)], cwd=root, env=env)
+    assert refused.returncode == 2 and "--overwrite" in refused.stderr and refused.stderr.count("\n") == 1
+    wandb_file = run_file(root / "runs", folder.name)
+    from_wandb = run_vae(["plot", str(wandb_file), "--out", str(root / "from_wandb.png")], cwd=root, env=env)
+    assert from_wandb.returncode == 0, from_wandb.stderr
+    missing = run_vae(["plot", str(root)], cwd=root, env=env)
+    assert missing.returncode == 2 and "has no metrics.csv" in missing.stderr and missing.stderr.count("\n") == 1

@@ -44,7 +44,8 @@ from vae.checkpoints import (
 )
 from vae.config import Sections, check_classes, judge, read_yaml, trust_imports
 from vae.data import EmbeddedMNIST, ImageDataModule
-from vae.errors import ConfigError, exit_with_error, user_error_in
+from vae.errors import ConfigError, UserError, exit_with_error, user_error_in
+from vae.history import METRICS_FILE, MetricsFile, plot_curves, read_metrics
 from vae.module import VAEModule
 from vae.runs import (
     check_writable,
@@ -66,6 +67,7 @@ TOOLS = {
     "benchmark": "vae.tools.benchmark",
     "sample": "vae.tools.sample",
     "encode": "vae.tools.encode",
+    "plot": "vae.tools.plot",
 }
 
 CHECKPOINT_DEFAULTS = {
@@ -211,6 +213,8 @@ class VAECLI(LightningCLI):
         # scheduler's SIGTERM (or Ctrl-C) saves, says how to resume, exits non-zero. LastCheckpoint: the very last
         # callback, so its checkpoint holds every other's state.
         trainer.callbacks += [ConfigOverCheckpoint(), StopOnSignal(), LastCheckpoint()]
+        # Every run's metrics also in <run>/metrics.csv (vae.history), readable and plotted without W&B.
+        trainer.loggers = [*trainer.loggers, MetricsFile(lambda: run_dir(trainer))]
         return trainer
 
     def before_fit(self) -> None:
@@ -305,6 +309,13 @@ def fit_report(trainer: Trainer) -> str:
     images = run_dir(trainer) / "images"
     if images.is_dir():
         lines.append(f"image grids: {images}")
+    metrics = run_dir(trainer) / METRICS_FILE
+    if metrics.is_file():
+        try:
+            curves = plot_curves(read_metrics(metrics), metrics.with_name("curves.png"), title=str(metrics.parent))
+            lines.append(f"metrics: {metrics}; training curves: {curves} (redraw with vae plot {metrics.parent})")
+        except UserError:  # nothing plottable was logged (a run of a few steps): the metrics are still there
+            lines.append(f"metrics: {metrics}")
     return "\n".join([*lines, *wandb_report(trainer)])
 
 
