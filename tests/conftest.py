@@ -35,3 +35,18 @@ def new_user(home: Path) -> dict:
 @pytest.fixture
 def new_user_env(tmp_path):
     return new_user(tmp_path / "home")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A run folder of the quick start after 2 short epochs (4 steps each, metrics every 2), trained by the real
+    `vae fit` as a new user runs it (no W&B key: offline by itself), and the user's folder and environment."""
+    root = tmp_path_factory.mktemp("trained")
+    env = new_user(root / "home")
+    args = ["fit", "--config", str(QUICKSTART), "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "4"]
+    result = run_vae([*args, "--trainer.limit_val_batches", "2", "--trainer.log_every_n_steps", "2"], cwd=root, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (root / "fit.out").write_text(result.stdout)  # what the fit printed, for tests of the console
+    (root / "fit.err").write_text(result.stderr)
+    (folder,) = (root / "runs" / "vae").iterdir()
+    return folder, root, env

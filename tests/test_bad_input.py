@@ -113,6 +113,8 @@ FIT = ["fit", "--config", str(QUICKSTART), *TINY_MODEL]
 CASES = {
     "unknown key": ([*FIT, "--model.latent_size", "3"], "unrecognized arguments: --model.latent_size"),
     "abbreviated key": ([*FIT, "--model.lat", "3"], "unrecognized arguments: --model.lat"),
+    "misspelt key": ([*FIT, "--trainer.max_epoch", "3"], "(did you mean --trainer.max_epochs?)"),
+    "misspelt class argument": ([*FIT, "--model.weighting.bta", "2"], "is not accepted (did you mean beta?)"),
     "unknown key in a config file": ([*FIT, "--config", "bad.yaml"], "model.no_such_key"),
     "wrong type": ([*FIT, "--model.latent_dim", "many"], 'Parser key "model.latent_dim"'),
     "missing config file": ([*FIT, "--config", "no/such/config.yaml"], "File does not exist"),

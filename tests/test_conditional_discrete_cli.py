@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO, new_user, run_vae
+from PIL import Image
 from scipy.optimize import linear_sum_assignment
 
+import vae
 from vae.checkpoints import load_module
 from vae.data import EmbeddedMNIST
 from vae.tracking import read_history
@@ -129,3 +131,38 @@ def test_the_other_configs_train_from_the_command(tmp_path):
             if config.startswith("jointvae"):
                 estimators = "KL estimators: z mc (Monte Carlo, 1 sample(s)), c mc (Monte Carlo, 1 sample, score"
                 assert estimators in result.stdout, result.stdout[-2000:]
+
+
+def test_vae_sample_draws_a_row_per_class_of_a_conditional_model(cvae_run):
+    root, env, run, _, _ = cvae_run
+    out = root / "classes.png"
+    result = run_vae(["sample", str(run), "--n", "4", "--labels", "3", "7", "--out", str(out)], cwd=root, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"2 classes × 4 samples at temperature 1: {out}"
+    grid = np.asarray(Image.open(out))
+    assert grid.shape == (2 + 2 * 30, 2 + 4 * 30, 3)  # a row per class, 4 columns
+    model = vae.load(run)
+    torch.manual_seed(0)  # --seed 0
+    images = model.sample(8, context=torch.tensor([3, 3, 3, 3, 7, 7, 7, 7]))
+    for row, column in [(0, 0), (1, 3)]:
+        tile = grid[2 + 30 * row : 30 * (row + 1), 2 + 30 * column : 30 * (column + 1), 0]
+        expected = (images[4 * row + column, 0] * 255 + 0.5).clamp(0, 255).to(torch.uint8).numpy()
+        np.testing.assert_array_equal(tile, expected)
+    every = run_vae(["sample", str(run), "--out", str(root / "all.png")], cwd=root, env=env)
+    assert every.returncode == 0 and Image.open(root / "all.png").size == (2 + 8 * 30, 2 + 10 * 30)  # 10 × 8
+    bad = run_vae(["sample", str(run), "--labels", "12", "--out", str(root / "bad.png")], cwd=root, env=env)
+    assert bad.returncode == 2 and "--labels 12 is not a class of this model (0 to 9)" in bad.stderr
+
+
+def test_vae_encode_gives_each_kind_of_code(cvae_run, joint_run):
+    for root, env, run, _, _ in (cvae_run, joint_run):
+        out = root / "latents.npz"
+        result = run_vae(
+            ["encode", str(run), "--limit", "1", "--batch-size", "50", "--out", str(out)], cwd=root, env=env
+        )
+        assert result.returncode == 0, result.stderr
+        latents = np.load(out)
+        assert latents["mean"].shape[0] == latents["labels"].shape[0] == 50
+    codes = np.load(joint_run[0] / "latents.npz")["mean"]  # JointVAE: z (10), then the categorical's 10 probabilities
+    assert codes.shape == (50, 20)
+    np.testing.assert_allclose(codes[:, 10:].sum(axis=1), 1.0, rtol=0, atol=1e-5)

@@ -1,6 +1,8 @@
 """Every config in configs/ parses into a full, valid configuration (and the prior overlays over the quick start),
 passes the trust rules of vae.config and builds."""
 
+import importlib
+
 import pytest
 import yaml
 from conftest import QUICKSTART, REPO
@@ -79,3 +81,19 @@ def parser_for_model() -> ArgumentParser:
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(VAEModule, "model")
     return parser
+
+
+def resolved(value):
+    """A printed config with every class path replaced by the object it names (vae.ConvNet is vae.nets.ConvNet)."""
+    if isinstance(value, dict):
+        return {k: resolve_class_path(v) if k == "class_path" else resolved(v) for k, v in value.items()}
+    return [resolved(v) for v in value] if isinstance(value, list) else value
+
+
+def resolve_class_path(path: str):
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def test_vae_fit_without_a_config_is_the_quick_start(capsys):
+    assert resolved(printed_config(capsys)) == resolved(printed_config(capsys, QUICKSTART))

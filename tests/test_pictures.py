@@ -1,12 +1,23 @@
 """The pictures: grid layouts, the prior range of traversals, ranking by KL, interpolation end points."""
 
+import numpy as np
 import pytest
 import torch
 
 from vae.likelihoods import Bernoulli
 from vae.model import VAE
-from vae.nets import MLPNet
-from vae.pictures import all_pictures, interpolations, prior_range, ranked_dimensions, reconstructions, samples
+from vae.nets import ConvNet, MLPNet
+from vae.pictures import (
+    all_pictures,
+    interpolations,
+    latent_scatter,
+    manifold,
+    prior_range,
+    projection,
+    ranked_dimensions,
+    reconstructions,
+    samples,
+)
 from vae.priors import LearnedGaussian
 
 PAD = 2
@@ -66,3 +77,32 @@ def test_all_pictures(vae):
     grids = all_pictures(vae, torch.rand(16, 1, 28, 28), torch.rand(4), num_samples=16, nrow=4)
     assert set(grids) == {"samples", "reconstructions", "traversals", "interpolations"}
     assert grids["traversals"].shape[1] == 4 * 30 + 2  # one row per latent dimension (4)
+
+
+def test_the_manifold_decodes_a_grid_over_the_prior_quantiles_z1_across_and_z2_down():
+    vae = VAE(image_shape=(1, 28, 28), latent_dim=2, network=ConvNet(), likelihood=Bernoulli())
+    picture = manifold(vae, steps=5)
+    assert picture.shape == (3, 2 + 5 * 30, 2 + 5 * 30)
+    q = float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(0.95)))  # N(0, 1): ±1.645
+    values = torch.linspace(-q, q, 5)
+    for row, column in [(0, 0), (0, 4), (4, 0), (2, 3)]:
+        z = torch.tensor([[values[column], values[4 - row]]])  # z1 across, z2 down (high at the top)
+        torch.testing.assert_close(tile(picture, row, column)[0], vae.decode(z)[0, 0], rtol=0, atol=2e-2)
+
+
+def test_the_scatter_projects_onto_the_principal_axes():
+    g = torch.Generator().manual_seed(0)
+    basis, _ = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=torch.float64))
+    coords = torch.randn(400, 6, generator=g, dtype=torch.float64) * torch.tensor([5.0, 2.0, 0.1, 0.1, 0.1, 0.1])
+    means = coords @ basis.T + 3.0  # most spread along basis[:, 0], then basis[:, 1]
+    points, how = projection(means, "pca")
+    assert how == "PCA"
+    centred = (means - means.mean(dim=0)).numpy()
+    _, _, v = np.linalg.svd(centred, full_matrices=False)  # numpy's principal axes, the reference
+    expected = torch.from_numpy(centred @ v[:2].T)
+    torch.testing.assert_close(points.abs(), expected.abs(), rtol=0, atol=1e-8)  # up to each axis's sign
+    assert abs(float(torch.from_numpy(v[0]) @ basis[:, 0])) > 0.99  # the axis of most spread is found
+    two = torch.randn(50, 2, dtype=torch.float64)
+    assert projection(two)[0].equal(two) and projection(two)[1] == "z"  # a 2-D latent is drawn as it is
+    image = latent_scatter(means.float(), torch.arange(400) % 10, method="pca")
+    assert image.shape[0] == 3 and 0 <= image.min() and image.max() <= 1

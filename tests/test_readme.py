@@ -112,6 +112,8 @@ def test_every_readme_command_runs_as_a_new_user_runs_it(workspace):
             continue
         if line.startswith("vae evaluate"):
             extra = ["--samples", "10", "--limit", "1"]
+        elif line.startswith("vae export"):  # ONNX takes seconds a file: tests/test_export.py exports it, and checks it
+            extra = ["--format", "torchscript"]
         elif "--ckpt_path last" in line:
             extra = ["--trainer.max_steps", str(next(steps)), "--trainer.limit_val_batches", "1"]
         else:

@@ -2,13 +2,15 @@
 ``metrics.csv`` and ``vae plot``, on a real
 checkpoint from a real short ``vae fit`` run as a new user runs it (no W&B key: W&B offline by itself)."""
 
+import json
 import math
 import re
+import warnings
 
 import numpy as np
 import pytest
 import torch
-from conftest import QUICKSTART, REPO, new_user, run_vae
+from conftest import REPO, run_vae
 from PIL import Image
 
 import vae
@@ -17,19 +19,14 @@ from vae.errors import ConfigError, DataError
 from vae.evaluation import importance_weighted_log_likelihood
 from vae.history import read_metrics
 from vae.pixels import as_unit
+from vae.quality import sample_quality
 from vae.tracking import read_history, run_file
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A run folder of the quick start after 2 short epochs, and the user's folder and environment."""
-    root = tmp_path_factory.mktemp("user")
-    env = new_user(root / "home")
-    args = ["fit", "--config", str(QUICKSTART), "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "4"]
-    result = run_vae([*args, "--trainer.limit_val_batches", "2", "--trainer.log_every_n_steps", "2"], cwd=root, env=env)
-    assert result.returncode == 0, result.stderr[-2000:]
-    (folder,) = (root / "runs" / "vae").iterdir()
-    return folder, root, env
+def run(trained_run):
+    """A run folder of the quick start after 2 short epochs, and the user's folder and environment (conftest)."""
+    return trained_run
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +95,16 @@ def test_the_readme_example_runs_on_a_real_run(run):
     assert namespace["images"].shape == (64, 1, 28, 28)
 
 
+def test_the_readme_metrics_example_reads_a_real_runs_csv(run):
+    folder, _, _ = run
+    text = (REPO / "README.md").read_text()
+    (code,) = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "metrics.csv" in b]
+    namespace: dict = {}
+    exec(compile(code.replace("runs/vae/<run id>", str(folder)), "README.md", "exec"), namespace)
+    table = namespace["metrics"]
+    assert {"train/kl", "val/elbo"} <= set(table.columns) and list(table.index) == sorted(table.index)
+
+
 def test_vae_sample_writes_the_grid_seeded_and_refuses_to_overwrite(run):
     folder, root, env = run
     out = root / "grid.png"
@@ -124,6 +131,7 @@ def test_vae_sample_writes_the_grid_seeded_and_refuses_to_overwrite(run):
         (["--temperature", "-1"], "--temperature must be 0 or more"),
         (["--out", "grid.txt"], "give a path ending in .png"),
         (["--labels", "3"], "--labels is for a conditional model"),
+        (["--temprature", "3"], "unrecognized arguments: --temprature 3 (did you mean --temperature?)"),
     ],
 )
 def test_vae_sample_bad_input_is_one_line(run, args, message):
@@ -185,3 +193,52 @@ def test_vae_plot_draws_the_curves_from_the_csv_or_the_wandb_file(run):
     assert from_wandb.returncode == 0, from_wandb.stderr
     missing = run_vae(["plot", str(root)], cwd=root, env=env)
     assert missing.returncode == 2 and "has no metrics.csv" in missing.stderr and missing.stderr.count("\n") == 1
+
+
+def test_vae_evaluate_adds_reconstruction_metrics_sample_quality_and_the_latent_scatter(run, tmp_path):
+    folder, root, env = run
+    (best,) = (folder / "checkpoints").glob("best-*.ckpt")
+    torch.manual_seed(0)
+    features = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.Flatten())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch 2.14: TorchScript is deprecated, and still works
+        torch.jit.save(torch.jit.script(features), tmp_path / "features.pt")
+    args = ["evaluate", str(best), "--samples", "5", "--limit", "2", "--images", "--no-wandb", "--out", str(tmp_path)]
+    quality = ["--quality", "--quality-samples", "150", "--features", str(tmp_path / "features.pt")]
+    result = run_vae([*args, *quality, "--embedding", "pca"], cwd=root, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (written,) = tmp_path.glob("*.json")
+    numbers = json.loads(written.read_text())
+    model = vae.load(best)
+    data = EmbeddedMNIST(val_size=500, test_size=500, binarize="dynamic")
+    data.setup("test")
+    x = as_unit(data.splits["test"].images[:200])  # --limit 2 batches of 100
+    errors = (model.reconstruct(x) - x).square()
+    assert numbers["reconstruction"]["mse"] == pytest.approx(float(errors.mean()), rel=1e-5)
+    psnr = (10 * torch.log10(1 / errors.mean(dim=(1, 2, 3)))).mean()  # per image, then the mean
+    assert numbers["reconstruction"]["psnr"] == pytest.approx(float(psnr), rel=1e-5)
+    assert 0 < numbers["reconstruction"]["ssim"] < 1
+    grey = EmbeddedMNIST(val_size=500, test_size=500, binarize="none", batch_size=100)  # real images: grey levels
+    grey.setup("test")
+    expected = sample_quality(model, grey.loader("test", shuffle=False), num_samples=150, features=features)
+    assert numbers["quality"] == pytest.approx(expected.as_dict(), rel=1e-6)
+    for line in ("reconstructions: MSE, PSNR, SSIM", "samples: fid", "samples: precision"):
+        assert line in result.stdout
+    (pictures,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    scatter = Image.open(pictures / "latent_scatter.png")
+    assert scatter.size[0] > 400 and len(np.unique(np.asarray(scatter))) > 10
+    assert not (pictures / "manifold.png").exists()  # a 16-D latent has no manifold grid
+
+
+def test_bad_quality_settings_are_one_line_errors_before_any_work(run, tmp_path):
+    folder, root, env = run
+    (best,) = (folder / "checkpoints").glob("best-*.ckpt")
+    base = ["evaluate", str(best), "--no-wandb", "--quality"]
+    missing = run_vae([*base, "--features", str(tmp_path / "nope.pt")], cwd=root, env=env)
+    assert missing.returncode == 2 and "no such file" in missing.stderr and missing.stderr.count("\n") == 1
+    (tmp_path / "junk.pt").write_bytes(b"not torchscript")
+    junk = run_vae([*base, "--features", str(tmp_path / "junk.pt")], cwd=root, env=env)
+    assert junk.returncode == 2 and "not a TorchScript file" in junk.stderr and junk.stderr.count("\n") == 1
+    weights = run_vae([*base, "--no-download"], cwd=root, env={**env, "TORCH_HOME": str(tmp_path / "torch")})
+    assert weights.returncode == 2 and "--inception-weights" in weights.stderr and weights.stderr.count("\n") == 1
+    assert not list(best.parent.glob("*.json"))  # nothing computed, nothing written

@@ -13,10 +13,9 @@ vae benchmark
 from __future__ import annotations
 
 import importlib
-import logging
+import inspect
 import re
 import sys
-import warnings
 from pathlib import Path
 from typing import NoReturn
 
@@ -43,8 +42,9 @@ from vae.checkpoints import (
     resume_changes,
 )
 from vae.config import Sections, check_classes, judge, read_yaml, trust_imports
+from vae.console import prepare_loggers, progress_bar_for, quiet_console, quiet_resume
 from vae.data import EmbeddedMNIST, ImageDataModule
-from vae.errors import ConfigError, UserError, exit_with_error, user_error_in
+from vae.errors import ConfigError, UserError, exit_with_error, nearest, option_strings, user_error_in, with_suggestion
 from vae.history import METRICS_FILE, MetricsFile, plot_curves, read_metrics
 from vae.module import VAEModule
 from vae.runs import (
@@ -57,7 +57,7 @@ from vae.runs import (
     run_dir,
     write_failure,
 )
-from vae.tracking import check_wandb_mode, choose_wandb_mode, wandb_report
+from vae.tracking import check_wandb_mode, choose_wandb_mode, finish_wandb, wandb_report
 
 SECTIONS = Sections(model=VAEModule, data=ImageDataModule)  # what a config's model and data sections may name
 TOOLS = {
@@ -67,6 +67,7 @@ TOOLS = {
     "benchmark": "vae.tools.benchmark",
     "sample": "vae.tools.sample",
     "encode": "vae.tools.encode",
+    "export": "vae.export",
     "plot": "vae.tools.plot",
 }
 
@@ -116,7 +117,32 @@ class Parser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:
             super().error(message, ex)
-        exit_with_error(one_line(message))
+        exit_with_error(suggest(one_line(message), self))
+
+
+def all_options(parser) -> list[str]:
+    """Every ``--option`` of a parser and of its subcommands' parsers."""
+    options = option_strings(parser)
+    for action in parser._actions:
+        for sub in (getattr(action, "choices", None) or {}).values() if hasattr(action, "_name_parser_map") else []:
+            options += all_options(sub)
+    return options
+
+
+def suggest(message: str, parser) -> str:
+    """A parser's message, with the nearest valid option named for a misspelt one: an unknown ``--key``, or an
+    unknown argument of a class (``Option 'bta' is not accepted`` by vae.weighting.Constant)."""
+    option = re.search(r"class_path '([\w.]+)': Option '(\w+)' is not accepted", message)
+    if option is None:
+        return with_suggestion(message, all_options(parser))
+    try:
+        path, name = option.groups()
+        module, _, attribute = path.rpartition(".")
+        accepted = inspect.signature(getattr(importlib.import_module(module), attribute).__init__).parameters
+    except (ImportError, AttributeError, ValueError, TypeError):
+        return message
+    match = nearest(name, [p for p in accepted if p not in ("self", "args", "kwargs")])
+    return f"{message} (did you mean {match}?)" if match else message
 
 
 def one_line(message: str) -> str:
@@ -155,7 +181,8 @@ class VAECLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.image_shape", "model.image_shape", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({**CHECKPOINT_DEFAULTS, "data": lazy_instance(EmbeddedMNIST)})
+        # Without a config, the quick start (configs/quickstart.yaml): binarized digits for the Bernoulli likelihood.
+        parser.set_defaults({**CHECKPOINT_DEFAULTS, "data": lazy_instance(EmbeddedMNIST, binarize="dynamic")})
         parser.add_lightning_class_args(ImageGrids, "images")
 
     def _parse_ckpt_path(self) -> None:
@@ -173,6 +200,7 @@ class VAECLI(LightningCLI):
             )
         if config.get("ckpt_path"):
             self.attached = attach_run(config)
+            quiet_resume()
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -227,6 +255,23 @@ class VAECLI(LightningCLI):
     def after_fit(self) -> None:
         if self.trainer.is_global_zero:
             print(fit_report(self.trainer), flush=True)
+        finish_wandb(self.trainer)  # quietly, now: our report says how to sync it
+
+    def after_test(self) -> None:
+        """Where the W&B run that took the metrics is (vae test and vae validate), said once: W&B's footer is quiet."""
+        if self.trainer.is_global_zero and (lines := wandb_report(self.trainer)):
+            print("\n".join(lines), flush=True)
+        finish_wandb(self.trainer)
+
+    after_validate = after_test
+
+    def _instantiate_trainer(self, config: dict, callbacks: list) -> Trainer:
+        """The Trainer, with one plain line per epoch instead of a redrawn bar where the output is not a terminal
+        (vae.console), and its W&B loggers ready to start quietly."""
+        bar = progress_bar_for(config, callbacks)
+        trainer = super()._instantiate_trainer(config, [*callbacks, bar] if bar is not None else callbacks)
+        prepare_loggers(trainer.loggers)
+        return trainer
 
 
 # Trainer settings that Lightning accepts and then divides by (or silently ignores): the least value each takes.
@@ -322,12 +367,9 @@ def fit_report(trainer: Trainer) -> str:
 def cli(args: list[str] | None = None, *, run: bool = True) -> VAECLI:
     """Build the CLI and run its subcommand; ``args`` defaults to the command line. With ``run=False`` the
     arguments take no subcommand and the caller runs the built trainer, model and data module."""
+    quiet_console()
     choose_wandb_mode()
     trust_imports()
-    # Dumping the defaults' tuples (ConvNet channels) as YAML lists is expected; the notice is noise.
-    warnings.filterwarnings("ignore", message="(?s).*does not round-trip")
-    # The seed is in the saved config; "Seed set to 0" would only stand before any error message.
-    logging.getLogger("lightning_fabric.utilities.seed").setLevel(logging.WARNING)
     return VAECLI(
         VAEModule,
         ImageDataModule,
@@ -345,6 +387,8 @@ def cli(args: list[str] | None = None, *, run: bool = True) -> VAECLI:
         trainer_defaults={
             "default_root_dir": "runs",
             "max_epochs": 30,
+            "devices": 1,  # more only when asked: --trainer.devices 4 --trainer.strategy ddp
+            "log_every_n_steps": 10,
             "logger": lazy_instance(WandbLogger, project="vae", save_dir="runs"),
         },
         args=args,

@@ -144,8 +144,8 @@ class ConditionalVAE(LatentVariableModel):
                 "a Conditional model needs the labels y of its images (context=...); data without labels cannot train "
                 "or evaluate it"
             )
-        if len(labels) != n:
-            raise ConfigError(f"a Conditional model got {len(labels)} labels for {n} images")
+        if labels.shape[0] != n:  # shapes, not len(): a traced or exported graph keeps its batch size free
+            raise ConfigError(f"a Conditional model got {labels.shape[0]} labels for {n} images")
         if labels.dim() == 1 and not labels.is_floating_point():
             if labels.device.type == "cpu" or not self.labels_checked:  # on a GPU once: a check is a host sync
                 low, high = (int(v) for v in torch.stack([labels.min(), labels.max()]).tolist())
@@ -192,13 +192,13 @@ class ConditionalVAE(LatentVariableModel):
     @inferring
     def encode(self, x: Tensor, *, context: Tensor | None = None) -> Encoding:
         """q(z | x, y) given the labels (or context vectors) ``context``."""
-        moments = self.posterior(as_unit(x), self.context(context, len(x)))
+        moments = self.posterior(as_unit(x), self.context(context, x.shape[0]))
         return Encoding(mean=moments.mean, variance=moments.logvar.exp())
 
     @inferring
     def decode(self, z: Tensor, *, context: Tensor | None = None) -> Tensor:
         """E[x | z, y] for latents z (b, d) and the labels (or context vectors) ``context``."""
-        return self.decode_given(z, self.context(context, len(z)))
+        return self.decode_given(z, self.context(context, z.shape[0]))
 
     def decode_given(self, z: Tensor, y: Tensor) -> Tensor:
         """E[x | z, y] for latents z (b, d) and context vectors y (b, classes)."""

@@ -1,7 +1,10 @@
 """Errors that are the user's to fix. The ``vae`` command prints them as one line and exits non-zero."""
 
 import argparse
+import difflib
+import re
 import sys
+from collections.abc import Iterable
 from typing import NoReturn
 
 
@@ -49,8 +52,30 @@ def exit_with_error(message: str, *, command: str = "vae") -> NoReturn:
     sys.exit(2)
 
 
+def nearest(word: str, options: Iterable[str]) -> str | None:
+    """The option closest to a misspelt ``word`` (difflib's ratio ≥ 0.6, dots and dashes alike), if any."""
+    options = sorted(set(options))
+    found = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def with_suggestion(message: str, options: Iterable[str]) -> str:
+    """``message`` with "did you mean --x?" for each option it names as unrecognized that is close to a known one."""
+    options = list(options)
+    unknown = re.search(r"unrecognized arguments: (.*)", message)
+    words = [w.split("=")[0] for w in unknown.group(1).split() if w.startswith("--")] if unknown else []
+    hints = [match for word in words if (match := nearest(word, options))]
+    return f"{message} (did you mean {', '.join(hints)}?)" if hints else message
+
+
+def option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    """Every ``--option`` a parser takes."""
+    return [s for action in parser._actions for s in action.option_strings if s.startswith("--")]
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports bad arguments as one line (``exit_with_error``) rather than a usage dump."""
+    """argparse that reports bad arguments as one line (``exit_with_error``) rather than a usage dump, and names the
+    nearest option to a misspelt one."""
 
     def error(self, message: str) -> NoReturn:
-        exit_with_error(message, command=self.prog)
+        exit_with_error(with_suggestion(message, option_strings(self)), command=self.prog)

@@ -6,7 +6,10 @@
 
 The data come from the run's ``config.yaml`` (``<run>/config.yaml``, or ``--config``). The JSON lands beside
 the checkpoint (or in ``--out``) as ``<checkpoint>.<split>.k<K>.json`` (never overwriting: a number is added);
-``--images`` writes the pictures of ``vae.pictures`` beside it too. A folder that cannot be written is an error
+``--images`` writes the pictures of ``vae.pictures`` beside it too, with the latent means of the split as a scatter
+coloured by label (and, for a 2-D latent, the decoded manifold). The table adds the reconstructions' MSE, PSNR and
+SSIM; ``--quality`` the samples' FID, KID and precision/recall (``vae.quality``) against the split's images, in the
+features of InceptionV3 or of a TorchScript network given as ``--features``. A folder that cannot be written is an error
 before the work starts. ``--disentanglement`` adds the β-VAE and FactorVAE scores, MIG, SAP and DCI
 (``vae.disentanglement``) of the top layer's posterior means, for data with known factors (``vae.data.factors``).
 If the run logged to W&B, the numbers go to that run's summary under
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -30,15 +34,17 @@ import torch
 from vae.callbacks import save_grids
 from vae.checkpoints import load_module, run_id_of
 from vae.config import read_yaml, resolve_class, trust_imports
+from vae.console import quiet_console
 from vae.data import ImageDataModule
 from vae.data.factors import FactorDataModule
 from vae.disentanglement import disentanglement_scores, encode, mutual_information, sample_factors
 from vae.errors import ArgumentParser, ConfigError, UserError, exit_with_error, user_error_in
-from vae.evaluation import Evaluation, evaluate
+from vae.evaluation import Evaluation, encode_split, evaluate
 from vae.model import VAE, LatentVariableModel
-from vae.pictures import all_pictures, factor_traversals
+from vae.pictures import all_pictures, factor_traversals, latent_scatter, manifold
+from vae.quality import feature_network, sample_quality
 from vae.runs import check_writable, describe_write_failure, unique_path
-from vae.tracking import add_to_summary, check_wandb_mode, choose_wandb_mode
+from vae.tracking import add_to_summary, check_wandb_mode, choose_wandb_mode, run_report
 
 
 def read_run_config(path: Path) -> dict:
@@ -67,12 +73,15 @@ def load_data(config: dict, source: Path, *, batch_size: int) -> ImageDataModule
         raise cause or ConfigError(f"{source}: data: {' '.join(str(error).split())}") from error
 
 
-def log_to_wandb(config: dict, checkpoint: Path, result: Evaluation, images: dict[str, Path]) -> str | None:
-    """Add the numbers (and pictures) to the run's W&B summary under ``eval/<split>/``; None if the run did not
-    use W&B."""
+def log_to_wandb(config: dict, checkpoint: Path, result: Evaluation, images: dict[str, Path]):
+    """Add the numbers (and pictures) to the run's W&B summary under ``eval/<split>/``; the W&B run, None if the
+    run did not use W&B."""
     numbers = {k: v for k, v in asdict(result).items() if isinstance(v, int | float) and not isinstance(v, bool)}
     numbers |= {f"disentanglement/{name}": value for name, value in (result.disentanglement or {}).items()}
     numbers |= {f"clustering_accuracy/{name}": value for name, value in (result.clustering_accuracy or {}).items()}
+    reconstruction = {name: value for name, value in (result.reconstruction or {}).items() if value is not None}
+    numbers |= {f"reconstruction/{name}": value for name, value in reconstruction.items()}
+    numbers |= {f"quality/{name}": value for name, value in (result.quality or {}).items()}
     if len(result.kl_per_layer) > 1:  # a hierarchy: each layer's KL and active units
         numbers |= {f"kl/{name}": kl for name, kl in result.kl_per_layer.items()}
         numbers |= {f"active_units/{name}": n for name, n in result.active_units_per_layer.items()}
@@ -90,12 +99,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, help="evaluate only the first N batches' images, for a quick look")
     parser.add_argument("--images", action="store_true", help="also write the pictures beside the checkpoint")
     parser.add_argument("--out", type=Path, help="folder for the JSON and pictures (default: the checkpoint's)")
+    parser.add_argument(
+        "--embedding",
+        choices=("auto", "pca", "umap"),
+        default="auto",
+        help="the latent scatter's 2-D projection of a latent of more dimensions (auto: UMAP if installed, else PCA)",
+    )
     parser.add_argument("--no-wandb", action="store_true", help="do not add the numbers to the run's W&B summary")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0, help="seed of the importance samples (default 0)")
     parser.add_argument(
         "--disentanglement", action="store_true", help="also score β-VAE, FactorVAE, MIG, SAP, DCI (data with factors)"
     )
+    parser.add_argument("--quality", action="store_true", help="also score samples: FID, KID, precision and recall")
+    parser.add_argument(
+        "--quality-samples", type=int, default=10_000, help="samples, and real images, for --quality (default 10000)"
+    )
+    parser.add_argument(
+        "--features",
+        default="inception",
+        help="--quality's feature network: inception (needs torch-fidelity and its weights), or a TorchScript file of "
+        "your own network (images (b, c, h, w) in [0, 1] → features (b, d))",
+    )
+    parser.add_argument("--inception-weights", type=Path, help="a local copy of the Inception weights for --quality")
+    parser.add_argument("--no-download", action="store_true", help="never download the Inception weights")
     parser.add_argument(
         "--points",
         type=int,
@@ -104,7 +131,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "disentanglement_lib; 500 take about a minute on 2 CPU cores)",
     )
     args = parser.parse_args(argv)
-    for name in ("samples", "chunk", "batch_size", "limit", "points"):
+    quiet_console()
+    for name in ("samples", "chunk", "batch_size", "limit", "points", "quality_samples"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
@@ -122,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not args.no_wandb:
             choose_wandb_mode()
             check_wandb_mode()  # an explicit WANDB_MODE that cannot work: said now, not after the work
+        features = quality_features(args) if args.quality else None  # missing weights: said now, not after the work
         module = load_module(args.checkpoint)
         module.vae.eval()  # the numbers and the pictures of the model as it is used: eval mode
         data = load_data(config, config_path, batch_size=args.batch_size)
@@ -142,6 +171,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.disentanglement:
             scores = score_disentanglement(module.vae, data, points=args.points, seed=args.seed, device=device)
             result = replace(result, disentanglement=scores)
+        if features is not None:
+            real = quality_data(config, config_path, batch_size=args.batch_size, split=args.split)
+            quality = sample_quality(
+                module.vae,
+                real,
+                num_samples=args.quality_samples,
+                features=features,
+                batch_size=args.batch_size,
+                seed=args.seed,
+                device=device,
+            )
+            result = replace(result, quality=quality.as_dict())
     except UserError as error:
         exit_with_error(str(error), command="vae evaluate")
     print(result.table())
@@ -160,6 +201,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         x, labels = images_batch[:32].to(device), labels[:32].to(device)
         ranking = torch.tensor(result.kl_per_dim) if result.kl_per_dim is not None else None
         grids = all_pictures(module.vae, x, ranking, context=labels, nrow=8)
+        encoded = encode_split(module.vae, batches, device=device)
+        grids["latent_scatter"] = latent_scatter(encoded["mean"], encoded["labels"], method=args.embedding)
+        if encoded["mean"].shape[1] == 2 and not module.vae.conditional:
+            grids["manifold"] = manifold(module.vae)
         if isinstance(data, FactorDataModule) and isinstance(module.vae, VAE):
             dims = informative_dimensions(module.vae, data, points=args.points, seed=args.seed, device=device)
             grids["factor_traversals"] = factor_traversals(module.vae, x, dims)
@@ -172,11 +217,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"pictures: {folder}")
     if not args.no_wandb:
         try:
-            run_id = log_to_wandb(config, args.checkpoint, result, images)
+            run = log_to_wandb(config, args.checkpoint, result, images)
         except UserError as error:
             exit_with_error(f"{error}; the numbers are in {output} (--no-wandb skips W&B)", command="vae evaluate")
-        if run_id is not None:
-            print(f"added to the W&B run {run_id} (summary eval/{args.split}/...)")
+        if run is not None:
+            print(f"added to the W&B run {run.id} (summary eval/{args.split}/...)")
+            print(run_report(run))
 
 
 def score_disentanglement(
@@ -225,6 +271,34 @@ def informative_dimensions(
     factors = sample_factors(data.factors.sizes, points, np.random.default_rng(seed))
     codes = encode(represent_with(vae, data, device=device), factors)
     return mutual_information(codes, factors).argmax(axis=0).tolist()
+
+
+def quality_features(args) -> torch.nn.Module:
+    """The feature network of ``--quality``: a TorchScript file given as ``--features``, or InceptionV3 (one-line errors
+    for a missing package, weights or file)."""
+    if args.features == "inception":
+        weights = args.inception_weights or "inception"
+        return feature_network(weights, allow_download=not args.no_download)
+    path = Path(args.features)
+    if not path.is_file():
+        raise ConfigError(f"--features {path}: no such file (give inception, or a feature network's TorchScript file)")
+    try:
+        with warnings.catch_warnings():  # torch 2.14 marks TorchScript deprecated; its files still load
+            warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit")
+            return torch.jit.load(str(path), map_location="cpu").eval()
+    except (RuntimeError, ValueError) as error:
+        raise ConfigError(f"--features {path} is not a TorchScript file (save one with torch.jit.save)") from error
+
+
+def quality_data(config: dict, source: Path, *, batch_size: int, split: str):
+    """The real images ``--quality`` compares samples with: the split's, in grey levels (a binarized run's data
+    without binarization: the samples are means, never 0/1 draws)."""
+    section = dict(config["data"])
+    section["init_args"] = {**dict(section.get("init_args") or {}), "binarize": "none"}
+    data = load_data({**config, "data": section}, source, batch_size=batch_size)
+    data.check_files()
+    data.setup(split)
+    return data.loader(split, shuffle=False)
 
 
 def check_device(name: str) -> torch.device:

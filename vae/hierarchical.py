@@ -290,7 +290,7 @@ class TopDownVAE(LatentVariableModel):
     def top_posterior(self, x: Tensor) -> GaussianMoments:
         """q(z_L | x)'s moments, flattened (b, d): what a VampPrior on the top layer is made of."""
         e = self.bottom_up(x)[self.resolutions[0]]
-        return self.top.moments(torch.cat([self.start(len(x), e), e], dim=1))
+        return self.top.moments(torch.cat([self.start(x.shape[0], e), e], dim=1))  # shape, not len: traceable
 
     @inferring
     def encode(self, x: Tensor, *, context: Tensor | None = None) -> Encoding:
@@ -302,7 +302,7 @@ class TopDownVAE(LatentVariableModel):
     def decode(self, z: Tensor, *, context: Tensor | None = None, temperature: float = 0.0) -> Tensor:
         """E[x | z_L] for top-layer codes z (b, d_L), each layer below at its prior mean given the layers above (its
         spread scaled by ``temperature``: 0 by default, so decoding is deterministic)."""
-        return self.generate(len(z), top=z, temperature=temperature)
+        return self.generate(z.shape[0], top=z, temperature=temperature)
 
     def decode_state(self, h: Tensor) -> Tensor:
         """The likelihood's parameters from the last top-down state (float32 under autocast)."""

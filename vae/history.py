@@ -86,11 +86,11 @@ def read_metrics(path: str | Path) -> Series:
 
 
 PANELS = (  # (title, y label, the metrics drawn in it: a name, or a prefix ending in "/")
-    ("reconstruction", "−E_q[log p(x|z)] (nats)", ("train/recon", "val/recon")),
-    ("KL, raw", "D_KL(q ‖ p) (nats)", ("train/kl", "val/kl")),
-    ("ELBO", "ELBO (nats, unweighted)", ("train/elbo", "val/elbo")),
+    ("reconstruction", "−E_q[log p(x|z)] (nats)", ("train/recon", "val/recon", "test/recon")),
+    ("KL, raw", "D_KL(q ‖ p) (nats)", ("train/kl", "val/kl", "test/kl")),
+    ("ELBO", "ELBO (nats, unweighted)", ("train/elbo", "val/elbo", "test/elbo")),
     ("KL weight", "weight", ("train/kl_weight", "train/kl_weight/")),
-    ("KL per layer", "nats", ("train/kl/", "val/kl/")),
+    ("KL per layer", "nats", ("train/kl/", "val/kl/", "test/kl/")),
 )
 
 
@@ -122,7 +122,7 @@ def plot_curves(series: Series, out: Path, *, title: str = "") -> Path:
     for ax, (name, label, names) in zip(axes.flat, chosen):
         for metric in names:
             steps, values = zip(*series[metric])
-            style = {"marker": "o", "ms": 3} if metric.startswith("val/") else {"lw": 1}
+            style = {"lw": 1} if metric.startswith("train/") else {"marker": "o", "ms": 3}  # val, test: points
             ax.plot(steps, values, label=metric, **style)
         ax.set(title=name, xlabel="step", ylabel=label)
         ax.legend(fontsize=7)

@@ -7,6 +7,9 @@
     interpolations   one row per pair of images: decodes along the straight line between their posterior means
     factor_traversals  for data with known factors: one row per factor, sweeping the latent dimension that carries
                      the most information about it (``vae.evaluate.informative_dimensions``)
+    latent_scatter   the latent means of a split coloured by label (a 2-D latent as it is; else PCA, or UMAP where
+                     umap-learn is installed)
+    manifold         for a 2-D latent: decodes of a grid of z over the prior's 5 % to 95 % quantiles
 
 and for a hierarchy (in place of traversals and interpolations, which need one latent vector):
 
@@ -23,11 +26,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from einops import rearrange, repeat
 from torch import Tensor
 from torchvision.utils import make_grid
 
+from vae.errors import ConfigError
 from vae.pixels import as_unit
 
 if TYPE_CHECKING:  # the models draw their pictures with these functions (``LatentVariableModel.pictures``)
@@ -157,3 +162,67 @@ def all_pictures(
     ``context``: labels for a conditional model); reconstructions use whole rows of ``nrow``. ``ranking`` orders the
     dimensions of a single latent vector to traverse (the KL per dimension, or any informativeness score)."""
     return vae.pictures(x, context=context, ranking=ranking, nrow=nrow, seed=seed, num_samples=num_samples)
+
+
+def projection(means: Tensor, method: str = "auto") -> tuple[Tensor, str]:
+    """2-D coordinates of latent means (n, d): the means themselves for d ≤ 2; else UMAP (``method`` "umap", or
+    "auto" where umap-learn is installed) or PCA (the top two principal components, by SVD)."""
+    means = means.double()
+    if means.shape[1] <= 2:
+        points = means if means.shape[1] == 2 else torch.cat([means, torch.zeros_like(means)], dim=1)
+        return points, "z"
+    if method in ("auto", "umap"):
+        try:
+            import umap
+        except ImportError:
+            if method == "umap":
+                raise ConfigError("UMAP needs the umap-learn package: pip install umap-learn") from None
+        else:
+            points = umap.UMAP(n_components=2, random_state=0, n_jobs=1).fit_transform(means.numpy())  # seeded
+            return torch.from_numpy(points).double(), "UMAP"
+    centred = means - means.mean(dim=0)
+    _, _, v = torch.linalg.svd(centred, full_matrices=False)
+    return centred @ v[:2].T, "PCA"
+
+
+def latent_scatter(means: Tensor, labels: Tensor | None = None, *, method: str = "auto") -> Tensor:
+    """The latent means of a split (n, d) as a scatter plot coloured by integer label (n,), an RGB image (3, H, W) in
+    [0, 1]: the means themselves for a 2-D latent, else their 2-D projection (``projection``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points, how = projection(means.cpu(), method)
+    fig, ax = plt.subplots(figsize=(6, 5.2))
+    coloured = labels is not None and labels.dim() == 1 and not labels.is_floating_point()
+    scatter = ax.scatter(
+        points[:, 0], points[:, 1], s=4, alpha=0.7, c=labels.cpu().numpy() if coloured else None, cmap="tab10"
+    )
+    if coloured:
+        fig.colorbar(scatter, ax=ax, label="label")
+    axis = {"z": "z", "PCA": "PC", "UMAP": "UMAP "}[how]
+    ax.set(xlabel=f"{axis}1", ylabel=f"{axis}2")
+    ax.set_title(f"latent means of {len(points)} images ({means.shape[1]}-D{'' if how == 'z' else ', ' + how})")
+    fig.tight_layout()
+    fig.canvas.draw()
+    image = torch.from_numpy(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
+    plt.close(fig)
+    return rearrange(image, "h w c -> c h w").float() / 255
+
+
+@torch.no_grad()
+def manifold(vae: LatentVariableModel, *, steps: int = 20, low: float = 0.05, high: float = 0.95) -> Tensor:
+    """For a 2-D latent: decodes of a ``steps`` × ``steps`` grid of z over the prior's quantiles ``low`` to ``high``
+    in each dimension (the standard normal's for models without one prior), z₂ down the rows and z₁ across."""
+    device = next(vae.parameters()).device
+    prior = getattr(vae, "prior_distribution", None)
+    if prior is not None and tuple(prior().event_shape) == (2,):  # the model's own prior over its 2-D code
+        bounds = prior_range(vae, low=low, high=high)  # type: ignore[arg-type]
+    else:
+        normal = torch.distributions.Normal(0.0, 1.0)
+        bounds = repeat(normal.icdf(torch.tensor([low, high])), "two -> two d", d=2).to(device)
+    z1 = torch.linspace(float(bounds[0, 0]), float(bounds[1, 0]), steps, device=device)
+    z2 = torch.linspace(float(bounds[1, 1]), float(bounds[0, 1]), steps, device=device)  # high at the top
+    z = torch.stack(torch.meshgrid(z2, z1, indexing="ij")[::-1], dim=-1)  # (rows, columns, 2): (z1, z2)
+    return grid(vae.decode(rearrange(z, "r c d -> (r c) d")), steps)

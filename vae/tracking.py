@@ -1,7 +1,7 @@
 """Everything W&B, in one place: when to log offline (``choose_wandb_mode``, ``check_wandb_mode``), a run's
-loggers during training (``wandb_runs``, ``flush_wandb``, ``wandb_report``), adding numbers to a finished run's
-summary (``add_to_summary``), and reading a run file (``run-<id>.wandb``) back, e.g. of an offline run
-(``run_file``, ``read_history``).
+loggers during training (``wandb_runs``, ``flush_wandb``, ``wandb_report``, ``finish_wandb``), adding numbers to a
+finished run's summary (``add_to_summary``), and reading a run file (``run-<id>.wandb``) back, e.g. of an offline
+run (``run_file``, ``read_history``).
 
 The file is a LevelDB-style log: a 7-byte header (":W&B", magic 0xBEE1, version), then records in
 32 KiB blocks, each record chunk with a 7-byte header (CRC32C, little-endian length, type) and a
@@ -112,13 +112,21 @@ def flush_wandb(trainer) -> None:
 
 def wandb_report(trainer) -> list[str]:
     """Where a trainer's W&B runs are: the sync line of an offline run, the URL of an online one."""
-    lines = []
+    return [run_report(run) for run in wandb_runs(trainer)]
+
+
+def run_report(run) -> str:
+    """Where a W&B run is: how to upload it (offline), or its URL; W&B's own footer is quiet (vae.console)."""
+    if run.offline:
+        return f"W&B run saved offline; upload it with: wandb sync {Path(run.dir).parent}"
+    return f"W&B run: {run.url}"
+
+
+def finish_wandb(trainer) -> None:
+    """Finish a trainer's W&B runs: a run left open is finished by wandb-core as the process exits, and then it
+    prints its own "wandb sync" footer whatever the ``quiet`` setting says."""
     for run in wandb_runs(trainer):
-        if run.offline:
-            lines.append(f"W&B run saved offline; upload it with: wandb sync {Path(run.dir).parent}")
-        else:
-            lines.append(f"W&B run: {run.url}")
-    return lines
+        run.finish()
 
 
 BLOCK_SIZE = 32 * 1024
@@ -128,9 +136,9 @@ FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
 def add_to_summary(
     config: dict, run_id: str | None, numbers: dict[str, float], images: dict[str, Path], *, prefix: str
-) -> str | None:
+):
     """Add ``numbers`` (and ``images``) under ``prefix/`` to the summary of the W&B run ``run_id`` that a run's
-    config logged to; None if its config has no W&B logger."""
+    config logged to, and return that (finished) W&B run; None if its config has no W&B logger."""
     logger = config.get("trainer", {}).get("logger") or {}
     logger = logger[0] if isinstance(logger, list) else logger
     if not isinstance(logger, dict) or "WandbLogger" not in str(logger.get("class_path", "")):
@@ -144,7 +152,7 @@ def add_to_summary(
     if images:
         run.log({f"{prefix}/images/{name}": wandb.Image(str(path)) for name, path in images.items()})
     run.finish()
-    return run_id
+    return run
 
 
 def run_file(save_dir: Path, run_id: str) -> Path:

@@ -25,24 +25,9 @@ import torch
 from vae.checkpoints import checkpoint_of, load
 from vae.errors import ArgumentParser, ConfigError, UserError, exit_with_error
 from vae.evaluate import check_device, load_data, read_run_config
-from vae.model import LatentVariableModel
+from vae.evaluation import encode_split
 from vae.runs import describe_write_failure, unique_path
 from vae.tools.sample import check_output
-
-
-def encode_batches(model: LatentVariableModel, batches, *, device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
-    """``mean``, ``variance`` (n, d) and ``labels`` of every (x, y) batch, in order (a conditional model is given y)."""
-    means, variances, labels = [], [], []
-    for x, y in batches:
-        x, y = x.to(device), y.to(device)
-        encoding = model.encode(x, context=y if model.conditional else None)
-        means.append(encoding.mean.float().cpu())
-        variances.append(encoding.variance.float().cpu())
-        labels.append(y.cpu())
-    if not means:
-        raise ConfigError("the split has no images to encode")
-    parts = {"mean": means, "variance": variances, "labels": labels}
-    return {name: torch.cat(tensors).numpy() for name, tensors in parts.items()}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -74,7 +59,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         data.check_files()
         data.setup(args.split)
         loader = data.loader(args.split, shuffle=False)  # in the split's order, the training split's too
-        arrays = encode_batches(model, itertools.islice(loader, args.limit), device=device)
+        arrays = {
+            k: v.numpy() for k, v in encode_split(model, itertools.islice(loader, args.limit), device=device).items()
+        }
         out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.with_name(f".{out.name}.partial")
         with open(partial, "wb") as file:  # whole or not at all
