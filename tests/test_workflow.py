@@ -17,7 +17,7 @@ import vae
 from vae.data import EmbeddedMNIST
 from vae.errors import ConfigError, DataError
 from vae.evaluation import importance_weighted_log_likelihood
-from vae.history import read_metrics
+from vae.history import has_curves, read_metrics
 from vae.pixels import as_unit
 from vae.quality import sample_quality
 from vae.tracking import read_history, run_file
@@ -174,6 +174,7 @@ def test_a_resumed_step_keeps_its_later_value(tmp_path):
     path = tmp_path / "metrics.csv"
     path.write_text("step,metric,value\n10,train/kl,5.0\n20,train/kl,4.0\n20,train/kl,3.5\n30,val/elbo,-90.0\n")
     assert read_metrics(path) == {"train/kl": [(10, 5.0), (20, 3.5)], "val/elbo": [(30, -90.0)]}
+    assert has_curves(read_metrics(path)) and not has_curves({"val/elbo": [(30, -90.0)]})  # a curve: 2 points
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")
     with pytest.raises(DataError, match="not a run's metrics.csv"):
         read_metrics(tmp_path / "other.csv")

@@ -44,8 +44,8 @@ from vae.checkpoints import (
 from vae.config import Sections, check_classes, judge, read_yaml, trust_imports
 from vae.console import prepare_loggers, progress_bar_for, quiet_console, quiet_resume
 from vae.data import EmbeddedMNIST, ImageDataModule
-from vae.errors import ConfigError, UserError, exit_with_error, nearest, option_strings, user_error_in, with_suggestion
-from vae.history import METRICS_FILE, MetricsFile, plot_curves, read_metrics
+from vae.errors import ConfigError, exit_with_error, nearest, option_strings, user_error_in, with_suggestion
+from vae.history import METRICS_FILE, MetricsFile, has_curves, plot_curves, read_metrics
 from vae.module import VAEModule
 from vae.runs import (
     check_writable,
@@ -356,10 +356,11 @@ def fit_report(trainer: Trainer) -> str:
         lines.append(f"image grids: {images}")
     metrics = run_dir(trainer) / METRICS_FILE
     if metrics.is_file():
-        try:
-            curves = plot_curves(read_metrics(metrics), metrics.with_name("curves.png"), title=str(metrics.parent))
+        series = read_metrics(metrics)
+        if has_curves(series):  # a run of a few steps has no curve yet: its metrics are still there
+            curves = plot_curves(series, metrics.with_name("curves.png"), title=str(metrics.parent))
             lines.append(f"metrics: {metrics}; training curves: {curves} (redraw with vae plot {metrics.parent})")
-        except UserError:  # nothing plottable was logged (a run of a few steps): the metrics are still there
+        else:
             lines.append(f"metrics: {metrics}")
     return "\n".join([*lines, *wandb_report(trainer)])
 

@@ -104,6 +104,11 @@ def panels(series: Series) -> list[tuple[str, str, list[str]]]:
     return found
 
 
+def has_curves(series: Series) -> bool:
+    """Whether some panel has a curve to draw: a metric with at least two points (a run of a few steps has none)."""
+    return any(len(series[name]) >= 2 for _, _, names in panels(series) for name in names)
+
+
 def plot_curves(series: Series, out: Path, *, title: str = "") -> Path:
     """Draw the training curves (every panel of ``PANELS`` that has data) against the step into the PNG ``out``."""
     import matplotlib
