@@ -102,23 +102,28 @@ def test_every_readme_command_runs_as_a_new_user_runs_it(workspace):
         if " fit --config" in line and "--print_config" not in line and "--help" not in line:
             assert "W&B run saved offline; upload it with: wandb sync" in result.stdout, line
 
-    # The lines that continue the first run: test it, evaluate it, resume it twice (the second with a new lr).
+    # The lines that continue the first run: test it, evaluate it, sample, encode, export and plot it, resume it twice
+    # (the second with a new lr).
     folder, _ = results[COMMANDS[0]]
     (run,) = (folder / "runs" / "vae").iterdir()
     later = [line.replace("<run id>", run.name) for line in COMMANDS if line not in first]
     steps = iter(range(4, 100, 2))
-    for line in later:
-        if needs(line) is not None:
-            continue
+
+    def extra_for(line: str) -> list[str]:
         if line.startswith("vae evaluate"):
-            extra = ["--samples", "10", "--limit", "1"]
-        elif line.startswith("vae export"):  # ONNX takes seconds a file: tests/test_export.py exports it, and checks it
-            extra = ["--format", "torchscript"]
-        elif "--ckpt_path last" in line:
-            extra = ["--trainer.max_steps", str(next(steps)), "--trainer.limit_val_batches", "1"]
-        else:
-            extra = ["--trainer.limit_test_batches", "1"] if line.startswith("vae test") else []
-        result = run_line(line, folder, env, extra)
+            return ["--samples", "10", "--limit", "1"]
+        if line.startswith("vae export"):  # ONNX takes seconds a file: tests/test_export.py exports it, and checks it
+            return ["--format", "torchscript"]
+        if "--ckpt_path last" in line:
+            return ["--trainer.max_steps", str(next(steps)), "--trainer.limit_val_batches", "1"]
+        return ["--trainer.limit_test_batches", "1"] if line.startswith("vae test") else []
+
+    later = [line for line in later if needs(line) is None]
+    readers = [line for line in later if line.startswith(("vae sample", "vae encode", "vae export"))]
+    with ThreadPoolExecutor(max_workers=3) as pool:  # the lines that only read the run, side by side
+        done = dict(zip(readers, pool.map(lambda line: run_line(line, folder, env, extra_for(line)), readers)))
+    for line in later:  # then the ones that write into it, in the README's order
+        result = done[line] if line in done else run_line(line, folder, env, extra_for(line))
         assert result.returncode == 0, f"{line}\n{result.stderr[-2000:]}"
     assert sorted(p.name for p in run.glob("config*.yaml")) == [
         "config-resume-1.yaml",

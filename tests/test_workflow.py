@@ -6,6 +6,7 @@ import json
 import math
 import re
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -124,20 +125,25 @@ def test_vae_sample_writes_the_grid_seeded_and_refuses_to_overwrite(run):
     assert out.read_bytes() == before
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--n", "0"], "--n must be a positive integer"),
-        (["--temperature", "-1"], "--temperature must be 0 or more"),
-        (["--out", "grid.txt"], "give a path ending in .png"),
-        (["--labels", "3"], "--labels is for a conditional model"),
-        (["--temprature", "3"], "unrecognized arguments: --temprature 3 (did you mean --temperature?)"),
-    ],
-)
-def test_vae_sample_bad_input_is_one_line(run, args, message):
+SAMPLE_ERRORS = [
+    (["--n", "0"], "--n must be a positive integer"),
+    (["--temperature", "-1"], "--temperature must be 0 or more"),
+    (["--out", "grid.txt"], "give a path ending in .png"),
+    (["--labels", "3"], "--labels is for a conditional model"),
+    (["--temprature", "3"], "unrecognized arguments: --temprature 3 (did you mean --temperature?)"),
+]
+
+
+def test_vae_sample_bad_input_is_one_line(run):
     folder, root, env = run
-    result = run_vae(["sample", str(folder), *args], cwd=root, env=env)
-    assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+    def attempt(case):
+        return run_vae(["sample", str(folder), *case[0]], cwd=root, env=env)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(attempt, SAMPLE_ERRORS))
+    for (args, message), result in zip(SAMPLE_ERRORS, results):
+        assert result.returncode == 2 and message in result.stderr and result.stderr.count("\n") == 1, (args, result)
 
 
 def test_vae_encode_writes_the_posterior_of_every_test_image_with_its_label(run):
