@@ -44,7 +44,7 @@ from vae.checkpoints import (
 from vae.config import Sections, check_classes, judge, read_yaml, trust_imports
 from vae.console import prepare_loggers, progress_bar_for, quiet_console, quiet_resume
 from vae.data import EmbeddedMNIST, ImageDataModule
-from vae.errors import ConfigError, exit_with_error, nearest, option_strings, user_error_in, with_suggestion
+from vae.errors import ConfigError, DataError, exit_with_error, nearest, option_strings, user_error_in, with_suggestion
 from vae.history import METRICS_FILE, MetricsFile, has_curves, plot_curves, read_metrics
 from vae.module import VAEModule
 from vae.runs import (
@@ -356,11 +356,13 @@ def fit_report(trainer: Trainer) -> str:
         lines.append(f"image grids: {images}")
     metrics = run_dir(trainer) / METRICS_FILE
     if metrics.is_file():
-        series = read_metrics(metrics)
-        if has_curves(series):  # a run of a few steps has no curve yet: its metrics are still there
+        try:
+            series = read_metrics(metrics)
+            if not has_curves(series):  # a run of a few steps has no curve yet: its metrics are still there
+                raise DataError(f"no curve yet in {metrics}")
             curves = plot_curves(series, metrics.with_name("curves.png"), title=str(metrics.parent))
             lines.append(f"metrics: {metrics}; training curves: {curves} (redraw with vae plot {metrics.parent})")
-        else:
+        except (DataError, OSError):  # no curve, or a damaged file or a full disk: the metrics are still named
             lines.append(f"metrics: {metrics}")
     return "\n".join([*lines, *wandb_report(trainer)])
 

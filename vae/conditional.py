@@ -193,7 +193,7 @@ class ConditionalVAE(LatentVariableModel):
     def encode(self, x: Tensor, *, context: Tensor | None = None) -> Encoding:
         """q(z | x, y) given the labels (or context vectors) ``context``."""
         moments = self.posterior(as_unit(x), self.context(context, x.shape[0]))
-        return Encoding(mean=moments.mean, variance=moments.logvar.exp())
+        return Encoding.of(moments)
 
     @inferring
     def decode(self, z: Tensor, *, context: Tensor | None = None) -> Tensor:

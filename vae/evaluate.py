@@ -21,6 +21,7 @@ a pickled object is refused and runs nothing (see ``vae.config``).
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import warnings
@@ -137,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     torch.manual_seed(args.seed)
+    if args.embedding == "umap" and importlib.util.find_spec("umap") is None:
+        parser.error("--embedding umap needs the umap-learn package: pip install umap-learn (or --embedding pca)")
     try:
         device = check_device(args.device)
         if not args.checkpoint.is_file():
@@ -202,8 +205,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         ranking = torch.tensor(result.kl_per_dim) if result.kl_per_dim is not None else None
         grids = all_pictures(module.vae, x, ranking, context=labels, nrow=8)
         encoded = encode_split(module.vae, batches, device=device)
-        grids["latent_scatter"] = latent_scatter(encoded["mean"], encoded["labels"], method=args.embedding)
-        if encoded["mean"].shape[1] == 2 and not module.vae.conditional:
+        try:
+            grids["latent_scatter"] = latent_scatter(encoded["mean"], encoded["labels"], method=args.embedding)
+        except (UserError, ValueError, TypeError) as error:  # UMAP on too few points, say: the rest still gets written
+            print(f"latent scatter skipped: {' '.join(str(error).split())[:200]}")
+        if encoded["mean"].shape[1] == 2 and not (module.vae.conditional or module.vae.relaxed):  # a Gaussian 2-D code
             grids["manifold"] = manifold(module.vae)
         if isinstance(data, FactorDataModule) and isinstance(module.vae, VAE):
             dims = informative_dimensions(module.vae, data, points=args.points, seed=args.seed, device=device)
@@ -294,7 +300,9 @@ def quality_data(config: dict, source: Path, *, batch_size: int, split: str):
     """The real images ``--quality`` compares samples with: the split's, in grey levels (a binarized run's data
     without binarization: the samples are means, never 0/1 draws)."""
     section = dict(config["data"])
-    section["init_args"] = {**dict(section.get("init_args") or {}), "binarize": "none"}
+    init = dict(section.get("init_args") or {})
+    if init.get("binarize", "none") != "none":  # only a class that takes the setting was given it
+        section["init_args"] = {**init, "binarize": "none"}
     data = load_data({**config, "data": section}, source, batch_size=batch_size)
     data.check_files()
     data.setup(split)

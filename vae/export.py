@@ -25,10 +25,12 @@ import importlib.util
 import io
 import json
 import os
+import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -334,20 +336,22 @@ def export(
         check_onnx_exporter()
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"--out {folder} is a file: give a folder")
-    written: list[ExportedFile] = []
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=folder))  # every file is written and checked here first
     try:
         with inference(model):
             signature = signature_of(model)
-            folder.mkdir(parents=True, exist_ok=True)
-            for fmt in formats:
-                for part in parts:
-                    written.append(export_part(model, signature, folder, part, fmt, batch=batch, seed=seed))
-        write_manifest(folder / MANIFEST, model, signature, written, batch=batch, source=source)
-    except BaseException:  # no half export: the files this call wrote go with it
-        for item in written:
-            item.path.unlink(missing_ok=True)
-        raise
-    return written
+            written = [
+                export_part(model, signature, staging, part, fmt, batch=batch, seed=seed)
+                for fmt in formats
+                for part in parts
+            ]
+        write_manifest(staging / MANIFEST, model, signature, written, batch=batch, source=source)
+        for path in planned:  # only now, all of them: a failed export leaves the folder as it was
+            os.replace(staging / path.name, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [replace(item, path=folder / item.path.name) for item in written]
 
 
 def export_part(

@@ -296,7 +296,7 @@ class TopDownVAE(LatentVariableModel):
     def encode(self, x: Tensor, *, context: Tensor | None = None) -> Encoding:
         """The top layer's q(z_L | x) (b, d_L): what the layers below are drawn given."""
         moments = self.top_posterior(as_unit(x))
-        return Encoding(mean=moments.mean, variance=moments.logvar.exp())
+        return Encoding.of(moments)
 
     @inferring
     def decode(self, z: Tensor, *, context: Tensor | None = None, temperature: float = 0.0) -> Tensor:

@@ -94,6 +94,11 @@ class Encoding:
     mean: Tensor
     variance: Tensor
 
+    @classmethod
+    def of(cls, moments: GaussianMoments) -> Encoding:
+        """A Gaussian posterior's code: its mean and its variance exp(log σ²)."""
+        return cls(mean=moments.mean, variance=moments.logvar.exp())
+
 
 @dataclass(frozen=True)
 class ModelOutput:
@@ -303,7 +308,7 @@ class VAE(LatentVariableModel):
     @inferring
     def encode(self, x: Tensor, *, context: Tensor | None = None) -> Encoding:
         moments = self.posterior(as_unit(x))
-        return Encoding(mean=moments.mean, variance=moments.logvar.exp())
+        return Encoding.of(moments)
 
     def prior_distribution(self) -> Distribution:
         """p(z), event shape (d,)."""

@@ -196,9 +196,8 @@ def latent_scatter(means: Tensor, labels: Tensor | None = None, *, method: str =
     points, how = projection(means.cpu(), method)
     fig, ax = plt.subplots(figsize=(6, 5.2))
     coloured = labels is not None and labels.dim() == 1 and not labels.is_floating_point()
-    scatter = ax.scatter(
-        points[:, 0], points[:, 1], s=4, alpha=0.7, c=labels.cpu().numpy() if coloured else None, cmap="tab10"
-    )
+    colours = {"c": labels.cpu().numpy(), "cmap": "tab10"} if coloured else {}
+    scatter = ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.7, **colours)
     if coloured:
         fig.colorbar(scatter, ax=ax, label="label")
     axis = {"z": "z", "PCA": "PC", "UMAP": "UMAP "}[how]

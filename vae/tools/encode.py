@@ -64,9 +64,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         }
         out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.with_name(f".{out.name}.partial")
-        with open(partial, "wb") as file:  # whole or not at all
-            np.savez(file, **arrays, split=np.array(args.split), checkpoint=np.array(str(checkpoint)))
-        os.replace(partial, out)
+        try:
+            with open(partial, "wb") as file:  # whole or not at all
+                np.savez(file, **arrays, split=np.array(args.split), checkpoint=np.array(str(checkpoint)))
+            os.replace(partial, out)
+        finally:
+            partial.unlink(missing_ok=True)
     except UserError as error:
         exit_with_error(str(error), command="vae encode")
     except OSError as error:

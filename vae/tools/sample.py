@@ -22,7 +22,7 @@ from vae.checkpoints import checkpoint_of, load
 from vae.errors import ArgumentParser, ConfigError, UserError, exit_with_error
 from vae.evaluate import check_device
 from vae.model import LatentVariableModel
-from vae.pictures import grid
+from vae.pictures import grid, seeded
 from vae.runs import describe_write_failure, unique_path
 
 
@@ -53,15 +53,16 @@ def sample_grid(
     """The grid of samples ``vae sample`` writes, (3, H, W) in [0, 1]: n images in a square grid, or, for a
     conditional model, one row of n images for each of ``labels`` (all its classes by default)."""
     device = next(model.parameters()).device
-    torch.manual_seed(seed)
     if not model.conditional:
-        return grid(model.sample(n, temperature=temperature), max(1, math.isqrt(n - 1) + 1))
+        with seeded(model, seed):
+            return grid(model.sample(n, temperature=temperature), max(1, math.isqrt(n - 1) + 1))
     classes = list(range(model.classes)) if labels is None else list(labels)
     bad = [label for label in classes if not 0 <= label < model.classes]
     if bad:
         raise ConfigError(f"--labels {bad[0]} is not a class of this model (0 to {model.classes - 1})")
     context = repeat(torch.tensor(classes, device=device), "y -> (y s)", s=n)
-    return grid(model.sample(len(context), temperature=temperature, context=context), n)
+    with seeded(model, seed):
+        return grid(model.sample(len(context), temperature=temperature, context=context), n)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
