@@ -16,6 +16,7 @@ import errno
 import os
 import socket
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -124,6 +125,19 @@ def unique_path(path: Path) -> Path:
     while candidate.exists():
         candidate, n = path.with_suffix(f".{n}{path.suffix}"), n + 1
     return candidate
+
+
+def check_output(out: Path, *, overwrite: bool, kinds: Sequence[str], what: str) -> None:
+    """A one-line ConfigError for an output path that would overwrite a file (without ``overwrite``), whose suffix
+    is not one of ``kinds``, or whose folder cannot be made."""
+    if out.suffix.lower() not in kinds:
+        raise ConfigError(f"--out {out}: {what} is written as {' or '.join(kinds)}; give a path ending in {kinds[0]}")
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder: give a file path ending in {kinds[0]}")
+    if out.exists() and not overwrite:
+        raise ConfigError(f"--out {out} exists: give another path, or --overwrite to replace it")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: {out.parent} is not a folder")
 
 
 def write_failure(error: BaseException) -> OSError | None:

@@ -26,8 +26,7 @@ from vae.checkpoints import checkpoint_of, load
 from vae.errors import ArgumentParser, ConfigError, UserError, exit_with_error
 from vae.evaluate import check_device, load_data, read_run_config
 from vae.evaluation import encode_split
-from vae.runs import describe_write_failure, unique_path
-from vae.tools.sample import check_output
+from vae.runs import check_output, describe_write_failure, unique_path
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from vae.errors import ArgumentParser, ConfigError, UserError, exit_with_error
 from vae.history import METRICS_FILE, Series, panels, plot_curves, read_metrics
-from vae.runs import describe_write_failure
-from vae.tools.sample import IMAGE_SUFFIXES, check_output
+from vae.runs import check_output, describe_write_failure
+from vae.tools.sample import IMAGE_SUFFIXES
 from vae.tracking import read_history
 
 

@@ -23,21 +23,7 @@ from vae.errors import ArgumentParser, ConfigError, UserError, exit_with_error
 from vae.evaluate import check_device
 from vae.model import LatentVariableModel
 from vae.pictures import grid, seeded
-from vae.runs import describe_write_failure, unique_path
-
-
-def check_output(out: Path, *, overwrite: bool, kinds: Sequence[str], what: str) -> None:
-    """A one-line ConfigError for an output path that would overwrite a file (without ``overwrite``), whose suffix
-    is not one of ``kinds``, or whose folder cannot be made."""
-    if out.suffix.lower() not in kinds:
-        raise ConfigError(f"--out {out}: {what} is written as {' or '.join(kinds)}; give a path ending in {kinds[0]}")
-    if out.is_dir():
-        raise ConfigError(f"--out {out} is a folder: give a file path ending in {kinds[0]}")
-    if out.exists() and not overwrite:
-        raise ConfigError(f"--out {out} exists: give another path, or --overwrite to replace it")
-    if out.parent.exists() and not out.parent.is_dir():
-        raise ConfigError(f"--out {out}: {out.parent} is not a folder")
-
+from vae.runs import check_output, describe_write_failure, unique_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
