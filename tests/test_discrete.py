@@ -167,7 +167,7 @@ def test_straight_through_is_one_hot_forward_with_the_relaxed_gradient():
     for layer in (relaxed_layer, st_layer):
         set_logits(layer, q)
     weights = torch.randn(5, dtype=F64)
-    x = torch.zeros(3, 2, dtype=F64)
+    x = torch.zeros(500, 2, dtype=F64)  # many draws: hard + (r − r) must be exactly one-hot, never 1 − 2⁻⁵³
     outputs = []
     for layer in (relaxed_layer, st_layer):
         torch.manual_seed(4)
@@ -175,7 +175,7 @@ def test_straight_through_is_one_hot_forward_with_the_relaxed_gradient():
         (sample.z * weights).sum().backward()
         outputs.append(sample.z)
     soft, hard = outputs
-    assert set(hard.unique().tolist()) == {0.0, 1.0} and torch.equal(hard.sum(-1), torch.ones(3, dtype=F64))
+    assert set(hard.unique().tolist()) == {0.0, 1.0} and torch.equal(hard.sum(-1), torch.ones(500, dtype=F64))
     assert torch.equal(hard.argmax(-1), soft.argmax(-1))  # the same noise: the hard draw is the relaxed one's argmax
     torch.testing.assert_close(st_layer.head.bias.grad, relaxed_layer.head.bias.grad, rtol=1e-12, atol=1e-12)
     assert st_layer.head.bias.grad.abs().sum() > 0

@@ -159,7 +159,7 @@ class DiscreteLatent(LatentLayer, ABC):
         if not self.training:
             draw = hard
         elif self.straight_through:
-            draw = hard + relaxed - relaxed.detach()
+            draw = hard + (relaxed - relaxed.detach())  # exactly the hard draw forward: r − r is exactly 0
         else:
             draw = relaxed
         if self.kl_estimator == "analytic":
