@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
+from vae import pictures
 from vae.conditional import Conditional, ConditionalVAE
 from vae.data import EmbeddedMNIST
 from vae.errors import ConfigError
@@ -138,3 +139,19 @@ def test_priors_that_cannot_condition_are_refused():
     with pytest.raises(ConfigError, match="must be an encoder/decoder pair"):
         Conditional(network=TopDown())
     assert model(prior=LearnedGaussian(), conditional_prior=False).prior_net is None
+
+
+def test_class_samples_under_an_unconditional_prior_draw_from_that_prior():
+    """With conditional_prior false, each column of the class grid decodes one z drawn from model.prior (here a
+    learned Gaussian moved far from N(0, I)) under every label."""
+    cvae = model(prior=LearnedGaussian(), conditional_prior=False).eval()
+    with torch.no_grad():
+        cvae.latent.prior.mean.fill_(3.0)
+    grid = cvae.class_samples(nrow=4, seed=7)
+    with torch.random.fork_rng():
+        torch.manual_seed(7)
+        z = cvae.latent.sample_prior(4, encode=cvae.no_encode)
+    y = torch.nn.functional.one_hot(torch.arange(10).repeat_interleave(4), 10)
+    want = cvae.decode_given(z.repeat(10, 1), y)
+    torch.testing.assert_close(grid, pictures.grid(want, 4))
+    assert z.mean().item() > 1.0  # far from N(0, I)'s draws: ε alone would give a different picture

@@ -6,10 +6,13 @@ the clustering accuracy."""
 import math
 
 import pytest
+import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 from torch.distributions import Bernoulli, Categorical, kl_divergence
 
+from vae.data import EmbeddedMNIST
 from vae.discrete import BernoulliLatent, CategoricalLatent, Temperature, gumbel_draws
 from vae.errors import ConfigError
 from vae.evaluation import clustering_accuracy, importance_weighted_log_likelihood
@@ -35,10 +38,18 @@ def categorical(k: int = 3, *, variables: int = 1, prior: str = "learned", estim
     return layer
 
 
-def bernoulli(units: int = 4, *, prior: str = "learned", estimator: str = "auto"):
-    layer = BernoulliLatent(name="b", in_features=2, units=units, prior=prior, kl_estimator=estimator).double()
+def bernoulli(units: int = 4, *, prior: str = "learned", estimator: str = "auto", st=False):
+    layer = BernoulliLatent(
+        name="b", in_features=2, units=units, prior=prior, kl_estimator=estimator, straight_through=st
+    ).double()
     nn.init.zeros_(layer.head.weight)
     return layer
+
+
+LAYERS = {  # a layer of each kind, and its posterior and prior logits for the tests that take either
+    "categorical": (categorical, 4, [1.0, -0.5, 0.3, 2.0], [0.2, 0.1, -1.0, 0.0]),
+    "bernoulli": (bernoulli, 3, [1.0, -0.5, 2.0], [0.2, -1.0, 0.0]),
+}
 
 
 def set_logits(layer, posterior, prior=None):
@@ -117,17 +128,24 @@ def test_support_mismatch_gives_the_right_finite_value_or_inf_never_nan_and_fini
     layer = bernoulli(2)
     set_logits(layer, [0.0, 0.0], [math.inf, 0.0])  # p(b₀ = 1) = 1: a posterior with mass on 0 is infinitely far
     assert kl_of(layer).kl_per_unit[0, 0].item() == math.inf
+    layer = bernoulli(2)  # q(b₀ = 1) = 0 where the prior has mass: log 1/p(b₀ = 0), finite, with finite gradients
+    set_logits(layer, [-math.inf, 0.0], [1.0, 0.0])
+    sample = layer.train()(x)
+    assert sample.kl_per_unit[0, 0].item() == pytest.approx(-math.log(torch.sigmoid(torch.tensor(-1.0)).item()))
+    sample.kl.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in layer.parameters() if p.grad is not None)
 
 
 # --- The Monte-Carlo estimate ---------------------------------------------------------------------
 
 
-def test_monte_carlo_kl_and_its_score_function_gradient_are_unbiased():
+@pytest.mark.parametrize("kind", LAYERS)
+def test_monte_carlo_kl_and_its_score_function_gradient_are_unbiased(kind):
     """Over 20,000 draws the MC estimate's mean is the closed form (within 4 standard errors) and so is its
     gradient with respect to both the posterior and the learned prior logits."""
     torch.manual_seed(0)
-    q, p = torch.tensor([1.0, -0.5, 0.3, 2.0]), torch.tensor([0.2, 0.1, -1.0, 0.0])
-    exact, mc = categorical(4), categorical(4, estimator="mc")
+    make, size, q, p = LAYERS[kind]
+    exact, mc = make(size), make(size, estimator="mc")
     for layer in (exact, mc):
         set_logits(layer, q, p)
     n = 20_000
@@ -161,12 +179,14 @@ def test_the_hard_draw_is_an_exact_categorical_sample_and_the_relaxed_mean_appro
     assert gaps[0] > 0.15 and gaps[-1] < 0.01
 
 
-def test_straight_through_is_one_hot_forward_with_the_relaxed_gradient():
-    relaxed_layer, st_layer = categorical(5), categorical(5, st=True)
-    q = torch.randn(5, dtype=F64)
+@pytest.mark.parametrize("kind", LAYERS)
+def test_straight_through_is_one_hot_forward_with_the_relaxed_gradient(kind):
+    make, size, q, _ = LAYERS[kind]
+    relaxed_layer, st_layer = make(size), make(size, st=True)
+    logits = torch.randn(len(q), dtype=F64)
     for layer in (relaxed_layer, st_layer):
-        set_logits(layer, q)
-    weights = torch.randn(5, dtype=F64)
+        set_logits(layer, logits)
+    weights = torch.randn(size, dtype=F64)
     x = torch.zeros(500, 2, dtype=F64)  # many draws: hard + (r − r) must be exactly one-hot, never 1 − 2⁻⁵³
     outputs = []
     for layer in (relaxed_layer, st_layer):
@@ -175,8 +195,12 @@ def test_straight_through_is_one_hot_forward_with_the_relaxed_gradient():
         (sample.z * weights).sum().backward()
         outputs.append(sample.z)
     soft, hard = outputs
-    assert set(hard.unique().tolist()) == {0.0, 1.0} and torch.equal(hard.sum(-1), torch.ones(500, dtype=F64))
-    assert torch.equal(hard.argmax(-1), soft.argmax(-1))  # the same noise: the hard draw is the relaxed one's argmax
+    assert set(hard.unique().tolist()) == {0.0, 1.0} and not set(soft.unique().tolist()) <= {0.0, 1.0}
+    if kind == "categorical":  # one category of the variable; the hard draw is the relaxed one's argmax
+        assert torch.equal(hard.sum(-1), torch.ones(500, dtype=F64))
+        assert torch.equal(hard.argmax(-1), soft.argmax(-1))
+    else:  # each unit's hard value is its relaxed value rounded (the same noise)
+        assert torch.equal(hard, (soft > 0.5).to(F64))
     torch.testing.assert_close(st_layer.head.bias.grad, relaxed_layer.head.bias.grad, rtol=1e-12, atol=1e-12)
     assert st_layer.head.bias.grad.abs().sum() > 0
 
@@ -199,6 +223,47 @@ def test_the_temperature_follows_the_global_step():
     assert model.eval()(x, step=500).settings == {}
     with pytest.raises(ConfigError, match="min_temperature"):
         Temperature(start=0.5, minimum=0.6, rate=1e-3)
+
+
+class RecordTemperature(pl.Callback):
+    def __init__(self) -> None:
+        self.temperatures: dict[int, float] = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.temperatures[trainer.global_step - 1] = float(trainer.callback_metrics["train/temperature"])
+
+
+def test_the_annealed_temperature_continues_exactly_across_a_resume(tmp_path):
+    """τ is a function of the global step, not a counter: a run resumed from step 6 goes on from τ(6)."""
+    schedule = Temperature(start=1.0, minimum=0.3, rate=0.15)
+
+    def fit(max_steps: int, ckpt_path=None) -> dict[int, float]:
+        torch.manual_seed(0)
+        network = Joint(network=MLPNet(hidden_dims=(16,)), categories=3, temperature=1.0, min_temperature=0.3,
+                        anneal_rate=0.15)  # fmt: skip
+        module = VAEModule(latent_dim=2, network=network)
+        recorder = RecordTemperature()
+        trainer = pl.Trainer(
+            max_steps=max_steps, logger=False, default_root_dir=tmp_path, enable_progress_bar=False,
+            enable_model_summary=False, limit_val_batches=0, log_every_n_steps=1,
+            callbacks=[recorder, ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=3)],
+        )  # fmt: skip
+        trainer.fit(module, datamodule=EmbeddedMNIST(batch_size=64), ckpt_path=ckpt_path)
+        return recorder.temperatures
+
+    first = fit(6)
+    resumed = fit(12, ckpt_path=tmp_path / "last.ckpt")
+    assert sorted(first) == list(range(6)) and sorted(resumed) == list(range(6, 12))
+    for step, temperature in {**first, **resumed}.items():
+        assert temperature == pytest.approx(schedule.at(step), rel=1e-6), step
+    assert resumed[7] > 0.3 and resumed[11] == pytest.approx(0.3)  # e^−0.15·t reaches the floor 0.3 at t = 8.03
+
+
+def test_the_bits_picture_sets_a_unit_to_0_and_then_1():
+    layer = bernoulli(3)
+    base = torch.tensor([1.0, 0.0, 1.0], dtype=F64)
+    assert layer.outcomes(1, base).tolist() == [[1.0, 0.0, 1.0], [1.0, 1.0, 1.0]]
+    assert layer.outcomes(0, base).tolist() == [[0.0, 0.0, 1.0], [1.0, 0.0, 1.0]]
 
 
 # --- Exact log-likelihoods by enumeration ---------------------------------------------------------

@@ -153,6 +153,32 @@ def test_gradients_are_finite_where_the_kl_is():
     q_logits = torch.tensor([0.5, -0.5, -math.inf], requires_grad=True)
     categorical_kl(p_logits, q_logits, logits=True).backward()
     assert torch.isfinite(p_logits.grad).all() and torch.isfinite(q_logits.grad).all()
+    # The same from probabilities with zeros (d log p / dp is inf at p = 0: it must not reach the gradient as nan),
+    # and through torch.distributions objects built from them.
+    p = torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64, requires_grad=True)
+    q = torch.tensor([0.25, 0.5, 0.25], dtype=torch.float64, requires_grad=True)
+    kl = categorical_kl(p, q)
+    kl.backward()
+    assert kl.item() == pytest.approx(0.5 * math.log(2.0), rel=1e-12)
+    assert torch.isfinite(p.grad).all() and torch.isfinite(q.grad).all()
+    # ∂/∂p_k = log(p_k/q_k) + 1 where p_k > 0, and ∂/∂q_k = −p_k/q_k: 0 where p_k = 0.
+    torch.testing.assert_close(p.grad[:2], torch.tensor([math.log(2.0) + 1, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(q.grad, torch.tensor([-2.0, -1.0, 0.0], dtype=torch.float64))
+    for make in (Categorical, lambda probs: Bernoulli(probs=probs[..., 0])):
+        p_probs = torch.tensor([[1.0, 0.0], [0.3, 0.7]], requires_grad=True)
+        q_probs = torch.tensor([[0.6, 0.4], [0.5, 0.5]], requires_grad=True)
+        kl = kl_divergence(make(probs=p_probs), make(probs=q_probs)).kl
+        kl.sum().backward()
+        assert torch.isfinite(kl).all() and torch.isfinite(p_probs.grad).all() and torch.isfinite(q_probs.grad).all()
+
+
+def test_a_posterior_mass_too_small_for_float32_is_still_infinitely_far_from_a_prior_zero():
+    """exp(−200) underflows to 0 in float32, but P(x) > 0 = Q(x) makes the KL +inf in every precision."""
+    for dtype in (torch.float32, torch.float64):
+        log_p = torch.tensor([-200.0, 0.0], dtype=dtype)
+        log_q = torch.tensor([-math.inf, math.log(0.5)], dtype=dtype)
+        assert categorical_kl(log_p, log_q, logits=True).item() == math.inf
+        assert categorical_kl(log_q, log_p, logits=True).item() == pytest.approx(0.0, abs=1e-7)  # −log(1 − e⁻²⁰⁰)
 
 
 def test_empirical_eps_makes_an_empty_bin_finite_and_is_off_by_default():

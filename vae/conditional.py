@@ -230,17 +230,22 @@ class ConditionalVAE(LatentVariableModel):
 
     @torch.no_grad()
     def class_samples(self, *, nrow: int = 8, seed: int = 0, temperature: float = 1.0) -> Tensor:
-        """One row per class (the first 10 classes of more), ``nrow`` columns; each column draws the same
-        standard-normal noise ε for every class, z = μ(y) + σ(y)·ε (ε itself under an unconditional prior)."""
+        """One row per class (the first 10 classes of more), ``nrow`` columns. Each column draws the same
+        standard-normal noise ε for every class, z = μ(y) + σ(y)·ε; under an unconditional prior each column draws
+        one z from ``model.prior`` for every class."""
         device = next(self.parameters()).device
         classes = min(self.classes, 10)
-        with pictures.seeded(self, seed):
-            noise = torch.randn(nrow, self.latent_dim, device=device) * temperature
         labels = repeat(torch.arange(classes, device=device), "y -> (y s)", s=nrow)
         y = self.context(labels, len(labels))
-        eps = repeat(noise, "s d -> (y s) d", y=classes)
         prior = self.conditional_prior(y)
-        z = eps if prior is None else prior.mean + (0.5 * prior.logvar).exp() * eps
+        with pictures.seeded(self, seed):
+            if prior is None:
+                columns = self.latent.sample_prior(nrow, encode=self.no_encode, temperature=temperature)
+            else:
+                columns = torch.randn(nrow, self.latent_dim, device=device) * temperature
+        z = repeat(columns, "s d -> (y s) d", y=classes)
+        if prior is not None:
+            z = prior.mean + (0.5 * prior.logvar).exp() * z
         return pictures.grid(self.decode_given(z, y), nrow)
 
     @torch.no_grad()

@@ -291,3 +291,7 @@ class BernoulliLatent(DiscreteLatent):
 
     def decode_code(self, code: Tensor) -> Tensor:
         return torch.stack([code, 1 - code], dim=-1)
+
+    def outcomes(self, variable: int, base: Tensor) -> Tensor:
+        """The code ``base`` with one unit set to 0 and then to 1, (2, units)."""
+        return super().outcomes(variable, base).flip(0)  # the outcomes are ordered (1, 0)

@@ -235,7 +235,7 @@ class JointVAE(LatentVariableModel):
         on x first) across its prior range, the discrete codes held at the first image's;
         ``categories`` sets a categorical variable to each category in turn (columns), for each of the first images
         (rows; with several variables, one row per variable of the first image); ``bits`` sets each Bernoulli unit
-        to 0 and 1."""
+        to 0 and then 1."""
         grids = super().pictures(x, nrow=nrow, seed=seed, num_samples=num_samples)
         x = as_unit(x)
         codes = self.codes(x)

@@ -53,14 +53,24 @@ def kl_from_log_probs(log_p: Tensor, log_q: Tensor) -> Tensor:
     """D_KL(P ‖ Q) = Σ_x P(x) [log P(x) − log Q(x)] over the last axis, from log-probabilities.
 
     Support is handled exactly: outcomes with P(x) = 0 contribute 0 (0·log 0 = 0, whatever Q is), and an
-    outcome with Q(x) = 0 < P(x) makes the KL +inf, never nan. Gradients stay finite wherever the value is.
+    outcome with Q(x) = 0 < P(x) makes the KL +inf, never nan, however small P(x) is (also where exp(log P(x))
+    underflows to 0). Gradients stay finite wherever the value is.
     """
-    p = log_p.exp()
-    outside = p == 0
+    absent = log_p == -math.inf  # P(x) = 0
+    mismatch = ~absent & (log_q == -math.inf)  # Q(x) = 0 < P(x)
+    masked = absent | mismatch
     # Replacing the masked log-probabilities (not only the product) keeps -inf and nan out of the gradient.
-    log_p = torch.where(outside, torch.zeros_like(log_p), log_p)
-    log_q = torch.where(outside, torch.zeros_like(log_q), log_q)
-    return (p * (log_p - log_q)).sum(dim=-1)
+    log_p = torch.where(masked, torch.zeros_like(log_p), log_p)
+    log_q = torch.where(masked, torch.zeros_like(log_q), log_q)
+    terms = torch.where(masked, torch.zeros_like(log_p), log_p.exp() * (log_p - log_q))
+    return torch.where(mismatch, torch.full_like(terms, math.inf), terms).sum(dim=-1)
+
+
+def log_of_probs(probs: Tensor) -> Tensor:
+    """log p, −inf where p = 0, with a finite gradient there (d log p / dp would be inf, and inf·0 is nan)."""
+    positive = probs > 0
+    log = torch.where(positive, probs, torch.ones_like(probs)).log()
+    return torch.where(positive, log, torch.full_like(log, -math.inf))
 
 
 def smooth_log_probs(log_p: Tensor, eps: float) -> Tensor:
@@ -94,7 +104,7 @@ def categorical_kl(p: Tensor, q: Tensor, *, logits: bool = False, empirical_eps:
     else:
         check_probabilities(p, "p")
         check_probabilities(q, "q")
-        log_p, log_q = p.log(), q.log()
+        log_p, log_q = log_of_probs(p), log_of_probs(q)
     if empirical_eps is not None:
         if not 0 < empirical_eps < 1:
             raise ValueError(f"empirical_eps must be between 0 and 1, got {empirical_eps}")
@@ -182,9 +192,9 @@ def outcome_log_probs(d: Bernoulli | Categorical) -> Tensor:
     built_from_probs = d._param is vars(d).get("probs")
     if isinstance(d, Bernoulli):
         if built_from_probs:
-            return torch.stack([d.probs.log(), torch.log1p(-d.probs)], dim=-1)
+            return log_of_probs(torch.stack([d.probs, 1 - d.probs], dim=-1))
         return bernoulli_log_probs(d.logits)
-    return d.probs.log() if built_from_probs else d.logits  # Categorical's logits are normalised already
+    return log_of_probs(d.probs) if built_from_probs else d.logits  # Categorical's logits are normalised already
 
 
 @register_kl(Normal, Normal)
