@@ -3,11 +3,11 @@
 import csv
 import json
 import os
-import subprocess
+import re
 
 import pytest
 import yaml
-from conftest import QUICKSTART, REPO, new_user, run_vae, vae_command
+from conftest import QUICKSTART, REPO, new_user, run_vae
 
 from vae.errors import ConfigError
 from vae.tools.compare import load_study, parse_weighting_flag, sweep_config
@@ -74,10 +74,9 @@ def study(tmp_path_factory):
     it (no W&B key or WANDB_MODE: every run logs offline by itself)."""
     out = tmp_path_factory.mktemp("compare") / "study"
     flags = ["b1=Constant(beta=1)", "warm=LinearWarmup(steps=8)"]
-    command = [*vae_command(), "compare", "--config", str(QUICKSTART), "--name", "tiny-study", "--out", str(out)]
-    command += [arg for flag in flags for arg in ("--weighting", flag)] + ["--jobs", "2", "--", *TINY]
-    env = new_user(out.parent / "home")
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=out.parent, timeout=600)
+    args = ["compare", "--config", str(QUICKSTART), "--name", "tiny-study", "--out", str(out)]
+    args += [arg for flag in flags for arg in ("--weighting", flag)] + ["--jobs", "2", "--", *TINY]
+    result = run_vae(args, cwd=out.parent, env=new_user(out.parent / "home"), timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return out, result
 
@@ -95,6 +94,8 @@ def test_compare_writes_the_table_and_the_plots(study):
     for name in ("rate_distortion.png", "kl_per_dimension.png", "training_curves.png"):
         assert (out / name).read_bytes().startswith(b"\x89PNG"), name
     assert "W&B group 'tiny-study'" in result.stdout
+    if "OMP_NUM_THREADS" not in os.environ:  # two runs at once share the cores
+        assert re.search(r"^2 runs at a time, \d+ CPU threads? each$", result.stdout, flags=re.M), result.stdout
 
 
 def test_compare_runs_share_a_wandb_group_and_log_their_weighting(study):
@@ -126,3 +127,17 @@ def test_compare_never_writes_into_a_used_folder(tmp_path):
 def test_the_shipped_study_file_parses():
     study = load_study(REPO / "configs" / "studies" / "weightings.yaml", config=None, flags=[], name=None)
     assert study.name == "weightings" and len(study.weightings) == 6
+
+
+def test_parallel_runs_share_the_cpu_cores(monkeypatch):
+    from vae.tools.compare import cpu_threads, run_environment
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert cpu_threads(1) is None  # one run at a time: torch's own default
+    assert (cpu_threads(2), cpu_threads(3), cpu_threads(16)) == (4, 2, 1)
+    env = run_environment(1, 4)
+    assert env["CUDA_VISIBLE_DEVICES"] == "1" and env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "4"
+    assert "OMP_NUM_THREADS" not in run_environment(None, None)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's own setting is kept
+    assert cpu_threads(2) is None and run_environment(None, None)["OMP_NUM_THREADS"] == "3"

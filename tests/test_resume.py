@@ -160,7 +160,7 @@ def test_resuming_applies_the_new_settings_says_which_and_keeps_every_config(tmp
 
 def test_a_run_folder_takes_one_process_at_a_time(tmp_path, fault_env, one_epoch):
     run = copy_of(one_epoch, tmp_path)
-    long = [*FIT, "--trainer.max_epochs", "1000", "--trainer.limit_train_batches", "50", "--ckpt_path", "last"]
+    long = [*FIT, "--trainer.max_epochs", "1000", "--trainer.limit_train_batches", "10", "--ckpt_path", "last"]
     holder = start_vae(long, tmp_path, fault_env)
     last = run / "checkpoints" / "last.ckpt"
     before = last.stat().st_mtime_ns

@@ -221,11 +221,31 @@ def fit_command(study: Study, name: str, weighting: Weighting, out: Path, run_id
     ]
 
 
-def run_one(study: Study, name: str, weighting: Weighting, out: Path, gpu: int | None) -> RunResult:
-    run_id = f"{re.sub(r'[^a-z0-9]+', '-', f'{study.name}-{name}'.lower())}-{uuid.uuid4().hex[:6]}"
+def cpu_threads(jobs: int) -> int | None:
+    """CPU threads for each of ``jobs`` runs at a time: the cores shared out (at least one each), so that parallel
+    runs do not oversubscribe them (as torchrun does for several processes); None for one run at a time, or where
+    the user set OMP_NUM_THREADS."""
+    if jobs == 1 or "OMP_NUM_THREADS" in os.environ:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // jobs)
+
+
+def run_environment(gpu: int | None, threads: int | None) -> dict[str, str]:
+    """The environment of one run: this one, with its GPU and its share of the CPU threads."""
     env = dict(os.environ)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    return env
+
+
+def run_one(
+    study: Study, name: str, weighting: Weighting, out: Path, gpu: int | None, threads: int | None = None
+) -> RunResult:
+    run_id = f"{re.sub(r'[^a-z0-9]+', '-', f'{study.name}-{name}'.lower())}-{uuid.uuid4().hex[:6]}"
+    env = run_environment(gpu, threads)
     log = out / "logs" / f"{name}.log"
     start = time.perf_counter()
     with open(log, "w") as f:
@@ -306,6 +326,10 @@ def run_study(study: Study, out: Path, *, jobs: int = 1, gpus: int = 0) -> list[
     """Every run, one after another (jobs=1) or ``jobs`` at a time, spread over ``gpus`` GPUs if any."""
     (out / "logs").mkdir(parents=True, exist_ok=True)
     names = list(study.weightings)
+    at_once = min(jobs, len(names))
+    threads = cpu_threads(at_once)
+    if threads is not None:
+        print(f"{at_once} runs at a time, {threads} CPU thread{'s' if threads > 1 else ''} each", flush=True)
 
     def launch(index: int) -> RunResult:
         name = names[index]
@@ -314,7 +338,7 @@ def run_study(study: Study, out: Path, *, jobs: int = 1, gpus: int = 0) -> list[
             **({"penalty": study.penalties[name]} if name in study.penalties else {}),
         }
         print(f"[{index + 1}/{len(names)}] {name}: {json.dumps(choice)}", flush=True)
-        result = run_one(study, name, study.weightings[name], out, index % gpus if gpus else None)
+        result = run_one(study, name, study.weightings[name], out, index % gpus if gpus else None, threads)
         numbers = f"ELBO {result.elbo:.2f}, recon {result.recon:.2f}, KL {result.kl:.2f}"
         print(f"    {name}: {numbers} ({result.wall_time:.0f} s)", flush=True)
         return result
