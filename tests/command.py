@@ -16,10 +16,16 @@ import signal
 import subprocess
 import sys
 import tempfile
-from multiprocessing import forkserver
+import threading
+from multiprocessing import connection, forkserver
 from pathlib import Path
 
 _context = multiprocessing.get_context("forkserver")
+# Process.start() polls every running child, reading the exit status of those that ended from their status pipe.
+# A thread doing that while another thread waits for the same child makes one of them read the pipe empty, and
+# multiprocessing then reports exit status 255 (seen in 3 of 150 commands started three at a time). Tests start
+# and wait for commands from several threads, so both happen under this lock.
+_POLLING = threading.Lock()
 _context.set_forkserver_preload(["vae.cli", "command", "warm_cli"])
 HERE = Path(__file__).resolve().parent
 
@@ -78,11 +84,13 @@ class Started:
         os.kill(self.process.pid, signum)
 
     def wait(self, timeout: float = 300) -> subprocess.CompletedProcess:
-        self.process.join(timeout)
-        if self.process.is_alive():
-            self.process.kill()
+        ended = connection.wait([self.process.sentinel], timeout)
+        with _POLLING:  # reading the exit status, one thread at a time (see _POLLING)
+            if not ended:
+                self.process.kill()
+                self.process.join()
+                raise subprocess.TimeoutExpired(["vae", *self.args], timeout)
             self.process.join()
-            raise subprocess.TimeoutExpired(["vae", *self.args], timeout)
         result = subprocess.CompletedProcess(
             ["vae", *self.args], self.process.exitcode, self.out.read_text(), self.err.read_text()
         )
@@ -99,7 +107,8 @@ def start_vae(args: list[str], cwd: Path, env: dict, *, file_size_limit: int | N
     process = _context.Process(
         target=_main, args=(list(args), str(cwd), dict(env), str(out), str(err), file_size_limit)
     )
-    process.start()
+    with _POLLING:
+        process.start()
     return Started(process, out, err, list(args))
 
 
