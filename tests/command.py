@@ -135,11 +135,8 @@ def _main(args, cwd, env, out, err, file_size_limit) -> None:
     if file_size_limit is not None:  # writes past the limit fail with EFBIG (as on a full disk), not SIGXFSZ
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
-    import torch
-
     from vae.cli import main
 
-    torch.set_num_threads(1)  # as the test process (tests/conftest.py)
     sys.argv = ["vae", *args]  # as the console script leaves them: main() reads the command line
     code = 0
     try:

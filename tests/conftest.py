@@ -8,12 +8,6 @@ from command import run_vae, start_vae, vae_command  # noqa: F401 (the tests imp
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
 
-# One CPU thread for torch in the test process and in the commands it forks (tests/command.py): the suite runs
-# several commands at a time on few cores, and its tiny models gain nothing from intra-op threads that would only
-# oversubscribe the cores (torchrun sets the same for its processes). Commands started as separate programs keep
-# torch's default, as a user's do.
-torch.set_num_threads(1)
-
 
 @pytest.fixture(autouse=True)
 def _seed():
