@@ -15,11 +15,13 @@ from vae.tracking import read_history
 
 @pytest.fixture(scope="module")
 def fit_run(tmp_path_factory):
-    """Two epochs of the quick start on the embedded MNIST subset, as a new user runs it (no W&B key, no
-    WANDB_MODE: the command logs offline by itself)."""
+    """Two epochs of the quick start (30 steps each) on the embedded MNIST subset, as a new user runs it (no W&B
+    key, no WANDB_MODE: the command logs offline by itself)."""
     tmp_path = tmp_path_factory.mktemp("fit")
+    short = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "30"]
+    short += ["--trainer.enable_progress_bar", "false"]
     result = run_vae(
-        ["fit", "--config", str(QUICKSTART), "--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false"],
+        ["fit", "--config", str(QUICKSTART), *short],
         cwd=tmp_path,
         env=new_user(tmp_path / "home"),
         console=True,  # the installed `vae` script itself
