@@ -223,8 +223,8 @@ def fit_command(study: Study, name: str, weighting: Weighting, out: Path, run_id
 
 def cpu_threads(jobs: int) -> int | None:
     """CPU threads for each of ``jobs`` runs at a time: the cores shared out (at least one each), so that parallel
-    runs do not oversubscribe them (as torchrun does for several processes); None for one run at a time, or where
-    the user set OMP_NUM_THREADS."""
+    runs do not oversubscribe them (torchrun sets 1 for its processes for the same reason); None for one run at a
+    time, or where the user set OMP_NUM_THREADS."""
     if jobs == 1 or "OMP_NUM_THREADS" in os.environ:
         return None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
