@@ -1,9 +1,9 @@
-"""Training and evaluation speed, side by side: the same as ``vae benchmark`` (see vae/tools/benchmark.py).
+"""Training and evaluation speed, side by side: the same as ``vae benchmark`` (see vae/commands/benchmark.py).
 
 python scripts/benchmark.py [--rounds 3] [--out runs/benchmark.json] [--help]
 """
 
-from vae.tools.benchmark import main
+from vae.commands.benchmark import main
 
 if __name__ == "__main__":
     main()

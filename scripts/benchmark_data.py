@@ -28,7 +28,8 @@ import torchvision
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torchvision.transforms import v2
 
-from vae.data import FashionMNIST, TensorBatches, TensorSplit
+from vae.data.base import TensorBatches, TensorSplit
+from vae.data.standard import FashionMNIST
 
 
 def throughput(make: Callable[[], Iterable], device: torch.device, repeats: int) -> tuple[float, float]:

@@ -25,19 +25,19 @@ from pathlib import Path
 
 import torch
 
-from vae.callbacks import save_grids
-from vae.checkpoints import load_module
-from vae.config import read_yaml
-from vae.evaluate import load_data
-from vae.evaluation import evaluate, importance_weighted_log_likelihood
-from vae.pictures import all_pictures
-from vae.pixels import as_unit
+from vae.commands.common import load_data
+from vae.core.config_file import read_yaml
+from vae.core.pixels import as_unit
+from vae.metrics.likelihood import evaluate, importance_weighted_log_likelihood
+from vae.models.pictures import all_pictures
+from vae.training.checkpoints import load_module
+from vae.training.images import save_grids
 
 REPO = Path(__file__).resolve().parent.parent
 SINGLE = [
     "--config", str(REPO / "configs" / "fashion_mnist.yaml"),
     "--model.latent_dim", "32",
-    "--model.likelihood", "vae.likelihoods.Bernoulli",
+    "--model.likelihood", "vae.layers.likelihoods.Bernoulli",
     "--data.init_args.binarize", "static",
 ]  # fmt: skip
 HIERARCHICAL = ["--config", str(REPO / "configs" / "hvae_fashion_mnist.yaml")]
@@ -48,7 +48,7 @@ def train(name: str, args: list[str], *, minutes: float, out: Path) -> tuple[Pat
     folder = out / name
     hours, rest = divmod(int(minutes * 60), 3600)
     command = [
-        sys.executable, "-m", "vae.cli", "fit", *args,
+        sys.executable, "-m", "vae", "fit", *args,
         "--trainer.max_epochs", "1000",
         "--trainer.max_time", f"00:{hours:02d}:{rest // 60:02d}:{rest % 60:02d}",
         "--trainer.logger", "false",

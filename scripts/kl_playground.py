@@ -4,7 +4,7 @@ maximum likelihood = minimum forward KL, and worked numbers. Writes three PNG fi
 python scripts/kl_playground.py --out docs/figures
 """
 
-from vae.tools.playground import main
+from vae.commands.kl_demo import main
 
 if __name__ == "__main__":
     main()

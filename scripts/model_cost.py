@@ -35,10 +35,11 @@ from jsonargparse import ArgumentParser
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from vae.cli import SECTIONS
-from vae.config import check_classes, read_yaml
-from vae.data import ImageDataModule
-from vae.module import VAEModule
+from vae.commands.fit import SECTIONS
+from vae.core.config_file import read_yaml
+from vae.core.trust import check_classes
+from vae.data.base import ImageDataModule
+from vae.training.module import VAEModule
 
 
 class KernelCount(TorchDispatchMode):

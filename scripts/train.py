@@ -3,7 +3,7 @@
 python scripts/train.py fit --config configs/quickstart.yaml --model.beta 4
 """
 
-from vae.cli import main
+from vae.commands import main
 
 if __name__ == "__main__":
     main()

@@ -2,7 +2,7 @@
 
 The installed console script (``console=True``) starts a new interpreter that imports torch, Lightning and W&B:
 about 12 s on these 2 cores before the command does anything. Tests that run the command dozens of times (the
-bad-input table, the fault tests) run the same ``vae.cli.main`` on the same arguments, working folder and
+bad-input table, the fault tests) run the same ``vae.commands.fit.main`` on the same arguments, working folder and
 environment in a process forked from a server that has imported the package once (a fork server: a clean
 interpreter that ran no torch code, so forking it is safe), and end it as the interpreter would (its atexit
 functions run: W&B finishes its run there).
@@ -26,7 +26,7 @@ _context = multiprocessing.get_context("forkserver")
 # multiprocessing then reports exit status 255 (seen in 3 of 150 commands started three at a time). Tests start
 # and wait for commands from several threads, so both happen under this lock.
 _POLLING = threading.Lock()
-_context.set_forkserver_preload(["vae.cli", "command", "warm_cli"])
+_context.set_forkserver_preload(["vae.commands.fit", "vae.commands", "command", "warm_cli"])
 HERE = Path(__file__).resolve().parent
 
 
@@ -49,7 +49,7 @@ def _ensure_server() -> None:
 def vae_command() -> list[str]:
     """The installed `vae` console command beside this interpreter, else the module."""
     script = Path(sys.executable).with_name("vae")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "vae.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "vae"]
 
 
 def run_vae(
@@ -113,7 +113,8 @@ def start_vae(args: list[str], cwd: Path, env: dict, *, file_size_limit: int | N
 
 
 def _main(args, cwd, env, out, err, file_size_limit) -> None:
-    """The child: the command's working folder, environment and output files, then `vae.cli.main(args)`. The exit
+    """The child: the command's working folder, environment and output files, then `vae.commands.fit.main(args)`. The
+    exit
     functions the server registered when it imported the package (W&B's media folder, shared by every child, among
     them) are the server's: the command runs only those it registers itself."""
     atexit._clear()
@@ -135,7 +136,7 @@ def _main(args, cwd, env, out, err, file_size_limit) -> None:
     if file_size_limit is not None:  # writes past the limit fail with EFBIG (as on a full disk), not SIGXFSZ
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
-    from vae.cli import main
+    from vae.commands import main
 
     sys.argv = ["vae", *args]  # as the console script leaves them: main() reads the command line
     code = 0

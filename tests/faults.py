@@ -8,7 +8,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from vae.nets import ConvNet
+from vae.layers.nets.conv import ConvNet
 
 
 class KillAtStep(pl.Callback):

@@ -58,17 +58,23 @@ def write_payloads(root: Path, run: Path) -> None:
     torch.save(Payload(root / "pwned"), root / "payload.pt")
     yamls = {
         "os_system.yaml": {"model": {"optimizer": spec("torch.os.system", command=TOUCH)}},
-        "popen.yaml": {"model": {"network": spec("vae.tools.compare.subprocess.Popen", args=["touch", "pwned"])}},
+        "popen.yaml": {"model": {"network": spec("vae.commands.compare.subprocess.Popen", args=["touch", "pwned"])}},
         "torch_load.yaml": {"model": {"optimizer": spec("torch.load", f="payload.pt", weights_only=False)}},
-        "import_module.yaml": {"data": spec("vae.cli.importlib.import_module", name="faults")},
+        "import_module.yaml": {"data": spec("vae.commands.importlib.import_module", name="faults")},
         "pickle_loads.yaml": {"model": {"likelihood": spec("torch.serialization.pickle.loads", data="x")}},
         "builtins_type.yaml": {"model": {"network": spec("torch.optim.Adam.__class__", name="X", bases=[], dict={})}},
         "callback_function.yaml": {
             "trainer": {"callbacks": [spec("pytorch_lightning.callbacks.LambdaCallback", on_fit_start="torch.load")]}
         },
         "evil_study.yaml": {"config": str(QUICKSTART), "weightings": {"a": spec("torch.os.system", command=TOUCH)}},
-        "slash_study.yaml": {"config": str(QUICKSTART), "weightings": {"a/b": spec("vae.weighting.Constant")}},
-        "parent_study.yaml": {"config": str(QUICKSTART), "weightings": {"../x": spec("vae.weighting.Constant")}},
+        "slash_study.yaml": {
+            "config": str(QUICKSTART),
+            "weightings": {"a/b": spec("vae.objectives.weighting.Constant")},
+        },
+        "parent_study.yaml": {
+            "config": str(QUICKSTART),
+            "weightings": {"../x": spec("vae.objectives.weighting.Constant")},
+        },
     }
     for name, content in yamls.items():
         (root / name).write_text(yaml.safe_dump(content))
@@ -78,8 +84,8 @@ def write_payloads(root: Path, run: Path) -> None:
     (root / "garbage.yaml").write_bytes(bytes(range(256)) * 8)
     (root / "twice.yaml").write_text("model:\n  latent_dim: 4\nmodel:\n  kl_samples: 2\n")
     (root / "twice_study.yaml").write_text(
-        f"config: {QUICKSTART}\nweightings:\n  a: {{class_path: vae.weighting.Constant}}\n"
-        "  a: {class_path: vae.weighting.LinearWarmup}\n"
+        f"config: {QUICKSTART}\nweightings:\n  a: {{class_path: vae.objectives.weighting.Constant}}\n"
+        "  a: {class_path: vae.objectives.weighting.LinearWarmup}\n"
     )
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     checkpoint["hyper_parameters"]["network"] = spec("torch.os.system", command=TOUCH)  # plain data, not a pickle
@@ -175,12 +181,12 @@ CASES = {
     # A config can run no code, however the path is spelt (decided on the object the path reaches).
     "config: os.system through torch": ([*FIT, "--config", "os_system.yaml"], "it is the function posix.system"),
     "command line: os.system through vae": (
-        [*FIT, "--model.optimizer", "vae.runs.os.system"],
-        "refusing vae.runs.os.system: it is the function posix.system",
+        [*FIT, "--model.optimizer", "vae.training.runs.os.system"],
+        "refusing vae.training.runs.os.system: it is the function posix.system",
     ),
     "config: subprocess through vae": (
         [*FIT, "--config", "popen.yaml"],
-        "vae.tools.compare.subprocess.Popen is subprocess.Popen, which is not from a trusted module",
+        "vae.commands.compare.subprocess.Popen is subprocess.Popen, which is not from a trusted module",
     ),
     "config: torch.load of a pickle": (
         [*FIT, "--config", "torch_load.yaml"],
@@ -209,7 +215,7 @@ CASES = {
     ),
     "compare: a study that names os.system": (["compare", "--study", "evil_study.yaml"], "function posix.system"),
     "compare: a flag that names subprocess": (
-        ["compare", "--config", str(QUICKSTART), "--weighting", "a=vae.tools.compare.subprocess.run(args=x)"],
+        ["compare", "--config", str(QUICKSTART), "--weighting", "a=vae.commands.compare.subprocess.run(args=x)"],
         "it is the function subprocess.run",
     ),
     # Files that are not what they should be.

@@ -47,6 +47,6 @@ def test_benchmark_bad_settings_are_one_line_errors(tmp_path, offline_env):
 
 def test_paired_ratios_compare_each_turn_with_the_reference_turn_beside_it():
     """Turn medians 2 and 4 against 2 and 8: ratios 1 and 0.5, so 0.75 (0.5–1); pooled medians would say 3/5."""
-    from vae.tools.benchmark import Paired
+    from vae.commands.benchmark import Paired
 
     assert Paired.of([[1.0, 2.0, 3.0], [4.0, 4.0]], [[2.0, 2.0], [8.0]]) == Paired(0.75, 0.5, 1.0)

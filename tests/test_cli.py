@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import QUICKSTART, REPO, new_user, run_vae
 
-from vae.tracking import read_history
+from vae.training.tracking import read_history
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def test_a_prior_without_closed_form_trains_and_its_run_says_kl_estimator_mc(tmp
     history = read_history(run_file)
     assert history.config["kl_estimator"] == "mc"  # what was used ...
     assert history.config["model"]["kl_estimator"] == "auto"  # ... and what was asked
-    assert history.config["model"]["prior"]["class_path"] == "vae.priors.GaussianMixture"
+    assert history.config["model"]["prior"]["class_path"] == "vae.layers.priors.GaussianMixture"
     (val_kl,) = history.values("val/kl")
     assert val_kl > 0 and len(history.values("train/kl")) == 4
     assert not history.values("val/kl_dim/00")  # a mixture prior has no per-dimension KL
@@ -157,7 +157,7 @@ def test_help_and_print_config(tmp_path, offline_env):
 
 
 def test_wandb_goes_offline_only_without_credentials(tmp_path, monkeypatch):
-    from vae.tracking import wandb_logged_in
+    from vae.training.tracking import wandb_logged_in
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))

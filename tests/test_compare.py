@@ -9,9 +9,9 @@ import pytest
 import yaml
 from conftest import QUICKSTART, REPO, new_user, run_vae
 
-from vae.errors import ConfigError
-from vae.tools.compare import load_study, parse_weighting_flag, sweep_config
-from vae.tracking import read_history
+from vae.commands.compare import load_study, parse_weighting_flag, sweep_config
+from vae.core.errors import ConfigError
+from vae.training.tracking import read_history
 
 TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "6", "--trainer.log_every_n_steps", "1"]
 
@@ -19,7 +19,7 @@ TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "6", "--tr
 def test_weighting_flags():
     assert parse_weighting_flag("beta4=Constant(beta=4)") == (
         "beta4",
-        {"class_path": "vae.weighting.Constant", "init_args": {"beta": 4}},
+        {"class_path": "vae.objectives.weighting.Constant", "init_args": {"beta": 4}},
     )
     name, weighting = parse_weighting_flag(" fb = FreeBits(floor=0.25, group_size=2) ")
     assert name == "fb" and weighting["init_args"] == {"floor": 0.25, "group_size": 2}
@@ -37,7 +37,7 @@ def test_study_file_and_flags(tmp_path):
                 "name": "s1",
                 "config": str(QUICKSTART),
                 "args": ["--trainer.max_epochs", 3],
-                "weightings": {"b1": {"class_path": "vae.weighting.Constant", "init_args": {"beta": 1.0}}},
+                "weightings": {"b1": {"class_path": "vae.objectives.weighting.Constant", "init_args": {"beta": 1.0}}},
             }
         )
     )
@@ -130,7 +130,7 @@ def test_the_shipped_study_file_parses():
 
 
 def test_parallel_runs_share_the_cpu_cores(monkeypatch):
-    from vae.tools.compare import cpu_threads, run_environment
+    from vae.commands.compare import cpu_threads, run_environment
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))

@@ -1,4 +1,5 @@
-"""Conditional VAEs (vae.conditional): the KL to p(z | y) against torch.distributions, a conditional model trained
+"""Conditional VAEs (vae.models.conditional): the KL to p(z | y) against torch.distributions, a conditional model
+trained
 by the real Trainer on MNIST that uses its labels (its ELBO falls when the labels are shuffled, and its samples
 follow their label), log p(x | y), and one-line errors for labels it cannot read."""
 
@@ -9,16 +10,16 @@ import pytorch_lightning as pl
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
-from vae import pictures
-from vae.conditional import Conditional, ConditionalVAE
-from vae.data import EmbeddedMNIST
-from vae.errors import ConfigError
-from vae.evaluation import evaluate, importance_weighted_log_likelihood
-from vae.hierarchical import TopDown
-from vae.likelihoods import Bernoulli
-from vae.module import VAEModule
-from vae.nets import MLPNet
-from vae.priors import LearnedGaussian, StandardNormal, VampPrior
+from vae.core.errors import ConfigError
+from vae.data.embedded import EmbeddedMNIST
+from vae.layers.likelihoods import Bernoulli
+from vae.layers.nets.mlp import MLPNet
+from vae.layers.priors import LearnedGaussian, StandardNormal, VampPrior
+from vae.metrics.likelihood import evaluate, importance_weighted_log_likelihood
+from vae.models import pictures
+from vae.models.conditional import Conditional, ConditionalVAE
+from vae.models.hierarchical import TopDown
+from vae.training.module import VAEModule
 
 
 def model(**arch) -> ConditionalVAE:

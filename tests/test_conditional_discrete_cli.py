@@ -12,9 +12,9 @@ from PIL import Image
 from scipy.optimize import linear_sum_assignment
 
 import vae
-from vae.checkpoints import load_module
-from vae.data import EmbeddedMNIST
-from vae.tracking import read_history
+from vae.data.embedded import EmbeddedMNIST
+from vae.training.checkpoints import load_module
+from vae.training.tracking import read_history
 
 SHORT = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "6", "--trainer.limit_val_batches", "1"]
 SHORT += ["--trainer.enable_progress_bar", "false"]

@@ -1,5 +1,5 @@
 """Every config in configs/ parses into a full, valid configuration (and the prior overlays over the quick start),
-passes the trust rules of vae.config and builds."""
+passes the trust rules of vae.core.trust and builds."""
 
 import importlib
 
@@ -8,10 +8,10 @@ import yaml
 from conftest import QUICKSTART, REPO
 from jsonargparse import ArgumentParser
 
-from vae.cli import SECTIONS, cli
-from vae.config import check_classes
-from vae.data import ImageDataModule
-from vae.module import VAEModule
+from vae.commands.fit import SECTIONS, cli
+from vae.core.trust import check_classes
+from vae.data.base import ImageDataModule
+from vae.training.module import VAEModule
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 OVERLAYS = sorted((REPO / "configs" / "priors").glob("*.yaml"))
@@ -30,8 +30,13 @@ def test_there_is_a_config_for_every_dataset():
 
 
 DOCUMENTED = {  # the README's class paths on the command line
-    "MLP network": ["--model.network", "vae.nets.MLPNet", "--model.network.hidden_dims", "[512, 256]"],
-    "learned-σ Gaussian": ["--model.likelihood", "vae.likelihoods.Gaussian", "--model.likelihood.learn_sigma", "true"],
+    "MLP network": ["--model.network", "vae.layers.nets.mlp.MLPNet", "--model.network.hidden_dims", "[512, 256]"],
+    "learned-σ Gaussian": [
+        "--model.likelihood",
+        "vae.layers.likelihoods.Gaussian",
+        "--model.likelihood.learn_sigma",
+        "true",
+    ],
     "SGD": ["--model.optimizer", "torch.optim.SGD", "--model.optimizer.init_args.lr", "0.01"],
 }
 
@@ -73,7 +78,8 @@ def parser_for_model() -> ArgumentParser:
 
 
 def resolved(value):
-    """A printed config with every class path replaced by the object it names (vae.ConvNet is vae.nets.ConvNet)."""
+    """A printed config with every class path replaced by the object it names (vae.ConvNet is
+    vae.layers.nets.conv.ConvNet)."""
     if isinstance(value, dict):
         return {k: resolve_class_path(v) if k == "class_path" else resolved(v) for k, v in value.items()}
     return [resolved(v) for v in value] if isinstance(value, list) else value

@@ -1,4 +1,5 @@
-"""A quiet console (vae.console): a real `vae fit`, as a new user runs it (no W&B key, no WANDB_* setting) with its
+"""A quiet console (vae.training.console): a real `vae fit`, as a new user runs it (no W&B key, no WANDB_* setting)
+with its
 output going to files (not a terminal), prints no library advert, deprecation notice or duplicate line: one plain
 line per epoch instead of a redrawn progress bar, one `wandb sync` line; a resumed run does not warn that its own
 checkpoint folder is not empty; a Ctrl-C says once how to resume and exits 130. A terminal keeps Lightning's bar."""
@@ -15,7 +16,7 @@ from conftest import QUICKSTART, REPO, new_user, run_vae
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import TQDMProgressBar
 
-from vae.console import LineProgressBar, progress_bar_for
+from vae.training.console import LineProgressBar, progress_bar_for
 
 SHORT = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "2"]
 SHORT += ["--trainer.log_every_n_steps", "2"]  # as conftest's trained_run, whose run is resumed

@@ -7,18 +7,11 @@ import torch
 from einops import rearrange
 from jsonargparse import ArgumentParser
 
-from vae.data import (
-    CIFAR10,
-    MNIST,
-    CelebA,
-    EmbeddedMNIST,
-    FashionMNIST,
-    ImageDataModule,
-    ImageFolder,
-    load_embedded_mnist,
-)
-from vae.data.standard import DownloadableDataModule
-from vae.errors import ConfigError
+from vae.core.errors import ConfigError
+from vae.data.base import ImageDataModule
+from vae.data.embedded import EmbeddedMNIST, load_embedded_mnist
+from vae.data.folder import ImageFolder
+from vae.data.standard import CIFAR10, MNIST, CelebA, DownloadableDataModule, FashionMNIST
 
 
 def test_embedded_mnist_holds_5000_real_digits_500_per_class():

@@ -12,9 +12,10 @@ import torch
 from einops import rearrange
 from PIL import Image
 
-from vae.data import CIFAR10, MNIST, CelebA, FashionMNIST, ImageFolder, TensorBatches, TensorSplit
-from vae.data.base import carve
-from vae.errors import DataError
+from vae.core.errors import DataError
+from vae.data.base import TensorBatches, TensorSplit, carve
+from vae.data.folder import ImageFolder
+from vae.data.standard import CIFAR10, MNIST, CelebA, FashionMNIST
 
 FASHION_MNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
 

@@ -5,10 +5,10 @@ global batch reaches the same metrics."""
 import pytest
 import pytorch_lightning as pl
 
-from vae.data import EmbeddedMNIST
-from vae.hierarchical import TopDown
-from vae.module import VAEModule
-from vae.nets import MLPNet
+from vae.data.embedded import EmbeddedMNIST
+from vae.layers.nets.mlp import MLPNet
+from vae.models.hierarchical import TopDown
+from vae.training.module import VAEModule
 
 DETERMINISTIC = ["val/kl", "val/active_units", *(f"val/kl_dim/{d:02d}" for d in range(4))]  # no sampling noise
 # A hierarchy: the top layer's KL and active units depend on x alone; the layers below on the sampled z above.

@@ -8,13 +8,13 @@ import pytorch_lightning as pl
 import torch
 from torch.distributions import Independent, Normal, kl_divergence
 
-from vae.data import EmbeddedMNIST
-from vae.decomposition import kl_split, split_at, stratified_log_weights
-from vae.errors import ConfigError
-from vae.latents import LatentSample
-from vae.module import VAEModule
-from vae.nets import MLPNet
-from vae.priors import GaussianMixture
+from vae.core.errors import ConfigError
+from vae.core.split import split_at, stratified_log_weights
+from vae.data.embedded import EmbeddedMNIST
+from vae.layers.latents import LatentSample, kl_split
+from vae.layers.nets.mlp import MLPNet
+from vae.layers.priors import GaussianMixture
+from vae.training.module import VAEModule
 
 N, D = 20, 3
 
@@ -91,7 +91,7 @@ def test_stratified_sampling_over_the_whole_dataset_matches_the_exact_split(post
 def test_minibatch_weighted_sampling_is_low_by_log_b_in_log_qz(posteriors):
     """The known bias of MWS, exactly: with the whole dataset as the batch (B = N), its log q(z) is the exact
     log q(z) − log B and each log q(z_d) the exact one − log B; so mi is high by log B, tc by (D − 1)·log B, and
-    dwkl low by D·log B (documented in vae.decomposition)."""
+    dwkl low by D·log B (documented in vae.core.split)."""
     mean, scale, prior = posteriors
     z = mean + scale * torch.randn(N, D, dtype=torch.float64)
     mws = split_at(z, mean, scale, prior, dataset_size=N, estimator="mws")
@@ -187,7 +187,7 @@ def test_no_split_where_the_prior_does_not_factorise_or_it_is_off():
 def test_a_hierarchy_logs_the_split_of_its_top_layer():
     """The top of a hierarchy has the unconditional prior, so its KL splits; the layers below, with priors
     conditioned on the layers above, do not (only one split is logged)."""
-    from vae.hierarchical import TopDown
+    from vae.models.hierarchical import TopDown
 
     module = VAEModule(network=TopDown(latent_channels=(4, 2), resolutions=(1, 7), width=8, stem_channels=(8,)))
     assert [layer.kl_splits for layer in module.vae.layers] == [True, False]
@@ -199,12 +199,12 @@ def test_a_hierarchy_logs_the_split_of_its_top_layer():
 
 @pytest.mark.parametrize("estimator", ["mws", "mss"])
 def test_a_large_batch_is_split_into_chunks_with_the_same_result(posteriors, estimator, monkeypatch):
-    import vae.decomposition
+    import vae.core.split
 
     mean, scale, prior = posteriors
     z = mean + scale * torch.randn(N, D, dtype=torch.float64)
     whole = split_at(z, mean, scale, prior, dataset_size=500, estimator=estimator)
-    monkeypatch.setattr(vae.decomposition, "ELEMENTS", 7 * N * D)  # 7 samples at a time: 3 chunks, the last short
+    monkeypatch.setattr(vae.core.split, "ELEMENTS", 7 * N * D)  # 7 samples at a time: 3 chunks, the last short
     chunked = split_at(z, mean, scale, prior, dataset_size=500, estimator=estimator)
     for name in ("mi", "tc", "dwkl"):
         torch.testing.assert_close(getattr(chunked, name), getattr(whole, name), rtol=0, atol=1e-12)

@@ -1,4 +1,5 @@
-"""Discrete latents (vae.discrete): the categorical and Bernoulli KLs in the model against torch.distributions and
+"""Discrete latents (vae.layers.discrete): the categorical and Bernoulli KLs in the model against torch.distributions
+and
 the worked numbers, support mismatch, the Monte-Carlo estimator and its gradient, the relaxation and its
 straight-through form, the temperature schedule, exact log-likelihoods by enumeration, the Capacities weighting and
 the clustering accuracy."""
@@ -12,18 +13,18 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 from torch.distributions import Bernoulli, Categorical, kl_divergence
 
-from vae.data import EmbeddedMNIST
-from vae.discrete import BernoulliLatent, CategoricalLatent, Temperature, gumbel_draws
-from vae.errors import ConfigError
-from vae.evaluation import clustering_accuracy, importance_weighted_log_likelihood
-from vae.hierarchical import TopDown
-from vae.joint import Joint, JointVAE
-from vae.latents import KLParts
-from vae.likelihoods import Bernoulli as BernoulliLikelihood
-from vae.module import VAEModule
-from vae.nets import MLPNet
-from vae.priors import StandardNormal
-from vae.weighting import Capacities
+from vae.core.errors import ConfigError
+from vae.data.embedded import EmbeddedMNIST
+from vae.layers.discrete import BernoulliLatent, CategoricalLatent, Temperature, gumbel_draws
+from vae.layers.latents import KLParts
+from vae.layers.likelihoods import Bernoulli as BernoulliLikelihood
+from vae.layers.nets.mlp import MLPNet
+from vae.layers.priors import StandardNormal
+from vae.metrics.likelihood import clustering_accuracy, importance_weighted_log_likelihood
+from vae.models.hierarchical import TopDown
+from vae.models.joint import Joint, JointVAE
+from vae.objectives.weighting import Capacities
+from vae.training.module import VAEModule
 
 F64 = torch.float64
 

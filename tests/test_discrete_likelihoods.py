@@ -7,9 +7,9 @@ import pytest
 import torch
 from einops import rearrange
 
-from vae.likelihoods import DiscretizedLogistic, DiscretizedLogisticMixture, discretized_logistic_log_prob
-from vae.model import VAE
-from vae.nets import ConvNet
+from vae.layers.likelihoods import DiscretizedLogistic, DiscretizedLogisticMixture, discretized_logistic_log_prob
+from vae.layers.nets.conv import ConvNet
+from vae.models.vae import VAE
 
 F64 = torch.float64
 VALUES = torch.arange(256, dtype=F64) / 255  # every 8-bit value, as the data module delivers it

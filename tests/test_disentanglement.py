@@ -10,7 +10,8 @@ import math
 import numpy as np
 import pytest
 
-from vae.disentanglement import (
+from vae.core.errors import ConfigError
+from vae.metrics.disentanglement import (
     DCI,
     Scores,
     _factor_vae_votes,
@@ -26,7 +27,6 @@ from vae.disentanglement import (
     sap,
     sap_matrix,
 )
-from vae.errors import ConfigError
 
 SIZES = (3, 6, 10, 8)
 SMALL = (2, 3, 4)  # for the gradient-boosted trees (100 stages × classes trees per factor)

@@ -9,9 +9,9 @@ import pytest
 import yaml
 from conftest import QUICKSTART, REPO, new_user, run_vae
 
-from vae.errors import ConfigError
-from vae.tools.compare import RunResult, load_study, sweep_config, write_tables
-from vae.tracking import read_history
+from vae.commands.compare import RunResult, load_study, sweep_config, write_tables
+from vae.core.errors import ConfigError
+from vae.training.tracking import read_history
 
 DSPRITES = REPO / "configs" / "dsprites.yaml"
 SMALL = [
@@ -31,7 +31,7 @@ def tcvae_run(tmp_path_factory):
     """The README's β-TCVAE line, shortened, in a new user's environment (no W&B key or setting)."""
     root = tmp_path_factory.mktemp("tcvae")
     env = new_user(root / "home")
-    line = ["fit", "--config", str(DSPRITES), "--model.penalty", "vae.penalties.BetaTCVAE", *SMALL, *SHORT]
+    line = ["fit", "--config", str(DSPRITES), "--model.penalty", "vae.objectives.penalties.BetaTCVAE", *SMALL, *SHORT]
     result = run_vae(line, cwd=root, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     (run,) = (root / "runs" / "vae").iterdir()
@@ -41,7 +41,7 @@ def tcvae_run(tmp_path_factory):
 def test_beta_tcvae_trains_from_one_line_and_logs_its_terms(tcvae_run):
     root, env, run = tcvae_run
     config = yaml.safe_load((run / "config.yaml").read_text())
-    assert config["model"]["penalty"]["class_path"] == "vae.penalties.BetaTCVAE"
+    assert config["model"]["penalty"]["class_path"] == "vae.objectives.penalties.BetaTCVAE"
     assert config["model"]["kl_split"] == "mss"  # the estimator, named in the run config
 
 
@@ -85,9 +85,15 @@ def test_the_shipped_study_builds_every_run():
 @pytest.mark.parametrize(
     "runs,message",
     [
-        ({"a": {"penalty": {"class_path": "vae.weighting.Constant"}}}, "not a subclass of Penalty"),
-        ({"a": {"weighting": {"class_path": "vae.weighting.Constant"}, "prior": {}}}, "'weighting' and/or 'penalty'"),
-        ({"a": {"penalty": {"class_path": "vae.penalties.DIPVAE", "init_args": {"kind": "x"}}}}, "DIPVAE kind"),
+        ({"a": {"penalty": {"class_path": "vae.objectives.weighting.Constant"}}}, "not a subclass of Penalty"),
+        (
+            {"a": {"weighting": {"class_path": "vae.objectives.weighting.Constant"}, "prior": {}}},
+            "'weighting' and/or 'penalty'",
+        ),
+        (
+            {"a": {"penalty": {"class_path": "vae.objectives.penalties.DIPVAE", "init_args": {"kind": "x"}}}},
+            "DIPVAE kind",
+        ),
     ],
 )
 def test_bad_study_runs_are_one_line_errors(tmp_path, runs, message):
@@ -140,7 +146,11 @@ def test_a_tiny_study_of_a_penalty_is_scored(tmp_path):
                 "config": str(DSPRITES),
                 "points": 20,
                 "args": [*SMALL, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3"],
-                "runs": {"factor": {"penalty": {"class_path": "vae.penalties.FactorVAE", "init_args": {"hidden": 32}}}},
+                "runs": {
+                    "factor": {
+                        "penalty": {"class_path": "vae.objectives.penalties.FactorVAE", "init_args": {"hidden": 32}}
+                    }
+                },
             }
         )
     )

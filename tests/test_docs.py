@@ -6,7 +6,7 @@ import pytest
 from conftest import REPO
 from torch.distributions import Exponential
 
-from vae.kl import CLOSED_FORMS
+from vae.core.kl import CLOSED_FORMS
 
 
 def python_blocks(path):

@@ -12,15 +12,17 @@ import torch
 from einops import rearrange
 from torch.distributions import MultivariateNormal
 
-from vae.data import EmbeddedMNIST
-from vae.errors import ConfigError
-from vae.evaluation import bits_per_dim, evaluate, importance_weighted_log_likelihood
-from vae.likelihoods import Gaussian
-from vae.model import VAE, log_mean_exp_chunks
-from vae.module import VAEModule
-from vae.nets import LOGVAR_BOUND, LinearNet, MLPNet
-from vae.objectives import iwae_bound
-from vae.weighting import LinearWarmup
+from vae.core.errors import ConfigError
+from vae.core.gaussian import LOGVAR_BOUND
+from vae.data.embedded import EmbeddedMNIST
+from vae.layers.likelihoods import Gaussian
+from vae.layers.nets.mlp import LinearNet, MLPNet
+from vae.metrics.likelihood import bits_per_dim, evaluate, importance_weighted_log_likelihood
+from vae.models.base import log_mean_exp_chunks
+from vae.models.vae import VAE
+from vae.objectives.elbo import iwae_bound
+from vae.objectives.weighting import LinearWarmup
+from vae.training.module import VAEModule
 
 F64 = torch.float64
 SHAPE = (1, 4, 4)  # D = 16
@@ -144,7 +146,7 @@ def test_the_evaluation_api_runs_in_eval_mode_without_gradients_and_restores_the
     """A model left in training mode, with a BatchNorm in its encoder: the importance-weighted log-likelihood is the
     eval-mode one (no batch statistics), no gradient is recorded, the running statistics are untouched, and the
     model is still in training mode afterwards; evaluate() alike, and an eval-mode model stays in eval mode."""
-    from vae.likelihoods import Bernoulli
+    from vae.layers.likelihoods import Bernoulli
 
     torch.manual_seed(0)
     vae = VAE(image_shape=(1, 28, 28), latent_dim=4, network=MLPNet(hidden_dims=(32,)), likelihood=Bernoulli())

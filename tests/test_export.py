@@ -16,17 +16,17 @@ import torch.nn.functional as F
 from conftest import run_vae
 
 import vae
-import vae.export
-from vae.conditional import Conditional
-from vae.data import EmbeddedMNIST
-from vae.errors import ConfigError
-from vae.export import NOT_CHECKED, PARTS, TOLERANCE, export
-from vae.hierarchical import TopDown
-from vae.joint import Joint
-from vae.likelihoods import Bernoulli
-from vae.nets import MLPNet
-from vae.pixels import as_unit
-from vae.priors import StandardNormal
+import vae.commands.export
+from vae.commands.export import NOT_CHECKED, PARTS, TOLERANCE, export
+from vae.core.errors import ConfigError
+from vae.core.pixels import as_unit
+from vae.data.embedded import EmbeddedMNIST
+from vae.layers.likelihoods import Bernoulli
+from vae.layers.nets.mlp import MLPNet
+from vae.layers.priors import StandardNormal
+from vae.models.conditional import Conditional
+from vae.models.hierarchical import TopDown
+from vae.models.joint import Joint
 
 ATOL = 1e-5
 ONNX_EXPORT = all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript"))
@@ -170,7 +170,8 @@ def test_bad_input_is_one_line_exit_status_2(exported, args, message):
 
 
 def small(kind: str):
-    """A small untrained model of each kind (as the tests of vae.conditional, vae.hierarchical and vae.joint build
+    """A small untrained model of each kind (as the tests of vae.models.conditional, vae.models.hierarchical and
+    vae.models.joint build
     them), its image shape, and its code size."""
     torch.manual_seed(0)
     if kind == "conditional":
@@ -233,12 +234,12 @@ def test_an_onnx_file_is_written_unchecked_without_onnxruntime(exported, digits,
     root, _, _ = exported
     if not ONNX_EXPORT:
         pytest.skip("onnx and onnxscript are not installed")
-    monkeypatch.setattr(vae.export, "onnxruntime_available", lambda: False)
+    monkeypatch.setattr(vae.commands.export, "onnxruntime_available", lambda: False)
     path = root / "exported" / "decoder.onnx"
     z = torch.randn(3, 16)
-    difference, note = vae.export.check_onnx(path, (z,), (z,))
+    difference, note = vae.commands.export.check_onnx(path, (z,), (z,))
     assert (difference, note) == (None, NOT_CHECKED) and "pip install 'vae-framework[export]'" in note
-    item = vae.export.ExportedFile(path, "decoder", "onnx", ("z",), ("images",), None, note, 1.0, 5)
+    item = vae.commands.export.ExportedFile(path, "decoder", "onnx", ("z",), ("images",), None, note, 1.0, 5)
     assert item.ok and item.line() == f"decoder.onnx: {NOT_CHECKED} (exported in 1.0 s)"
 
 
@@ -258,8 +259,8 @@ def test_an_exporter_failure_is_one_line_and_leaves_no_half_export(tmp_path, mon
     def fail(*args, **kwargs):
         raise RuntimeError("Unsupported operator aten::frobnicate\n(a long report)")
 
-    monkeypatch.setattr(vae.export, "export_onnx", fail)
-    monkeypatch.setattr(vae.export, "check_onnx_exporter", lambda: None)  # as if onnx and onnxscript were here
+    monkeypatch.setattr(vae.commands.export, "export_onnx", fail)
+    monkeypatch.setattr(vae.commands.export, "check_onnx_exporter", lambda: None)  # as if onnx and onnxscript were here
     model, _, _ = small("joint")
     message = "cannot export the encoder of JointVAE to onnx: Unsupported operator aten::frobnicate "
     with pytest.raises(ConfigError, match=re.escape(message + "(--format torchscript may work)")):

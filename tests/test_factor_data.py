@@ -15,9 +15,21 @@ import pytest
 import torch
 from einops import rearrange
 
-from vae.data import DSPRITES, SHAPES3D, DSprites, DSpritesLike, FactorSpace, Shapes3D, render_dsprites
-from vae.data.factors import CENTRES, COSINES, SCALES, SINES, RenderedDSprites
-from vae.errors import ConfigError, DataError
+from vae.core.errors import ConfigError, DataError
+from vae.data.factors import (
+    CENTRES,
+    COSINES,
+    DSPRITES,
+    SCALES,
+    SHAPES3D,
+    SINES,
+    DSprites,
+    DSpritesLike,
+    FactorSpace,
+    RenderedDSprites,
+    Shapes3D,
+    render_dsprites,
+)
 
 DSPRITES_FILE = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
 

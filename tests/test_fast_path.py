@@ -5,12 +5,12 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from vae.data import EmbeddedMNIST
-from vae.hierarchical import TopDown
-from vae.likelihoods import Bernoulli
-from vae.model import VAE
-from vae.module import VAEModule
-from vae.objectives import iwae_bound
+from vae.data.embedded import EmbeddedMNIST
+from vae.layers.likelihoods import Bernoulli
+from vae.models.hierarchical import TopDown
+from vae.models.vae import VAE
+from vae.objectives.elbo import iwae_bound
+from vae.training.module import VAEModule
 
 HIERARCHY = TopDown(latent_channels=(8, 4, 4), resolutions=(1, 7, 7), width=16, stem_channels=(8,))
 

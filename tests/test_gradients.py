@@ -8,11 +8,11 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from vae.data import EmbeddedMNIST
-from vae.errors import ConfigError
-from vae.gradients import GradientGuard
-from vae.module import VAEModule
-from vae.nets import MLPNet
+from vae.core.errors import ConfigError
+from vae.data.embedded import EmbeddedMNIST
+from vae.layers.nets.mlp import MLPNet
+from vae.training.guards import GradientGuard
+from vae.training.module import VAEModule
 
 
 def test_a_fixed_threshold_skips_above_it_and_clipping_caps_the_rest():

@@ -14,16 +14,16 @@ import torch
 from conftest import REPO, new_user, run_vae
 from torch.distributions import kl_divergence
 
-from vae.checkpoints import load_module
-from vae.errors import ConfigError
-from vae.hierarchical import TopDown, TopDownVAE
-from vae.kl import monte_carlo_kl
-from vae.likelihoods import Bernoulli
-from vae.module import VAEModule
-from vae.objectives import ELBO, balance
-from vae.priors import GaussianMixture, LearnedGaussian, StandardNormal, VampPrior
-from vae.tracking import read_history
-from vae.weighting import Constant, FreeBits, LinearWarmup
+from vae.core.errors import ConfigError
+from vae.core.kl import monte_carlo_kl
+from vae.layers.likelihoods import Bernoulli
+from vae.layers.priors import GaussianMixture, LearnedGaussian, StandardNormal, VampPrior
+from vae.models.hierarchical import TopDown, TopDownVAE
+from vae.objectives.elbo import ELBO, balance
+from vae.objectives.weighting import Constant, FreeBits, LinearWarmup
+from vae.training.checkpoints import load_module
+from vae.training.module import VAEModule
+from vae.training.tracking import read_history
 
 DATA = Path(__file__).parent / "data"
 SMALL = TopDown(latent_channels=(6, 4, 3), resolutions=(1, 2, 4), width=8, stem_channels=(), blocks=1)
@@ -176,7 +176,7 @@ def test_samples_at_temperatures_and_reconstructions_keeping_the_top_layers():
 def test_the_module_logs_per_layer_metrics_through_a_real_trainer(tmp_path):
     import pytorch_lightning as pl
 
-    from vae.data import EmbeddedMNIST
+    from vae.data.embedded import EmbeddedMNIST
 
     network = TopDown(latent_channels=(6, 4, 3), resolutions=(1, 7, 7), width=8, stem_channels=(8,))
     module = VAEModule(network=network, grad_clip=50.0, grad_skip="adaptive")

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from vae.data import ImageFolder
+from vae.core.errors import DataError
+from vae.data.folder import ImageFolder
 from vae.data.formats import check_image, decode
-from vae.errors import DataError
 
 H, W = 12, 20
 RAMP = np.linspace(0, 1, H * W).reshape(H, W)  # every grey level from black to white

@@ -17,8 +17,8 @@ from torch.distributions import (
 )
 from torch.distributions import kl_divergence as torch_kl
 
-from vae.errors import ConfigError
-from vae.kl import (
+from vae.core.errors import ConfigError
+from vae.core.kl import (
     CLOSED_FORMS,
     KLRegularizer,
     analytic_kl,

@@ -7,8 +7,8 @@ import torch
 from torch.distributions import Bernoulli as TorchBernoulli
 from torch.distributions import Independent, Normal
 
-from vae.errors import ConfigError
-from vae.likelihoods import Bernoulli, Gaussian
+from vae.core.errors import ConfigError
+from vae.layers.likelihoods import Bernoulli, Gaussian
 
 
 def test_bernoulli_matches_torch_distributions_on_binary_images():

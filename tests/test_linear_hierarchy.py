@@ -18,12 +18,12 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.distributions import MultivariateNormal
 
-from vae.latents import GaussianLatent, TopDownLatent
-from vae.likelihoods import Gaussian
-from vae.model import Encoding, LatentVariableModel, ModelOutput
-from vae.nets.common import LOGVAR_BOUND
-from vae.objectives import iwae_bound
-from vae.priors import StandardNormal
+from vae.core.gaussian import LOGVAR_BOUND
+from vae.layers.latents import GaussianLatent, TopDownLatent
+from vae.layers.likelihoods import Gaussian
+from vae.layers.priors import StandardNormal
+from vae.models.base import Encoding, LatentVariableModel, ModelOutput
+from vae.objectives.elbo import iwae_bound
 
 D, D1, D2 = 5, 3, 2
 S2 = 0.3**2  # the likelihood's variance

@@ -18,7 +18,7 @@ def test_flops_match_the_exact_count_for_an_mlp(tmp_path):
     """Every FLOP of an MLP VAE is in nn.Linear: forward 2·b·in·out each, backward twice that (the weights' and the
     inputs' gradients), except the first layer's input gradient, which the image does not need."""
     config = yaml.safe_load(QUICKSTART.read_text())
-    config["model"]["network"] = {"class_path": "vae.nets.MLPNet", "init_args": {"hidden_dims": [32]}}
+    config["model"]["network"] = {"class_path": "vae.layers.nets.mlp.MLPNet", "init_args": {"hidden_dims": [32]}}
     config["data"]["init_args"]["batch_size"] = 8
     path = tmp_path / "mlp.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -5,13 +5,13 @@ import pytorch_lightning as pl
 import torch
 from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
-from vae.data import EmbeddedMNIST
-from vae.errors import ConfigError
-from vae.evaluation import LatentStatistics
-from vae.module import VAEModule
-from vae.nets import MLPNet
-from vae.objectives import beta_elbo
-from vae.weighting import Constant
+from vae.core.errors import ConfigError
+from vae.data.embedded import EmbeddedMNIST
+from vae.layers.nets.mlp import MLPNet
+from vae.metrics.likelihood import LatentStatistics
+from vae.objectives.elbo import beta_elbo
+from vae.objectives.weighting import Constant
+from vae.training.module import VAEModule
 
 LATENT_DIM = 8
 

@@ -4,11 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-from vae.errors import ConfigError
-from vae.latents import GaussianLatent
-from vae.nets import LOGVAR_BOUND, ConvNet, MLPNet
-from vae.nets.conv import Conv, ConvTranspose
-from vae.priors import StandardNormal
+from vae.core.errors import ConfigError
+from vae.core.gaussian import LOGVAR_BOUND
+from vae.layers.latents import GaussianLatent
+from vae.layers.nets.conv import Conv, ConvNet, ConvTranspose
+from vae.layers.nets.mlp import MLPNet
+from vae.layers.priors import StandardNormal
 
 SHAPES = [(1, 28, 28), (3, 32, 32), (3, 64, 64)]
 NETWORKS = [ConvNet(channels=(8, 16), hidden_dim=32), MLPNet(hidden_dims=(64, 32))]

@@ -8,15 +8,15 @@ import pytorch_lightning as pl
 import torch
 from torch.distributions import Independent, Normal
 
-from vae.data import EmbeddedMNIST
-from vae.errors import ConfigError
-from vae.latents import LatentSample
-from vae.module import VAEModule
-from vae.nets import MLPNet
-from vae.objectives import ELBO
-from vae.penalties import DIPVAE, BetaTCVAE, FactorVAE, dip_covariance, permute_dims
-from vae.priors import VampPrior
-from vae.weighting import Constant
+from vae.core.errors import ConfigError
+from vae.data.embedded import EmbeddedMNIST
+from vae.layers.latents import LatentSample
+from vae.layers.nets.mlp import MLPNet
+from vae.layers.priors import VampPrior
+from vae.objectives.elbo import ELBO
+from vae.objectives.penalties import DIPVAE, BetaTCVAE, FactorVAE, dip_covariance, permute_dims
+from vae.objectives.weighting import Constant
+from vae.training.module import VAEModule
 
 
 def latent_sample(mean, scale, z=None) -> LatentSample:
@@ -200,7 +200,7 @@ def test_each_penalty_trains_through_a_real_trainer_and_logs_its_terms_beside_th
         assert {id(p) for p in groups[1]["params"]} == {id(p) for p in built.discriminator.parameters()}
     else:
         assert len(groups) == 1
-    assert module.hparams.penalty["class_path"] == f"vae.penalties.{type(penalty).__name__}"
+    assert module.hparams.penalty["class_path"] == f"vae.objectives.penalties.{type(penalty).__name__}"
 
 
 def test_a_factor_vae_run_resumes_with_its_discriminators_optimizer_state(tmp_path):

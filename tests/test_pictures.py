@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from vae.likelihoods import Bernoulli
-from vae.model import VAE
-from vae.nets import MLPNet
-from vae.pictures import (
+from vae.layers.likelihoods import Bernoulli
+from vae.layers.nets.mlp import MLPNet
+from vae.layers.priors import LearnedGaussian
+from vae.models.pictures import (
     all_pictures,
     interpolations,
     latent_scatter,
@@ -18,7 +18,7 @@ from vae.pictures import (
     reconstructions,
     samples,
 )
-from vae.priors import LearnedGaussian
+from vae.models.vae import VAE
 
 PAD = 2
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import run_vae
 
-from vae.tools.playground import (
+from vae.commands.kl_demo import (
     FIGURES,
     fit_forward_and_reverse,
     maximum_likelihood_is_forward_kl,

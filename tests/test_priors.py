@@ -9,13 +9,14 @@ import torch
 from pytorch_lightning.loggers import CSVLogger
 from torch.distributions import Independent, Normal
 
-from vae.data import EmbeddedMNIST
-from vae.errors import ConfigError
-from vae.likelihoods import Bernoulli
-from vae.model import VAE
-from vae.module import VAEModule
-from vae.nets import LOGVAR_BOUND, MLPNet
-from vae.priors import GaussianMixture, LearnedGaussian, StandardNormal, VampPrior
+from vae.core.errors import ConfigError
+from vae.core.gaussian import LOGVAR_BOUND
+from vae.data.embedded import EmbeddedMNIST
+from vae.layers.likelihoods import Bernoulli
+from vae.layers.nets.mlp import MLPNet
+from vae.layers.priors import GaussianMixture, LearnedGaussian, StandardNormal, VampPrior
+from vae.models.vae import VAE
+from vae.training.module import VAEModule
 
 LATENT_DIM = 4
 IMAGE_SHAPE = (1, 28, 28)

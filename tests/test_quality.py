@@ -23,14 +23,12 @@ from einops import rearrange
 from faults import Payload
 from torch import nn
 
-from vae.conditional import Conditional
+from vae.core.errors import ConfigError, DataError
 from vae.data.embedded import load_embedded_mnist
-from vae.errors import ConfigError, DataError
-from vae.likelihoods import Bernoulli
-from vae.model import VAE
-from vae.nets import MLPNet
-from vae.priors import StandardNormal
-from vae.quality import (
+from vae.layers.likelihoods import Bernoulli
+from vae.layers.nets.mlp import MLPNet
+from vae.layers.priors import StandardNormal
+from vae.metrics.quality import (
     INCEPTION_FILES,
     INCEPTION_URL,
     SampleQuality,
@@ -43,6 +41,8 @@ from vae.quality import (
     sample_features,
     sample_quality,
 )
+from vae.models.conditional import Conditional
+from vae.models.vae import VAE
 
 F64 = torch.float64
 needs_torch_fidelity = pytest.mark.skipif(

@@ -1,6 +1,6 @@
 """The residual encoder/decoder pair: shapes for 28×28, 32×32 and 64×64 images, clear errors otherwise, a finite
 loss with a gradient for every parameter inside a real VAE, per-example normalisation, the parameter count, and the
-config route (a YAML ``class_path: vae.nets.ResNet`` parsed, judged and built as ``vae fit`` does)."""
+config route (a YAML ``class_path: vae.layers.nets.resnet.ResNet`` parsed, judged and built as ``vae fit`` does)."""
 
 import pytest
 import torch
@@ -8,14 +8,15 @@ import yaml
 from conftest import QUICKSTART
 from jsonargparse import ArgumentParser
 
-from vae.cli import SECTIONS, cli
-from vae.config import build, check_classes
-from vae.errors import ConfigError
-from vae.likelihoods import DiscretizedLogisticMixture, Gaussian
-from vae.model import VAE
-from vae.module import VAEModule
-from vae.nets import Architecture, ResNet, ResNetDecoder, ResNetEncoder
-from vae.objectives import beta_elbo
+from vae.commands.fit import SECTIONS, cli
+from vae.core.errors import ConfigError
+from vae.core.trust import build, check_classes
+from vae.layers.likelihoods import DiscretizedLogisticMixture, Gaussian
+from vae.layers.nets.common import Architecture
+from vae.layers.nets.resnet import ResNet, ResNetDecoder, ResNetEncoder
+from vae.models.vae import VAE
+from vae.objectives.elbo import beta_elbo
+from vae.training.module import VAEModule
 
 TINY = {"blocks": 1, "hidden_dim": 16, "groups": 4}
 
@@ -132,7 +133,7 @@ def test_a_yaml_config_naming_vae_nets_resnet_parses_passes_the_trust_rules_and_
     """As tests/test_configs.py judges the shipped configs: the quick start with its network replaced."""
     config = yaml.safe_load(QUICKSTART.read_text())
     init_args = {"channels": [8, 16], "blocks": 1, "hidden_dim": 16, "groups": 4}
-    network = {"class_path": "vae.nets.ResNet", "init_args": init_args}
+    network = {"class_path": "vae.layers.nets.resnet.ResNet", "init_args": init_args}
     config["model"]["network"] = network
     path = tmp_path / "resnet.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -19,9 +19,9 @@ import torch
 import yaml
 from conftest import QUICKSTART, REPO, run_vae, start_vae
 
-from vae.checkpoints import AtomicCheckpointIO, read_checkpoint
-from vae.errors import DataError
-from vae.tracking import read_history, read_records
+from vae.core.errors import DataError
+from vae.training.checkpoints import AtomicCheckpointIO, read_checkpoint
+from vae.training.tracking import read_history, read_records
 
 # 3 epochs of 6 steps on the embedded digits (dynamically binarized: the data draw noise too), deterministic.
 SHORT = ["--trainer.max_epochs", "3", "--trainer.limit_train_batches", "6", "--trainer.log_every_n_steps", "1"]
@@ -253,7 +253,7 @@ def test_skip_policy_skips_the_poisoned_updates_and_trains_on(tmp_path, fault_en
 
 WRITER = """
 import sys, torch
-from vae.checkpoints import AtomicCheckpointIO
+from vae.training.checkpoints import AtomicCheckpointIO
 AtomicCheckpointIO().save_checkpoint({"weights": torch.ones(int(sys.argv[2]))}, sys.argv[1])
 """
 

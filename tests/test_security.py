@@ -13,14 +13,17 @@ import pytorch_lightning as pl
 import torch
 from faults import Payload
 
-from vae.config import build, build_optimizer, resolve_class, to_spec
-from vae.data import EmbeddedMNIST
-from vae.errors import ConfigError
-from vae.likelihoods import Gaussian
-from vae.module import VAEModule
-from vae.nets import ConvNet, MLPNet, Network
-from vae.priors import GaussianMixture
-from vae.weighting import GECO, FreeBits, LinearWarmup, Weighting
+from vae.core.errors import ConfigError
+from vae.core.spec import to_spec
+from vae.core.trust import build, build_optimizer, resolve_class
+from vae.data.embedded import EmbeddedMNIST
+from vae.layers.likelihoods import Gaussian
+from vae.layers.nets.common import Network
+from vae.layers.nets.conv import ConvNet
+from vae.layers.nets.mlp import MLPNet
+from vae.layers.priors import GaussianMixture
+from vae.objectives.weighting import GECO, FreeBits, LinearWarmup, Weighting
+from vae.training.module import VAEModule
 
 
 @pytest.mark.parametrize(
@@ -51,7 +54,7 @@ def test_specs_build_only_trusted_subclasses_of_the_expected_type(monkeypatch):
     with pytest.raises(ConfigError, match="VAE_TRUSTED_MODULES=collections"):
         build({"class_path": "collections.OrderedDict"}, Network, "model.network")
     with pytest.raises(ConfigError, match="is not a subclass of Network"):
-        build({"class_path": "vae.weighting.Constant"}, Network, "model.network")
+        build({"class_path": "vae.objectives.weighting.Constant"}, Network, "model.network")
     with pytest.raises(ConfigError, match="is not a subclass of Weighting"):
         build({"class_path": "torch.nn.Linear", "init_args": {"in_features": 1, "out_features": 1}}, Weighting, "w")
     monkeypatch.setenv("VAE_TRUSTED_MODULES", "collections")
@@ -61,15 +64,15 @@ def test_specs_build_only_trusted_subclasses_of_the_expected_type(monkeypatch):
 # Paths that start in a trusted package and reach something that runs code: each names where it really leads.
 SPELLINGS = {
     "torch.os.system": "it is the function posix.system",
-    "vae.runs.os.system": "it is the function posix.system",
+    "vae.training.runs.os.system": "it is the function posix.system",
     "torch.serialization.os.system": "it is the function posix.system",
-    "vae.tools.compare.subprocess.Popen": "is subprocess.Popen, which is not from a trusted module",
-    "vae.tools.compare.subprocess.run": "it is the function subprocess.run",
+    "vae.commands.compare.subprocess.Popen": "is subprocess.Popen, which is not from a trusted module",
+    "vae.commands.compare.subprocess.run": "it is the function subprocess.run",
     "torch.serialization.pickle.loads": "it is the function _pickle.loads",
     "torch.serialization.pickle.Unpickler": "is _pickle.Unpickler, which is not from a trusted module",
-    "vae.cli.importlib.import_module": "it is the function importlib.import_module",
-    "vae.config.importlib": "it is the module importlib",
-    "vae.cli.sys.modules": "is builtins.dict, which is not from a trusted module",
+    "vae.commands.importlib.import_module": "it is the function importlib.import_module",
+    "vae.core.trust.importlib": "it is the module importlib",
+    "vae.commands.sys.modules": "is builtins.dict, which is not from a trusted module",
     "torch.optim.Adam.__class__": "is builtins.type, which is not from a trusted module",
     "torch.load": "it is the function torch.serialization.load",  # trusted, but a function: loads pickles
     "torch.hub.load": "it is the function torch.hub.load",  # trusted, but a function: runs hubconf.py
@@ -109,7 +112,8 @@ def test_checkpoints_load_with_weights_only_and_rebuild_the_model(tmp_path):
     path = trained_checkpoint(tmp_path)
     checkpoint = torch.load(path, weights_only=True)  # raises if anything but tensors and plain data
     assert (
-        checkpoint["hyper_parameters"]["weighting"]["init_args"]["beta"]["class_path"] == "vae.weighting.LinearWarmup"
+        checkpoint["hyper_parameters"]["weighting"]["init_args"]["beta"]["class_path"]
+        == "vae.objectives.weighting.LinearWarmup"
     )
     restored = VAEModule.load_from_checkpoint(path, weights_only=True)
     weighting = restored.objective.weighting

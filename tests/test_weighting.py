@@ -5,12 +5,12 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
-from vae.data import EmbeddedMNIST
-from vae.errors import ConfigError
-from vae.latents import KLParts
-from vae.module import VAEModule
-from vae.nets import MLPNet
-from vae.weighting import GECO, Capacity, Constant, Cyclical, FreeBits, LinearWarmup
+from vae.core.errors import ConfigError
+from vae.data.embedded import EmbeddedMNIST
+from vae.layers.latents import KLParts
+from vae.layers.nets.mlp import MLPNet
+from vae.objectives.weighting import GECO, Capacity, Constant, Cyclical, FreeBits, LinearWarmup
+from vae.training.module import VAEModule
 
 
 def terms(b: int = 4, d: int = 6):

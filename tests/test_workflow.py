@@ -16,13 +16,13 @@ from conftest import REPO, run_vae
 from PIL import Image
 
 import vae
-from vae.data import EmbeddedMNIST
-from vae.errors import ConfigError, DataError
-from vae.evaluation import importance_weighted_log_likelihood
-from vae.history import has_curves, read_metrics
-from vae.pixels import as_unit
-from vae.quality import sample_quality
-from vae.tracking import read_history, run_file
+from vae.core.errors import ConfigError, DataError
+from vae.core.pixels import as_unit
+from vae.data.embedded import EmbeddedMNIST
+from vae.metrics.likelihood import importance_weighted_log_likelihood
+from vae.metrics.quality import sample_quality
+from vae.training.metrics_file import has_curves, read_metrics
+from vae.training.tracking import read_history, run_file
 
 
 @pytest.fixture(scope="module")

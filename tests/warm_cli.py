@@ -14,7 +14,8 @@ matplotlib.use("Agg")  # the pictures (latent scatter, training curves) draw wit
 import matplotlib.pyplot  # noqa: E402, F401
 import wandb.sdk.launch  # noqa: E402, F401 (wandb.init imports it for every run: pydantic models, 1.9 s a command)
 
-from vae.cli import TOOLS, main  # noqa: E402
+from vae.commands import COMMANDS as TOOLS  # noqa: E402
+from vae.commands import main  # noqa: E402
 
 for module in TOOLS.values():  # the commands beside Lightning's (vae evaluate imports scikit-learn: 1.0 s)
     importlib.import_module(module)

@@ -1,12 +1,6 @@
 """A VAE framework on torch, Lightning, W&B and einops, built on the theory of KL divergence."""
 
-from vae.checkpoints import load
-from vae.conditional import Conditional, ConditionalVAE
-from vae.data import CIFAR10, MNIST, CelebA, EmbeddedMNIST, FashionMNIST, ImageDataModule, ImageFolder
-from vae.discrete import BernoulliLatent, CategoricalLatent
-from vae.hierarchical import TopDown, TopDownVAE
-from vae.joint import Joint, JointVAE
-from vae.kl import (
+from vae.core.kl import (
     KLRegularizer,
     KLResult,
     Regularized,
@@ -17,13 +11,24 @@ from vae.kl import (
     kl_divergence,
     monte_carlo_kl,
 )
-from vae.latents import GaussianLatent, LatentSample, TopDownLatent
-from vae.likelihoods import Bernoulli, Gaussian, Likelihood
-from vae.model import VAE, Encoding, LatentVariableModel, ModelOutput
-from vae.module import VAEModule
-from vae.nets import ConvNet, MLPNet
-from vae.objectives import ELBO, IWAE, ELBOTerms, Loss, Objective, beta_elbo
-from vae.priors import GaussianMixture, LearnedGaussian, StandardNormal, VampPrior
+from vae.data.base import ImageDataModule
+from vae.data.embedded import EmbeddedMNIST
+from vae.data.folder import ImageFolder
+from vae.data.standard import CIFAR10, MNIST, CelebA, FashionMNIST
+from vae.layers.discrete import BernoulliLatent, CategoricalLatent
+from vae.layers.latents import GaussianLatent, LatentSample, TopDownLatent
+from vae.layers.likelihoods import Bernoulli, Gaussian, Likelihood
+from vae.layers.nets.conv import ConvNet
+from vae.layers.nets.mlp import MLPNet
+from vae.layers.priors import GaussianMixture, LearnedGaussian, StandardNormal, VampPrior
+from vae.models.base import Encoding, LatentVariableModel, ModelOutput
+from vae.models.conditional import Conditional, ConditionalVAE
+from vae.models.hierarchical import TopDown, TopDownVAE
+from vae.models.joint import Joint, JointVAE
+from vae.models.vae import VAE
+from vae.objectives.elbo import ELBO, IWAE, ELBOTerms, Loss, Objective, beta_elbo
+from vae.training.checkpoints import load
+from vae.training.module import VAEModule
 
 __all__ = [
     "load",

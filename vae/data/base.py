@@ -33,8 +33,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from vae.errors import ConfigError
-from vae.pixels import as_unit
+from vae.core.errors import ConfigError
+from vae.core.pixels import as_unit
 
 Batch = tuple[Tensor, Tensor]
 Binarize = Literal["none", "static", "dynamic"]

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from einops import rearrange
 
+from vae.core.errors import ConfigError, DataError
 from vae.data.base import ImageDataModule, Split, Stage, TensorSplit
-from vae.errors import ConfigError, DataError
 
 SIZE = 5000
 

@@ -33,9 +33,9 @@ from einops import rearrange
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from vae.core.errors import ConfigError, DataError
 from vae.data.base import Batch, ImageDataModule, Split, Stage, TensorSplit, seeded_generator
 from vae.data.formats import find, locate, one_line
-from vae.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from vae.core.errors import ConfigError, DataError
 from vae.data.base import Batch, ImageDataModule, Split, Stage
 from vae.data.formats import check_image, decode, image_files
-from vae.errors import ConfigError, DataError
 
 
 class ImageFiles(Dataset):

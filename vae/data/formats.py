@@ -25,7 +25,7 @@ from PIL import Image, ImageOps
 from torch import Tensor
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from vae.errors import DataError
+from vae.core.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 

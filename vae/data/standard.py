@@ -21,10 +21,10 @@ import torchvision
 from einops import rearrange
 from torchvision.transforms import v2
 
+from vae.core.errors import ConfigError, DataError
 from vae.data.base import ImageDataModule, Split, Stage, TensorSplit, carve
 from vae.data.folder import ImageFiles
 from vae.data.formats import check_image, locate, read_cifar_batch, read_idx
-from vae.errors import ConfigError, DataError
 
 
 class DownloadableDataModule(ImageDataModule):

@@ -1,0 +1,5 @@
+"""``python -m vae``: the ``vae`` command."""
+
+from vae.commands import main
+
+main()

@@ -1,0 +1,35 @@
+"""The ``vae`` command: Lightning's ``fit``, ``validate`` and ``test`` (``vae.commands.fit``) and the commands beside
+them, one module each, imported only when used.
+
+    vae fit --config configs/quickstart.yaml --model.latent_dim 32
+    vae evaluate runs/vae/<id>/checkpoints/last.ckpt --images
+    vae compare --study configs/studies/weightings.yaml
+    vae kl-demo --out runs/kl_demo
+    vae benchmark
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+COMMANDS = {
+    "kl-demo": "vae.commands.kl_demo",
+    "evaluate": "vae.commands.evaluate",
+    "compare": "vae.commands.compare",
+    "benchmark": "vae.commands.benchmark",
+    "sample": "vae.commands.sample",
+    "encode": "vae.commands.encode",
+    "export": "vae.commands.export",
+    "plot": "vae.commands.plot",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The console command; ``argv`` defaults to the command line."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in COMMANDS:
+        importlib.import_module(COMMANDS[args[0]]).main(args[1:])
+    else:  # Lightning's subcommands, which read the command line themselves when not given one
+        importlib.import_module("vae.commands.fit").main(None if argv is None else args)

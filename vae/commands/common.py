@@ -1,0 +1,49 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from vae.core.config_file import read_yaml
+from vae.core.errors import ConfigError, user_error_in
+from vae.core.trust import resolve_class, trust_imports
+from vae.data.base import ImageDataModule
+
+
+def read_run_config(path: Path) -> dict:
+    """A run's config.yaml as a mapping (one-line errors for a missing, binary or malformed file)."""
+    config = read_yaml(path)
+    if not isinstance(config, dict) or not isinstance(config.get("data"), dict):
+        raise ConfigError(f"{path} has no data section: give the config the run was trained with, --config")
+    return config
+
+
+def load_data(config: dict, source: Path, *, batch_size: int) -> ImageDataModule:
+    """The data module of a run's config (its ``data`` section), with the evaluation's batch size; its class is
+    judged by ``vae.core.trust``'s rules before anything is built."""
+    from jsonargparse import ArgumentParser as ConfigParser
+
+    section = dict(config["data"])
+    resolve_class(str(section.get("class_path")), ImageDataModule, f"{source}: data")
+    trust_imports()
+    section["init_args"] = {**dict(section.get("init_args") or {}), "batch_size": batch_size}
+    parser = ConfigParser(exit_on_error=False)
+    parser.add_subclass_arguments(ImageDataModule, "data", required=True)
+    try:
+        return parser.instantiate(parser.parse_object({"data": section})).data
+    except (TypeError, ValueError) as error:  # jsonargparse's message for a bad value
+        cause = user_error_in(error)
+        raise cause or ConfigError(f"{source}: data: {' '.join(str(error).split())}") from error
+
+
+def check_device(name: str) -> torch.device:
+    """``--device`` as a torch device that exists here (one-line errors otherwise)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ConfigError(f"--device {name} is not a device (give cpu, cuda or cuda:N)") from error
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"--device {name}: there is no such CUDA device here; use --device cpu")
+    return device

@@ -1,0 +1,2 @@
+"""What a trained model is measured by: the importance-weighted log-likelihood and latent statistics, sample quality,
+disentanglement."""

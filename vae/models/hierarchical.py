@@ -1,0 +1,385 @@
+"""Hierarchical VAEs with top-down inference (LVAE, Sønderby et al. 2016; NVAE, Vahdat & Kautz 2020; VDVAE,
+Child 2021): L stochastic layers z_L (top) … z_1 (nearest the data), each a feature map at its own resolution
+(a vector is a 1×1 map).
+
+    generative   p(x, z) = p(z_L) Π_{l<L} p(z_l | z_>l) · p(x | z_1..L)
+    inference    q(z | x) = q(z_L | x) Π_{l<L} q(z_l | x, z_>l)
+    ELBO         E_q[log p(x|z)] − Σ_l E_q[D_KL(q(z_l | x, z_>l) ‖ p(z_l | z_>l))]
+
+A bottom-up pass over x computes features at every resolution; a top-down pass starts from a learned state
+and, layer by layer, computes p(z_l | z_>l) and q(z_l | x, z_>l) from the same state (``TopDownLatent``),
+draws z_l from q, and adds it to the state; the state, upsampled, is decoded to the likelihood's parameters.
+Between resolutions both passes resample with learned weights (``resample``): a stride-f convolution down and
+its transpose up, so that a vector layer sees the whole map and writes a spatial pattern into it, where pooling
+would see only the map's average and nearest upsampling could write only a constant.
+The top layer's prior is ``model.prior`` (N(0, I) by default; any prior of ``vae.layers.priors``).
+
+Axes: b batch, k samples per example, c channels, h height, w width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from einops import einsum, repeat
+from torch import Tensor, nn
+
+from vae.core.errors import ConfigError
+from vae.core.gaussian import GaussianMoments, full_precision
+from vae.core.kl import KLEstimator
+from vae.core.pixels import as_unit
+from vae.layers.latents import GaussianLatent, LatentSample, TopDownLatent, cell
+from vae.layers.likelihoods import Likelihood
+from vae.layers.nets.common import Architecture
+from vae.layers.nets.conv import Conv, ConvTranspose, down, up
+from vae.layers.priors import Prior
+from vae.models import pictures
+from vae.models.base import Encoding, LatentVariableModel, ModelOutput, inferring
+
+
+class ResBlock(nn.Module):
+    """h + conv(SiLU(conv(SiLU(h)))), k×k convolutions (3×3 on maps, 1×1 on vectors), the last starting at zero (the
+    block starts as identity)."""
+
+    def __init__(self, width: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        k, pad = kernel_size, kernel_size // 2
+        self.body = nn.Sequential(
+            nn.SiLU(), Conv(width, width, k, padding=pad), nn.SiLU(), Conv(width, width, k, padding=pad)
+        )
+        nn.init.zeros_(self.body[-1].weight)
+        nn.init.zeros_(self.body[-1].bias)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h + self.body(h)
+
+
+def blocks(width: int, count: int, kernel_size: int = 3) -> nn.Sequential:
+    return nn.Sequential(*(ResBlock(width, kernel_size) for _ in range(count)))
+
+
+def resample(c_in: int, c_out: int, factor: int, *, upward: bool) -> nn.Module:
+    """Learned resampling by an integer ``factor``: each f×f patch to one position (a stride-f convolution) or one
+    position to an f×f patch (its transpose). From or to 1×1 this is a dense layer over the whole map."""
+    kind = ConvTranspose if upward else Conv
+    return kind(c_in, c_out, kernel_size=factor, stride=factor)
+
+
+@dataclass(frozen=True)
+class TopDown(Architecture):
+    """A top-down hierarchical VAE, for ``model.network``.
+
+    latent_channels: the channels of each latent layer, top first (z_L … z_1); a layer at resolution 1 is a vector.
+    resolutions: each layer's height, top first, non-decreasing; each divides the working height (below).
+    width: the channels of the deterministic state, in both passes.
+    widths: other widths at the resolutions named, e.g. ``{1: 256}`` for vector layers wider than the maps (as
+        VDVAE's per-resolution widths); the resampling between resolutions changes the channels.
+    stem_channels: the stride-2 convolutions from the image to the working resolution, before the last one to
+        ``width``: a 28×28 image with ``(32,)`` is worked on at 7×7 (28 → 14 → 7), a 32×32 one with ``()`` at 16×16.
+    blocks: residual blocks after each layer in the top-down pass, and at each resolution in the bottom-up pass.
+    residual_normal: NVAE's posterior, a shift and scale of the prior: q = N(μ_p + Δμ, (σ_p·Δσ)²).
+
+    ``model.latent_dim`` does not apply (the layers' sizes are ``latent_channels``); ``model.prior`` is the top
+    layer's prior.
+    """
+
+    latent_channels: tuple[int, ...] = (32, 16, 8)
+    resolutions: tuple[int, ...] = (1, 1, 7)
+    width: int = 64
+    widths: dict[int, int] = field(default_factory=dict)
+    stem_channels: tuple[int, ...] = (32,)
+    blocks: int = 1
+    residual_normal: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.latent_channels or min(self.latent_channels) < 1:
+            raise ConfigError(f"TopDown latent_channels must be one or more positive sizes, got {self.latent_channels}")
+        if len(self.resolutions) != len(self.latent_channels):
+            raise ConfigError(
+                f"TopDown needs one resolution per latent layer: {len(self.latent_channels)} latent_channels, "
+                f"{len(self.resolutions)} resolutions"
+            )
+        if min(self.resolutions) < 1 or list(self.resolutions) != sorted(self.resolutions):
+            raise ConfigError(
+                f"TopDown resolutions must be positive and non-decreasing from the top, got {self.resolutions}"
+            )
+        for a, b in zip(self.resolutions[:-1], self.resolutions[1:]):
+            if b % a:
+                raise ConfigError(
+                    f"TopDown resolution {a} does not divide the next layer's, {b}: each layer's resolution must "
+                    f"divide the next one's, e.g. {self.resolutions[0]} and multiples of it"
+                )
+        if self.width < 1 or self.blocks < 0 or (self.stem_channels and min(self.stem_channels) < 1):
+            raise ConfigError("TopDown width and stem_channels must be positive, blocks 0 or more")
+        if self.widths and min(self.widths.values()) < 1:
+            raise ConfigError(f"TopDown widths must be positive, got {self.widths}")
+
+    def working_shape(self, image_shape: tuple[int, int, int]) -> tuple[int, int]:
+        """(height, width) after the stem, or a one-line error naming the fix."""
+        _, height, width = image_shape
+        factor = 2 ** (len(self.stem_channels) + 1)
+        if height % factor or width % factor:
+            raise ConfigError(
+                f"TopDown with {len(self.stem_channels) + 1} stride-2 convolutions needs height and width divisible "
+                f"by {factor}, got {height}x{width}: change model.network.init_args.stem_channels"
+            )
+        h, w = height // factor, width // factor
+        for r in self.resolutions:
+            if h % r or w % (h // r):
+                raise ConfigError(
+                    f"TopDown resolution {r} does not divide the working size {h}x{w} ({height}x{width} images after "
+                    f"the stem): use divisors of {h}"
+                )
+        return h, w
+
+    def build(
+        self,
+        *,
+        image_shape: tuple[int, int, int],
+        latent_dim: int,
+        likelihood: Likelihood,
+        prior: Prior,
+        kl_estimator: KLEstimator,
+        kl_samples: int,
+    ) -> TopDownVAE:
+        if latent_dim != 16:
+            raise ConfigError(
+                f"model.latent_dim ({latent_dim}) does not apply to TopDown: its layers' sizes are "
+                "model.network.init_args.latent_channels"
+            )
+        return TopDownVAE(
+            architecture=self,
+            image_shape=image_shape,
+            likelihood=likelihood,
+            prior=prior,
+            kl_estimator=kl_estimator,
+            kl_samples=kl_samples,
+        )
+
+
+class TopDownVAE(LatentVariableModel):
+    """The model ``TopDown`` describes (see the module's docstring)."""
+
+    def __init__(
+        self,
+        *,
+        architecture: TopDown,
+        image_shape: tuple[int, int, int],
+        likelihood: Likelihood,
+        prior: Prior,
+        kl_estimator: KLEstimator = "auto",
+        kl_samples: int = 1,
+    ) -> None:
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        self.likelihood = likelihood
+        arch = architecture
+        height, breadth = arch.working_shape(self.image_shape)
+        self.aspect = breadth // height
+        self.resolutions = list(arch.resolutions)
+
+        def width(r: int) -> int:
+            return arch.widths.get(r, arch.width)
+
+        unused = sorted(set(arch.widths) - {height, *arch.resolutions})
+        if unused:
+            raise ConfigError(
+                f"TopDown widths names resolution {unused[0]}, which is in use neither by a layer nor as the working "
+                f"height: use the layers' resolutions {sorted(set(arch.resolutions))} or {height}"
+            )
+
+        def kernel(r: int) -> int:  # a 3×3 convolution on a 1×1 map uses only its centre
+            return 1 if r == 1 and self.aspect == 1 else 3
+
+        # Bottom-up: the stem to the working resolution, then residual blocks at each resolution a layer uses.
+        sizes = [image_shape[0], *arch.stem_channels, width(height)]
+        self.stem = nn.Sequential(*(m for a, b in zip(sizes[:-1], sizes[1:]) for m in (down(a, b), nn.SiLU())))
+        self.scales = sorted({height, *arch.resolutions}, reverse=True)
+        self.encoder_blocks = nn.ModuleList(blocks(width(s), arch.blocks, kernel(s)) for s in self.scales)
+        steps = list(zip(self.scales[:-1], self.scales[1:]))  # (larger, smaller), from the working resolution up
+        self.downsample = nn.ModuleList(resample(width(a), width(b), a // b, upward=False) for a, b in steps)
+        self.upsample = nn.ModuleDict({str(a): resample(width(b), width(a), a // b, upward=True) for a, b in steps})
+        # Top-down: a learned initial state, the layers (top first), residual blocks after each, the output.
+        count, top = len(arch.latent_channels), arch.resolutions[0]
+        self.initial = nn.Parameter(torch.zeros(width(top), top, top * self.aspect))
+        names = [f"z{count - i}" for i in range(count)]
+        c_top = arch.latent_channels[0]
+        self.top = GaussianLatent(
+            name=names[0],
+            shape=(c_top, top, top * self.aspect),
+            head=cell(2 * width(top), 2 * c_top, kernel_size=kernel(top)),
+            prior=prior,
+            image_shape=self.image_shape,
+            kl_estimator=kl_estimator,
+            kl_samples=kl_samples,
+        )
+        self.top_project = Conv(c_top, width(top), kernel_size=1)
+        self.below = nn.ModuleList(
+            TopDownLatent(
+                name=name,
+                channels=channels,
+                width=width(r),
+                positions=r * r * self.aspect,
+                residual_normal=arch.residual_normal,
+                kl_estimator=kl_estimator,
+                kl_samples=kl_samples,
+                prior_head=cell(width(r), 2 * channels + width(r), zero_last=True, kernel_size=kernel(r)),
+                posterior_head=cell(2 * width(r), 2 * channels, kernel_size=kernel(r)),
+            )
+            for name, channels, r in zip(names[1:], arch.latent_channels[1:], arch.resolutions[1:])
+        )
+        self.decoder_blocks = nn.ModuleList(blocks(width(r), arch.blocks, kernel(r)) for r in self.resolutions)
+        self.final_blocks = blocks(width(height), arch.blocks)
+        out = [width(height), *arch.stem_channels[::-1], likelihood.param_channels(image_shape[0])]
+        ups: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(out[:-1], out[1:])):
+            ups += [up(a, b)] + ([nn.SiLU()] if i < len(out) - 2 else [])
+        self.output = nn.Sequential(*ups)
+        self.working = height
+        self.top.resolve(kl_estimator, self.top_posterior)
+
+    def upgrade_state_dict(self, state: Mapping[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
+        """A checkpoint written by an earlier TopDown, in today's layout, computing what it computed: its 3×3
+        convolutions on 1×1 maps become their centres (all a zero-padded 1×1 map ever met), and where the
+        resampling was not yet learned (average pooling down, nearest upsampling up) the weights that compute
+        exactly those: 1/f² on each channel's own f×f patch down, ones up, no bias."""
+        upgraded = dict(state)
+        for key, value in self.state_dict(prefix=prefix).items():  # 3×3 on a 1×1 map then, 1×1 now: its centre
+            saved = upgraded.get(key)
+            if saved is not None and saved.shape[-2:] == (3, 3) and value.shape[-2:] == (1, 1):
+                upgraded[key] = saved[..., 1:2, 1:2].clone()
+        if any(key.startswith(f"{prefix}downsample.") for key in state):
+            return upgraded
+        for kind in ("downsample", "upsample"):
+            for name, conv in getattr(self, kind).named_children():
+                f = conv.kernel_size[0]
+                eye = torch.eye(conv.in_channels, dtype=conv.weight.dtype)
+                patch = torch.full((f, f), 1.0 / f**2 if kind == "downsample" else 1.0, dtype=conv.weight.dtype)
+                upgraded[f"{prefix}{kind}.{name}.weight"] = einsum(eye, patch, "o i, h w -> o i h w")
+                upgraded[f"{prefix}{kind}.{name}.bias"] = torch.zeros_like(conv.bias)
+        return upgraded
+
+    @property
+    def layers(self) -> list[GaussianLatent | TopDownLatent]:
+        return [self.top, *self.below]
+
+    def networks(self) -> list[nn.Module]:
+        return [
+            self.stem, *self.encoder_blocks, *self.downsample, *self.upsample.values(), *self.decoder_blocks,
+            self.final_blocks, self.output,
+        ]  # fmt: skip
+
+    def bottom_up(self, x: Tensor) -> dict[int, Tensor]:
+        """The encoder's features at every resolution used, (b, width, r, r·aspect) by resolution r."""
+        e = self.encoder_blocks[0](self.stem(x))
+        features = {self.scales[0]: e}
+        for scale, downsample, block in zip(self.scales[1:], self.downsample, self.encoder_blocks[1:]):
+            e = block(downsample(e))
+            features[scale] = e
+        return features
+
+    def resize(self, h: Tensor, resolution: int) -> Tensor:
+        """The top-down state at ``resolution``: itself, or upsampled from the next smaller resolution in use."""
+        return h if h.shape[-2] == resolution else self.upsample[str(resolution)](h)
+
+    def start(self, n: int, features: Tensor | None = None) -> Tensor:
+        return repeat(self.initial, "c h w -> b c h w", b=n).to(features.dtype if features is not None else None)
+
+    def top_posterior(self, x: Tensor) -> GaussianMoments:
+        """q(z_L | x)'s moments, flattened (b, d): what a VampPrior on the top layer is made of."""
+        e = self.bottom_up(x)[self.resolutions[0]]
+        return self.top.moments(torch.cat([self.start(x.shape[0], e), e], dim=1))  # shape, not len: traceable
+
+    @inferring
+    def encode(self, x: Tensor, *, context: Tensor | None = None) -> Encoding:
+        """The top layer's q(z_L | x) (b, d_L): what the layers below are drawn given."""
+        moments = self.top_posterior(as_unit(x))
+        return Encoding.of(moments)
+
+    @inferring
+    def decode(self, z: Tensor, *, context: Tensor | None = None, temperature: float = 0.0) -> Tensor:
+        """E[x | z_L] for top-layer codes z (b, d_L), each layer below at its prior mean given the layers above (its
+        spread scaled by ``temperature``: 0 by default, so decoding is deterministic)."""
+        return self.generate(z.shape[0], top=z, temperature=temperature)
+
+    def decode_state(self, h: Tensor) -> Tensor:
+        """The likelihood's parameters from the last top-down state (float32 under autocast)."""
+        return full_precision(self.output(self.final_blocks(self.resize(h, self.working))))
+
+    def forward(
+        self, x: Tensor, *, samples: int = 1, context: Tensor | None = None, step: int | None = None
+    ) -> ModelOutput:
+        x = as_unit(x)
+        features = self.bottom_up(x)
+        if samples > 1:
+            features = {r: repeat(e, "b c h w -> (k b) c h w", k=samples) for r, e in features.items()}
+        e = features[self.resolutions[0]]
+        h = self.start(len(e), e)
+        top = self.top(torch.cat([h, e], dim=1), encode=self.top_posterior)
+        h = self.decoder_blocks[0](h + self.top_project(top.z.to(h.dtype)))
+        latents: dict[str, LatentSample] = {self.top.name: top}
+        for layer, resolution, block in zip(self.below, self.resolutions[1:], self.decoder_blocks[1:]):
+            h = self.resize(h, resolution)
+            latents[layer.name], h = layer(h, features[resolution])
+            h = block(h)
+        params = self.decode_state(h)
+        if samples > 1:
+            x = repeat(x, "b c h w -> (k b) c h w", k=samples)
+        return ModelOutput(log_px=self.likelihood.log_prob(params, x), latents=latents, params=params, samples=samples)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        n: int,
+        *,
+        features: dict[int, Tensor] | None = None,
+        keep: int = 0,
+        temperature: float = 1.0,
+        top: Tensor | None = None,
+    ) -> Tensor:
+        """E[x|z] with the top ``keep`` layers at their posterior means given ``features`` (or the top layer at the
+        code ``top``, (n, d_L)) and the rest drawn from their priors with the spread scaled by ``temperature``."""
+        h = self.start(n)
+        if top is not None:
+            z = self.top.unflatten(top)
+        elif keep > 0 and features is not None:
+            e = features[self.resolutions[0]]
+            z = self.top.unflatten(self.top.moments(torch.cat([h, e], dim=1)).mean)
+        else:
+            z = self.top.sample_prior(n, encode=self.top_posterior, temperature=temperature)
+        h = self.decoder_blocks[0](h + self.top_project(z))
+        for index, (layer, resolution, block) in enumerate(
+            zip(self.below, self.resolutions[1:], self.decoder_blocks[1:])
+        ):
+            h = self.resize(h, resolution)
+            given = features[resolution] if features is not None and index + 1 < keep else None
+            h = block(layer.generate(h, given, temperature=temperature))
+        return self.likelihood.mean(self.decode_state(h))
+
+    @inferring
+    def sample(self, n: int, *, temperature: float = 1.0, context: Tensor | None = None) -> Tensor:
+        return self.generate(n, temperature=temperature)
+
+    @inferring
+    def reconstruct(self, x: Tensor, *, keep: int | None = None, context: Tensor | None = None) -> Tensor:
+        keep = len(self.layers) if keep is None else keep
+        return self.generate(len(x), features=self.bottom_up(as_unit(x)), keep=keep)
+
+    @torch.no_grad()
+    def pictures(
+        self,
+        x: Tensor,
+        *,
+        context: Tensor | None = None,
+        ranking: Tensor | None = None,
+        nrow: int = 8,
+        seed: int = 0,
+        num_samples: int = 64,
+    ) -> dict[str, Tensor]:
+        """Samples and reconstructions, rows of samples by temperature, and what each layer encodes."""
+        grids = super().pictures(x, nrow=nrow, seed=seed, num_samples=num_samples)
+        grids["temperatures"] = pictures.temperatures(self, nrow=nrow, seed=seed)
+        grids["layers"] = pictures.layers(self, x, nrow=min(nrow, len(x)), seed=seed)
+        return grids

@@ -1,0 +1,228 @@
+"""What the latent space learned, as image grids (uint8-ready float tensors in [0, 1], via make_grid).
+
+    samples          decodes of z drawn from the prior with fixed noise
+    reconstructions  rows of inputs, each followed by the row of their reconstructions
+    traversals       one row per latent dimension, the most informative first (ranked by KL): the posterior
+                     mean of one image with that dimension swept across its prior range (1 % to 99 %)
+    interpolations   one row per pair of images: decodes along the straight line between their posterior means
+    factor_traversals  for data with known factors: one row per factor, sweeping the latent dimension that carries
+                     the most information about it (``vae.commands.evaluate.informative_dimensions``)
+    latent_scatter   the latent means of a split coloured by label (a 2-D latent as it is; else PCA, or UMAP where
+                     umap-learn is installed)
+    manifold         for a 2-D latent: decodes of a grid of z over the prior's 5 % to 95 % quantiles
+
+and for a hierarchy (in place of traversals and interpolations, which need one latent vector):
+
+    temperatures     one row of samples per temperature (1.0 down to 0.4): each layer's prior spread scaled
+    layers           inputs, then their reconstructions keeping the posterior of the top k layers (k = L … 1) and
+                     drawing the layers below from the prior: what each layer encodes
+
+Axes: b batch, c channels, h height, w width, d latent dimensions, s steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from einops import rearrange, repeat
+from torch import Tensor
+from torchvision.utils import make_grid
+
+from vae.core.errors import ConfigError
+from vae.core.pixels import as_unit
+
+if TYPE_CHECKING:  # the models draw their pictures with these functions (``LatentVariableModel.pictures``)
+    from vae.models.base import LatentVariableModel
+    from vae.models.vae import VAE
+
+
+def grid(images: Tensor, nrow: int) -> Tensor:
+    return make_grid(images.float().cpu().clamp(0, 1), nrow=nrow, padding=2, pad_value=0.5)
+
+
+@contextmanager
+def seeded(vae: LatentVariableModel, seed: int) -> Iterator[None]:
+    """A context in which torch's random draws on the model's device start from ``seed`` (and are restored after)."""
+    device = next(vae.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+@torch.no_grad()
+def samples(
+    vae: LatentVariableModel, *, num: int = 64, nrow: int = 8, seed: int = 0, temperature: float = 1.0
+) -> Tensor:
+    with seeded(vae, seed):
+        return grid(vae.sample(num, temperature=temperature), nrow)
+
+
+@torch.no_grad()
+def temperatures(
+    vae: LatentVariableModel,
+    *,
+    values: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.4),
+    nrow: int = 8,
+    seed: int = 0,
+) -> Tensor:
+    """One row of ``nrow`` samples per temperature, each row from the same seed."""
+    rows = []
+    for t in values:
+        with seeded(vae, seed):
+            rows.append(vae.sample(nrow, temperature=t))
+    return grid(torch.cat(rows), nrow)
+
+
+@torch.no_grad()
+def layers(vae: LatentVariableModel, x: Tensor, *, nrow: int = 8, seed: int = 0) -> Tensor:
+    """Row 0: the inputs; row k: reconstructions keeping the top L − k + 1 layers' posteriors (the rest drawn from
+    the prior)."""
+    x = as_unit(x[:nrow])
+    rows = [x]
+    with seeded(vae, seed):
+        for keep in range(len(vae.layers), 0, -1):
+            rows.append(vae.reconstruct(x, keep=keep))
+    return grid(torch.cat(rows), len(x))
+
+
+@torch.no_grad()
+def reconstructions(vae: LatentVariableModel, x: Tensor, *, nrow: int = 8, context: Tensor | None = None) -> Tensor:
+    """x: (r·nrow, c, h, w) (with their ``context``); each row of inputs is followed by the row of their
+    reconstructions."""
+    x = as_unit(x)
+    pairs = torch.stack([x, vae.reconstruct(x, context=context)])  # (2, n, c, h, w)
+    return grid(rearrange(pairs, "two (r n) c h w -> (r two n) c h w", n=nrow), nrow)
+
+
+def ranked_dimensions(kl_per_dim: Tensor) -> list[int]:
+    """Latent dimensions by decreasing KL (the most informative first)."""
+    return torch.argsort(kl_per_dim, descending=True).tolist()
+
+
+@torch.no_grad()
+def prior_range(vae: VAE, *, low: float = 0.01, high: float = 0.99, num: int = 20_000, seed: int = 0) -> Tensor:
+    """Each latent dimension's prior quantiles (low, high), (2, d): ±2.33 for N(0, 1), learned priors alike."""
+    with seeded(vae, seed):
+        z = vae.prior_distribution().sample(torch.Size([num]))  # (num, d)
+    return torch.quantile(z, torch.tensor([low, high], device=z.device, dtype=z.dtype), dim=0)
+
+
+@torch.no_grad()
+def sweeps(vae: VAE, x: Tensor, dims: list[int], *, steps: int = 9) -> Tensor:
+    """One row per dimension in ``dims``: ``steps`` values across its prior range, the others held at the posterior
+    mean of the first image of x; (len(dims)·steps, c, h, w)."""
+    base = vae.posterior(as_unit(x[:1])).mean[0]  # (d,)
+    bounds = prior_range(vae)
+    rows = []
+    for d in dims:
+        z = repeat(base, "d -> s d", s=steps).clone()
+        z[:, d] = torch.linspace(float(bounds[0, d]), float(bounds[1, d]), steps, device=z.device)
+        rows.append(vae.decode(z))
+    return torch.cat(rows)
+
+
+@torch.no_grad()
+def traversals(vae: VAE, x: Tensor, kl_per_dim: Tensor, *, dims: int = 8, steps: int = 9) -> Tensor:
+    """Rows: the ``dims`` most informative dimensions; columns: ``steps`` values across the prior range,
+    the others held at the posterior mean of the first image of x."""
+    return grid(sweeps(vae, x, ranked_dimensions(kl_per_dim)[:dims], steps=steps), steps)
+
+
+@torch.no_grad()
+def factor_traversals(vae: VAE, x: Tensor, dims: list[int], *, steps: int = 9) -> Tensor:
+    """Rows: for each factor in turn, the sweep of the latent dimension ``dims[k]`` that carries it best."""
+    return grid(sweeps(vae, x, dims, steps=steps), steps)
+
+
+@torch.no_grad()
+def interpolations(vae: VAE, x: Tensor, *, pairs: int = 4, steps: int = 10) -> Tensor:
+    """Rows: decodes along the line between the posterior means of images 2i and 2i + 1 of x."""
+    means = vae.posterior(as_unit(x[: 2 * pairs])).mean  # (2·pairs, d)
+    start, end = means[0::2], means[1::2]  # (pairs, d) each
+    t = torch.linspace(0, 1, steps, device=means.device)
+    z = start[:, None, :] + t[None, :, None] * (end - start)[:, None, :]  # (pairs, s, d)
+    return grid(vae.decode(rearrange(z, "b s d -> (b s) d")), steps)
+
+
+@torch.no_grad()
+def all_pictures(
+    vae: LatentVariableModel,
+    x: Tensor,
+    ranking: Tensor | None = None,
+    *,
+    context: Tensor | None = None,
+    num_samples: int = 64,
+    nrow: int = 8,
+    seed: int = 0,
+) -> dict[str, Tensor]:
+    """Every picture of a model (``LatentVariableModel.pictures``), for a batch x of at least 2 images (with its
+    ``context``: labels for a conditional model); reconstructions use whole rows of ``nrow``. ``ranking`` orders the
+    dimensions of a single latent vector to traverse (the KL per dimension, or any informativeness score)."""
+    return vae.pictures(x, context=context, ranking=ranking, nrow=nrow, seed=seed, num_samples=num_samples)
+
+
+def projection(means: Tensor, method: str = "auto") -> tuple[Tensor, str]:
+    """2-D coordinates of latent means (n, d): the means themselves for d ≤ 2; else UMAP (``method`` "umap", or
+    "auto" where umap-learn is installed) or PCA (the top two principal components, by SVD)."""
+    means = means.double()
+    if means.shape[1] <= 2:
+        points = means if means.shape[1] == 2 else torch.cat([means, torch.zeros_like(means)], dim=1)
+        return points, "z"
+    if method in ("auto", "umap"):
+        try:
+            import umap
+        except ImportError:
+            if method == "umap":
+                raise ConfigError("UMAP needs the umap-learn package: pip install umap-learn") from None
+        else:
+            points = umap.UMAP(n_components=2, random_state=0, n_jobs=1).fit_transform(means.numpy())  # seeded
+            return torch.from_numpy(points).double(), "UMAP"
+    centred = means - means.mean(dim=0)
+    _, _, v = torch.linalg.svd(centred, full_matrices=False)
+    return centred @ v[:2].T, "PCA"
+
+
+def latent_scatter(means: Tensor, labels: Tensor | None = None, *, method: str = "auto") -> Tensor:
+    """The latent means of a split (n, d) as a scatter plot coloured by integer label (n,), an RGB image (3, H, W) in
+    [0, 1]: the means themselves for a 2-D latent, else their 2-D projection (``projection``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points, how = projection(means.cpu(), method)
+    fig, ax = plt.subplots(figsize=(6, 5.2))
+    coloured = labels is not None and labels.dim() == 1 and not labels.is_floating_point()
+    colours = {"c": labels.cpu().numpy(), "cmap": "tab10"} if coloured else {}
+    scatter = ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.7, **colours)
+    if coloured:
+        fig.colorbar(scatter, ax=ax, label="label")
+    axis = {"z": "z", "PCA": "PC", "UMAP": "UMAP "}[how]
+    ax.set(xlabel=f"{axis}1", ylabel=f"{axis}2")
+    ax.set_title(f"latent means of {len(points)} images ({means.shape[1]}-D{'' if how == 'z' else ', ' + how})")
+    fig.tight_layout()
+    fig.canvas.draw()
+    image = torch.from_numpy(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
+    plt.close(fig)
+    return rearrange(image, "h w c -> c h w").float() / 255
+
+
+@torch.no_grad()
+def manifold(vae: LatentVariableModel, *, steps: int = 20, low: float = 0.05, high: float = 0.95) -> Tensor:
+    """For a 2-D latent: decodes of a ``steps`` × ``steps`` grid of z over the prior's quantiles ``low`` to ``high``
+    in each dimension (the standard normal's for models without one prior), z₂ down the rows and z₁ across."""
+    device = next(vae.parameters()).device
+    prior = getattr(vae, "prior_distribution", None)
+    if prior is not None and tuple(prior().event_shape) == (2,):  # the model's own prior over its 2-D code
+        bounds = prior_range(vae, low=low, high=high)  # type: ignore[arg-type]
+    else:
+        normal = torch.distributions.Normal(0.0, 1.0)
+        bounds = repeat(normal.icdf(torch.tensor([low, high])), "two -> two d", d=2).to(device)
+    z1 = torch.linspace(float(bounds[0, 0]), float(bounds[1, 0]), steps, device=device)
+    z2 = torch.linspace(float(bounds[1, 1]), float(bounds[0, 1]), steps, device=device)  # high at the top
+    z = torch.stack(torch.meshgrid(z2, z1, indexing="ij")[::-1], dim=-1)  # (rows, columns, 2): (z1, z2)
+    return grid(vae.decode(rearrange(z, "r c d -> (r c) d")), steps)
