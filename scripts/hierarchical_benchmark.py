@@ -30,14 +30,14 @@ from vae.core.config_file import read_yaml
 from vae.core.pixels import as_unit
 from vae.metrics.likelihood import evaluate, importance_weighted_log_likelihood
 from vae.models.pictures import all_pictures
-from vae.training.checkpoints import load_module
+from vae.training.checkpoint_io import load_module
 from vae.training.images import save_grids
 
 REPO = Path(__file__).resolve().parent.parent
 SINGLE = [
     "--config", str(REPO / "configs" / "fashion_mnist.yaml"),
-    "--model.latent_dim", "32",
-    "--model.likelihood", "vae.layers.likelihoods.Bernoulli",
+    "--model.model.latent_dim", "32",
+    "--model.model.likelihood", "vae.layers.likelihoods.Bernoulli",
     "--data.init_args.binarize", "static",
 ]  # fmt: skip
 HIERARCHICAL = ["--config", str(REPO / "configs" / "hvae_fashion_mnist.yaml")]
@@ -77,11 +77,14 @@ def score(checkpoint: Path, *, test_images: int, samples: int) -> dict:
             break
     torch.manual_seed(0)
     per_example = torch.cat(
-        [importance_weighted_log_likelihood(module.vae, as_unit(images), num_samples=samples) for images, _ in batches]
+        [
+            importance_weighted_log_likelihood(module.model, as_unit(images), num_samples=samples)
+            for images, _ in batches
+        ]
     )[:test_images]
-    result = evaluate(module.vae, batches, num_samples=1)
+    result = evaluate(module.model, batches, num_samples=1)
     ranking = None if result.kl_per_dim is None else torch.tensor(result.kl_per_dim)
-    grids = all_pictures(module.vae, as_unit(batches[0][0][:32]), ranking)
+    grids = all_pictures(module.model, as_unit(batches[0][0][:32]), ranking)
     pictures = save_grids(grids, checkpoint.parent.parent / "pictures")
     torch.save(-per_example, checkpoint.parent.parent / "test_nll.pt")  # per image, for paired differences
     return {
@@ -91,7 +94,7 @@ def score(checkpoint: Path, *, test_images: int, samples: int) -> dict:
         "kl": result.kl,
         "kl_per_layer": result.kl_per_layer,
         "active_units": result.active_units_per_layer,
-        "parameters": sum(p.numel() for p in module.vae.parameters()),
+        "parameters": sum(p.numel() for p in module.model.parameters()),
         "steps": int(torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]),
         "pictures": [str(p) for p in pictures],
     }

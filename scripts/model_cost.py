@@ -35,10 +35,11 @@ from jsonargparse import ArgumentParser
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from vae.commands.fit import SECTIONS
+from vae.commands.fit import QUICKSTART_DEFAULTS, SECTIONS
 from vae.core.config_file import read_yaml
 from vae.core.trust import check_classes
 from vae.data.base import ImageDataModule
+from vae.training.migration import migrate_config
 from vae.training.module import VAEModule
 
 
@@ -55,18 +56,20 @@ class KernelCount(TorchDispatchMode):
 
 
 def build(config: Path) -> tuple[VAEModule, ImageDataModule, str | None]:
-    """The config's model and data module (no files read), from the same classes and arguments as ``vae fit``,
-    judged by the same trust rules first; and the trainer's precision."""
-    settings = read_yaml(config)
+    """The config's model and data module (no files read), from the same classes, arguments and defaults as
+    ``vae fit`` (a config in an earlier layout read in today's), judged by the same trust rules first; the model
+    built for the data's image shape and context size, as ``vae fit`` links them; and the trainer's precision."""
+    settings = migrate_config(read_yaml(config))
     check_classes(settings, SECTIONS)
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(ImageDataModule, "data", required=True)
-    data = parser.instantiate(parser.parse_object({"data": settings["data"]})).data
-    parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(VAEModule, "model")
-    model = {**settings.get("model", {}), "image_shape": list(data.image_shape)}
-    module = parser.instantiate(parser.parse_object({"model": model})).model
-    return module, data, settings.get("trainer", {}).get("precision")
+    parser.link_arguments("data.image_shape", "model.model.init_args.image_shape", apply_on="instantiate")
+    parser.link_arguments("data.context_size", "model.model.init_args.context_size", apply_on="instantiate")
+    parser.set_defaults({key: value for key, value in QUICKSTART_DEFAULTS.items() if key.startswith("model.")})
+    parsed = parser.parse_object({"data": settings["data"], "model": settings.get("model", {})})
+    built = parser.instantiate(parsed)
+    return built.model, built.data, settings.get("trainer", {}).get("precision")
 
 
 def cost(config: Path, *, batch_size: int | None) -> dict:
@@ -75,6 +78,8 @@ def cost(config: Path, *, batch_size: int | None) -> dict:
     torch.manual_seed(0)
     x = torch.randint(0, 256, (batch, *data.image_shape), dtype=torch.uint8)
     x = x.float() / 255 if data.pixels == "unit" else x
+    # Labels as the data gives them, the context of a conditional model (the others ignore them), as in training.
+    labels = torch.randint(0, data.context_size, (batch,)) if data.context_size else None
     saved: dict[int, int] = {}
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
@@ -89,7 +94,7 @@ def cost(config: Path, *, batch_size: int | None) -> dict:
     counter, kernels = FlopCounterMode(display=False), KernelCount()
     with counter, kernels:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), autocast:
-            out = module.vae(x, samples=module.objective.samples)
+            out = module.model(x, samples=module.objective.samples, context=labels, step=0)
             loss = module.objective(out, step=0, training=True).loss
         loss.backward()
     activations = sum(nbytes for pointer, nbytes in saved.items() if pointer not in weights)

@@ -2,7 +2,6 @@
 
 import os
 import signal
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -46,7 +45,7 @@ class PoisonAtStep(pl.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step != self.step:
             return
-        parameter = next(pl_module.vae.encoder.parameters())
+        parameter = next(pl_module.model.network.encoder.parameters())
         if self.what == "weights":
             with torch.no_grad():
                 parameter.fill_(float("nan"))
@@ -54,12 +53,12 @@ class PoisonAtStep(pl.Callback):
             parameter.register_hook(lambda grad: grad * float("inf") if trainer.global_step == self.step else grad)
 
 
-@dataclass(frozen=True)
 class PlantedNet(ConvNet):
     """A network from outside the trusted modules whose constructor leaves a mark: a config naming it must be
     refused before it is built."""
 
-    def __post_init__(self) -> None:
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
         Path("planted").write_text("built\n")
 
 

@@ -14,6 +14,9 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from vae.commands.process import restored
+from vae.training.console import quiet_console
+
 COMMANDS = {
     "kl-demo": "vae.commands.kl_demo",
     "evaluate": "vae.commands.evaluate",
@@ -27,9 +30,13 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """The console command; ``argv`` defaults to the command line."""
+    """The console command; ``argv`` defaults to the command line. It leaves the process as it found it (environment,
+    warning and logging filters, parser settings, signal handlers, torch's threads, flags and random state, W&B's
+    run, run-folder locks), so it can be called from Python as often as needed."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in COMMANDS:
-        importlib.import_module(COMMANDS[args[0]]).main(args[1:])
-    else:  # Lightning's subcommands, which read the command line themselves when not given one
-        importlib.import_module("vae.commands.fit").main(None if argv is None else args)
+    with restored():  # a command leaves the process as it found it (vae.commands.process)
+        quiet_console()  # every command: no library adverts or deprecation notices (vae.training.console)
+        if args and args[0] in COMMANDS:
+            importlib.import_module(COMMANDS[args[0]]).main(args[1:])
+        else:  # Lightning's subcommands, which read the command line themselves when not given one
+            importlib.import_module("vae.commands.fit").main(None if argv is None else args)

@@ -7,8 +7,8 @@ Every contender trains the same model (16 latent dimensions, Bernoulli likelihoo
 uint8 images (Fashion-MNIST's training set when Debian's package or data/fashion-mnist has it, else the
 embedded MNIST digits) at the same batch size, for three architectures: our default 28×28 conv VAE, pythae's
 MNIST conv VAE (its home ground; pythae runs its own classes there), and the default hierarchical VAE
-(``vae.models.hierarchical.TopDown()``: three latent layers; pythae has none, so it is compared with the bare loop
-only).
+(``vae.models.HierarchicalVAE`` at its defaults: three latent layers; pythae has none, so it is compared with the
+bare loop only).
 
     ours            Lightning Trainer + VAEModule + the in-memory data module, W&B logging (offline), as `vae fit`
     ours, fast      the same with the fast path's settings: bf16 autocast, channels-last, fused Adam
@@ -29,6 +29,7 @@ importance-weighted NLL evaluation (examples/s at K = ``--iw-samples``).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import statistics
 import tempfile
@@ -48,13 +49,13 @@ from vae.core.pixels import as_unit
 from vae.data.base import TensorSplit
 from vae.data.embedded import EmbeddedMNIST
 from vae.data.standard import FashionMNIST
-from vae.layers.likelihoods import Bernoulli
-from vae.layers.nets.common import Network
-from vae.layers.nets.conv import ConvNet
-from vae.layers.priors import StandardNormal
 from vae.metrics.likelihood import importance_weighted_log_likelihood
-from vae.models.hierarchical import TopDown
-from vae.models.vae import VAE, build_model
+from vae.models.base import LatentVariableModel
+from vae.models.hierarchical import HierarchicalVAE
+from vae.models.vae import VAE
+from vae.objectives.elbo import ELBO
+from vae.training.console import prepare_loggers
+from vae.training.hardware import cpu_has_bf16
 from vae.training.module import VAEModule
 
 Rates = list[float] | None  # images/s of each timed window; None: the contender is not installed
@@ -121,17 +122,23 @@ def rates(marks: list[float], images_per_window: int) -> list[float]:
 def wandb_offline(save_dir: str) -> pl.loggers.WandbLogger:
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ["WANDB_SILENT"] = "true"
-    return pl.loggers.WandbLogger(project="vae-benchmark", save_dir=save_dir)
+    logger = pl.loggers.WandbLogger(project="vae-benchmark", save_dir=save_dir)
+    prepare_loggers([logger])  # as `vae fit` starts W&B: no notice about its deprecated `anonymous` setting
+    return logger
+
+
+MakeModel = Callable[[], LatentVariableModel]
+"""A fresh model for each contender and each turn (a model's parts belong to it alone)."""
 
 
 def ours(
-    data: pl.LightningDataModule, *, network: Network, steps: int, window: int, device: str, fast: bool = False
+    data: pl.LightningDataModule, *, make: MakeModel, steps: int, window: int, device: str, fast: bool = False
 ) -> Rates:
     """Our training path; ``fast``: with bf16 autocast, channels-last and a fused Adam."""
     timer = StepTimer(window)
     module = VAEModule(
-        image_shape=(1, 28, 28),
-        network=network,
+        model=make(),
+        objective=ELBO(),
         channels_last=fast,
         optimizer=partial(torch.optim.Adam, lr=1e-3, fused=fast),
     )
@@ -155,12 +162,9 @@ def ours(
     return rates(timer.marks, window * data.batch_size)
 
 
-def bare_loop(
-    images: torch.Tensor, *, network: Network, steps: int, window: int, batch_size: int, device: str
-) -> Rates:
+def bare_loop(images: torch.Tensor, *, make: MakeModel, steps: int, window: int, batch_size: int, device: str) -> Rates:
     torch.manual_seed(0)
-    parts = {"latent_dim": 16, "prior": StandardNormal(), "kl_estimator": "auto", "kl_samples": 1}
-    vae = build_model(network, image_shape=(1, 28, 28), likelihood=Bernoulli(), **parts).to(device)
+    vae = make().to(device)
     optimizer = torch.optim.Adam(vae.parameters(), lr=1e-3)
     images = images.to(device)
     marks, step = [], 0
@@ -182,7 +186,7 @@ def bare_loop(
 
 
 def pythae_rates(
-    images: torch.Tensor, *, network: Network, steps: int, window: int, batch_size: int, device: str
+    images: torch.Tensor, *, make: MakeModel, steps: int, window: int, batch_size: int, device: str
 ) -> Rates:
     try:
         from pythae.data.datasets import BaseDataset
@@ -192,15 +196,16 @@ def pythae_rates(
         from pythae.models.nn import BaseDecoder, BaseEncoder
         from pythae.models.nn.benchmarks.mnist import Decoder_Conv_AE_MNIST, Encoder_Conv_VAE_MNIST
         from pythae.trainers import BaseTrainer, BaseTrainerConfig
+        from pythae.trainers.training_callbacks import MetricConsolePrinterCallback, ProgressBarCallback
     except ImportError:
         return None
-    if not isinstance(network, Network):  # pythae has no hierarchical VAE to compare with
+    ours_vae = make()
+    if not isinstance(ours_vae, VAE):  # pythae has no hierarchical VAE to compare with
         return None
-    config = VAEConfig(input_dim=(1, 28, 28), latent_dim=16, reconstruction_loss="bce")
-    if isinstance(network, PythaeMNISTConv):  # pythae's own networks, on its home ground
+    config = VAEConfig(input_dim=(1, 28, 28), latent_dim=ours_vae.latent_dim, reconstruction_loss="bce")
+    if isinstance(ours_vae.network, PythaeMNISTConv):  # pythae's own networks, on its home ground
         encoder, decoder = Encoder_Conv_VAE_MNIST(config), Decoder_Conv_AE_MNIST(config)
     else:  # our networks, inside pythae's interfaces
-        ours_vae = VAE(image_shape=(1, 28, 28), network=network, likelihood=Bernoulli())
 
         class Encoder(BaseEncoder):
             def __init__(self) -> None:
@@ -214,7 +219,7 @@ def pythae_rates(
         class Decoder(BaseDecoder):
             def __init__(self) -> None:
                 super().__init__()
-                self.net = ours_vae.decoder
+                self.net = ours_vae.network.decoder
 
             def forward(self, z):
                 return ModelOutput(reconstruction=torch.sigmoid(self.net(z)))
@@ -223,6 +228,8 @@ def pythae_rates(
     model = PythaeVAE(config, encoder=encoder, decoder=decoder)
     subset = as_unit(images[: window * batch_size])  # one window per epoch
     epochs = max(3, steps // window)
+    for name in [name for name in logging.root.manager.loggerDict if name.startswith("pythae")]:
+        logging.getLogger(name).setLevel(logging.WARNING)  # its information lines ("Model passed sanity check", ...)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = BaseTrainer(
             model,
@@ -236,6 +243,9 @@ def pythae_rates(
             ),
         )
         trainer.prepare_training()
+        quiet = (ProgressBarCallback, MetricConsolePrinterCallback)  # pythae's per-batch bars and loss lines
+        handler = trainer.callback_handler
+        handler.callbacks = [c for c in handler.callbacks if not isinstance(c, quiet)]
         marks = [time.perf_counter()]
         for epoch in range(1, epochs + 1):
             trainer.train_step(epoch)
@@ -308,7 +318,7 @@ def epochs_of(config: Path, *, epochs: int, compiled: bool, device: str) -> Epoc
 def iw_rate(images: torch.Tensor, *, samples: int, device: str, count: int, batch_size: int, chunk: int) -> float:
     """Examples/s of the importance-weighted log-likelihood at K = ``samples`` (the default model,
     float32, as ``vae evaluate`` computes it)."""
-    vae = VAE(image_shape=(1, 28, 28), network=ConvNet(), likelihood=Bernoulli()).to(device).eval()
+    vae = VAE(image_shape=(1, 28, 28)).to(device).eval()
     x = as_unit(images[:count].to(device))
     with torch.no_grad():
         importance_weighted_log_likelihood(vae, x[:2], num_samples=100, chunk_size=100)  # warm-up
@@ -385,25 +395,37 @@ def main(argv: Sequence[str] | None = None) -> None:
     iw_images = args.iw_images or (20 if args.device == "cpu" else 1000)
 
     name, train, data = training_images(args.root, args.batch_size)
-    architectures = {"default conv VAE": (ConvNet(), args.steps, args.window)}
+    shape = {"image_shape": (1, 28, 28)}
+    architectures: dict[str, tuple[MakeModel, int, int]] = {
+        "default conv VAE": (partial(VAE, **shape), args.steps, args.window)
+    }
     if not args.skip_large:
-        architectures["pythae MNIST conv VAE"] = (PythaeMNISTConv(), args.large_steps, args.large_window)
+
+        def pythae_conv() -> VAE:
+            return VAE(**shape, network=PythaeMNISTConv())
+
+        architectures["pythae MNIST conv VAE"] = (pythae_conv, args.large_steps, args.large_window)
     if not args.skip_hierarchical:
-        architectures["hierarchical VAE (TopDown)"] = (TopDown(), args.hierarchical_steps, args.hierarchical_window)
+        hierarchy = partial(HierarchicalVAE, **shape)
+        architectures["hierarchical VAE"] = (hierarchy, args.hierarchical_steps, args.hierarchical_window)
     report: dict = {
         "data": name,
         "batch_size": args.batch_size,
         "device": args.device,
         "device_name": torch.cuda.get_device_name() if args.device == "cuda" else f"{torch.get_num_threads()} threads",
+        "cpu_bf16": cpu_has_bf16(),
         "torch": torch.__version__,
         "rounds": args.rounds,
         "training": {},
     }
     lines = [f"{name}, batch {args.batch_size}, {report['device_name']}; median of timed windows, {args.rounds} turns"]
+    if args.device == "cpu":  # what "ours, fast path" (bf16 autocast) measures on this CPU
+        units = {True: "has bf16 instructions", False: "has no bf16 instructions (bf16 is emulated)", None: "?"}
+        lines.append(f"  CPU {units[report['cpu_bf16']]}: the fast path's bf16 autocast runs on it as such")
     lines.append("  vs bare, vs pythae: median over turns of each turn's ratio to theirs; range: lowest-highest")
     lines.append(f"  {'path':<24} {'images/s':>10} {'vs bare':>8} {'range':>11} {'vs pythae':>10}  windows")
-    for arch, (network, steps, window) in architectures.items():
-        common = {"network": network, "steps": steps, "window": window, "device": args.device}
+    for arch, (make, steps, window) in architectures.items():
+        common = {"make": make, "steps": steps, "window": window, "device": args.device}
         contenders = {
             "ours (vae fit path)": partial(ours, data, **common),
             **({} if args.skip_fast else {"ours, fast path": partial(ours, data, fast=True, **common)}),

@@ -6,7 +6,7 @@
     vae compare ... --sweep          # write a W&B sweep for `wandb agent` on any number of machines instead
 
 A study file names the study, optionally the base config and extra arguments for every run, and the
-weightings (run name → class_path/init_args, as under ``model.weighting``):
+weightings (run name → class_path/init_args, as under ``model.objective.weighting``):
 
     name: weightings
     config: configs/quickstart.yaml
@@ -16,8 +16,8 @@ weightings (run name → class_path/init_args, as under ``model.weighting``):
       warmup: {class_path: vae.objectives.weighting.LinearWarmup, init_args: {steps: 600}}
 
 A run may also carry a penalty (``vae.objectives.penalties``): under ``runs:``, each run is a mapping with
-``weighting`` and/or
-``penalty`` (what ``model.weighting`` and ``model.penalty`` take), as in ``configs/studies/disentanglement.yaml``:
+``weighting`` and/or ``penalty`` (what ``model.objective.weighting`` and ``model.objective.penalty`` take), as in
+``configs/studies/disentanglement.yaml``:
 
     runs:
       beta-4: {weighting: {class_path: vae.objectives.weighting.Constant, init_args: {beta: 4.0}}}
@@ -52,7 +52,7 @@ from vae.core.config_file import load_yaml, read_yaml
 from vae.core.errors import ArgumentParser, ConfigError, UserError, exit_with_error
 from vae.core.spec import is_spec
 from vae.core.trust import build
-from vae.objectives.penalties import Penalty as PenaltyChoice
+from vae.objectives.penalties import Penalty
 from vae.objectives.weighting import Weighting as WeightingModule
 from vae.training.tracking import RunHistory, read_history, run_file
 
@@ -147,7 +147,7 @@ def load_study(path: Path | None, *, config: Path | None, flags: Sequence[str], 
     for run, penalty in penalties.items():
         if not is_spec(penalty):
             raise ConfigError(f"penalty of {run!r}: give class_path (and init_args), got {penalty!r}")
-        build(penalty, PenaltyChoice, f"penalty of {run!r}")
+        build(penalty, Penalty, f"penalty of {run!r}")
     points = data.get("points", 1000)
     if not isinstance(points, int) or points < 2:
         raise ConfigError(f"{path}: points must be an integer of at least 2, got {points!r}")
@@ -206,9 +206,9 @@ def fit_command(study: Study, name: str, weighting: Weighting, out: Path, run_id
         "--config",
         str(study.config),
         *study.args,
-        "--model.weighting",
+        "--model.objective.weighting",
         json.dumps(weighting),
-        *(["--model.penalty", json.dumps(study.penalties[name])] if name in study.penalties else []),
+        *(["--model.objective.penalty", json.dumps(study.penalties[name])] if name in study.penalties else []),
         "--trainer.default_root_dir",
         str(out / "runs"),
         "--trainer.logger.init_args.save_dir",
@@ -270,7 +270,7 @@ def score_run(study: Study, out: Path, run_id: str) -> dict[str, float]:
     from vae.commands.common import load_data, read_run_config
     from vae.commands.evaluate import score_disentanglement
     from vae.data.factors import FactorDataModule
-    from vae.training.checkpoints import load_module
+    from vae.training.checkpoint_io import load_module
 
     config_file = next((out / "runs").glob(f"*/{run_id}/config.yaml"), None)
     checkpoint = next((out / "runs").glob(f"*/{run_id}/checkpoints/last.ckpt"), None)
@@ -280,7 +280,7 @@ def score_run(study: Study, out: Path, run_id: str) -> dict[str, float]:
     if not isinstance(data, FactorDataModule):
         return {}
     module = load_module(checkpoint)
-    return score_disentanglement(module.vae, data, points=study.points, seed=0)
+    return score_disentanglement(module.model, data, points=study.points, seed=0)
 
 
 def summarise(
@@ -500,7 +500,7 @@ def sweep_config(study: Study) -> dict:
         "name": study.name,
         "method": "grid",
         "metric": {"name": "val/elbo", "goal": "maximize"},
-        "parameters": {"model.weighting": {"values": [json.dumps(w) for w in study.weightings.values()]}},
+        "parameters": {"model.objective.weighting": {"values": [json.dumps(w) for w in study.weightings.values()]}},
         "command": base,
     }
 

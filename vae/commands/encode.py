@@ -25,7 +25,7 @@ import torch
 from vae.commands.common import check_device, load_data, read_run_config
 from vae.core.errors import ArgumentParser, ConfigError, UserError, exit_with_error
 from vae.metrics.likelihood import encode_split
-from vae.training.checkpoints import checkpoint_of, load
+from vae.training.checkpoint_io import checkpoint_of, load
 from vae.training.runs import check_output, describe_write_failure, unique_path
 
 

@@ -43,10 +43,10 @@ from vae.metrics.likelihood import Evaluation, encode_split, evaluate
 from vae.metrics.quality import feature_network, sample_quality
 from vae.models.base import LatentVariableModel
 from vae.models.pictures import all_pictures, factor_traversals, latent_scatter, manifold
-from vae.models.vae import VAE
-from vae.training.checkpoints import load_module, run_id_of
+from vae.training.checkpoint_io import checkpoint_of, load_module
 from vae.training.console import quiet_console
 from vae.training.images import save_grids
+from vae.training.resume import run_id_of
 from vae.training.runs import check_writable, describe_write_failure, unique_path
 from vae.training.tracking import add_to_summary, check_wandb_mode, choose_wandb_mode, run_report
 
@@ -68,7 +68,7 @@ def log_to_wandb(config: dict, checkpoint: Path, result: Evaluation, images: dic
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = ArgumentParser(prog="vae evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", type=Path, help="a checkpoint written by vae fit")
+    parser.add_argument("checkpoint", type=Path, help="a checkpoint written by vae fit, or its run folder")
     parser.add_argument("--config", type=Path, help="the run's config (default: <run>/config.yaml)")
     parser.add_argument("--split", choices=("train", "val", "test"), default="test")
     parser.add_argument("--samples", type=int, default=5000, help="importance samples K per image (default 5000)")
@@ -119,11 +119,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--embedding umap needs the umap-learn package: pip install umap-learn (or --embedding pca)")
     try:
         device = check_device(args.device)
-        if not args.checkpoint.is_file():
+        if not args.checkpoint.exists():
             raise ConfigError(f"checkpoint {args.checkpoint} does not exist")
-        out = args.out or args.checkpoint.parent
+        checkpoint = checkpoint_of(args.checkpoint)  # a run folder: its best checkpoint
+        out = args.out or checkpoint.parent
         check_writable("--out", out)  # before the work, not after it: nothing computed is lost
-        config_path = args.config or args.checkpoint.resolve().parent.parent / "config.yaml"
+        config_path = args.config or checkpoint.resolve().parent.parent / "config.yaml"
         if not config_path.is_file():
             raise ConfigError(f"no run config at {config_path}: give the config the run was trained with, --config")
         config = read_run_config(config_path)
@@ -131,8 +132,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             choose_wandb_mode()
             check_wandb_mode()  # an explicit WANDB_MODE that cannot work: said now, not after the work
         features = quality_features(args) if args.quality else None  # missing weights: said now, not after the work
-        module = load_module(args.checkpoint)
-        module.vae.eval()  # the numbers and the pictures of the model as it is used: eval mode
+        module = load_module(checkpoint)
+        module.model.eval()  # the numbers and the pictures of the model as it is used: eval mode
         data = load_data(config, config_path, batch_size=args.batch_size)
         if args.disentanglement and not isinstance(data, FactorDataModule):
             raise ConfigError(
@@ -146,15 +147,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         ]()
         batches = list(itertools.islice(loader, args.limit)) if args.limit else loader
         result = evaluate(
-            module.vae, batches, num_samples=args.samples, chunk_size=args.chunk, split=args.split, device=device
+            module.model, batches, num_samples=args.samples, chunk_size=args.chunk, split=args.split, device=device
         )
         if args.disentanglement:
-            scores = score_disentanglement(module.vae, data, points=args.points, seed=args.seed, device=device)
+            scores = score_disentanglement(module.model, data, points=args.points, seed=args.seed, device=device)
             result = replace(result, disentanglement=scores)
         if features is not None:
             real = quality_data(config, config_path, batch_size=args.batch_size, split=args.split)
             quality = sample_quality(
-                module.vae,
+                module.model,
                 real,
                 num_samples=args.quality_samples,
                 features=features,
@@ -166,8 +167,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except UserError as error:
         exit_with_error(str(error), command="vae evaluate")
     print(result.table())
-    numbers = json.dumps({"checkpoint": str(args.checkpoint), **asdict(result)}, indent=2) + "\n"
-    output = unique_path(out / f"{args.checkpoint.stem}.{args.split}.k{args.samples}.json")
+    numbers = json.dumps({"checkpoint": str(checkpoint), **asdict(result)}, indent=2) + "\n"
+    output = unique_path(out / f"{checkpoint.stem}.{args.split}.k{args.samples}.json")
     try:
         out.mkdir(parents=True, exist_ok=True)
         output.write_text(numbers)
@@ -180,17 +181,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         images_batch, labels = next(iter(data.val_dataloader() if args.split == "train" else loader))
         x, labels = images_batch[:32].to(device), labels[:32].to(device)
         ranking = torch.tensor(result.kl_per_dim) if result.kl_per_dim is not None else None
-        grids = all_pictures(module.vae, x, ranking, context=labels, nrow=8)
-        encoded = encode_split(module.vae, batches, device=device)
+        grids = all_pictures(module.model, x, ranking, context=labels, nrow=8)
+        encoded = encode_split(module.model, batches, device=device)
         try:
             grids["latent_scatter"] = latent_scatter(encoded["mean"], encoded["labels"], method=args.embedding)
         except (UserError, ValueError, TypeError) as error:  # UMAP on too few points, say: the rest still gets written
             print(f"latent scatter skipped: {' '.join(str(error).split())[:200]}")
-        if encoded["mean"].shape[1] == 2 and not (module.vae.conditional or module.vae.relaxed):  # a Gaussian 2-D code
-            grids["manifold"] = manifold(module.vae)
-        if isinstance(data, FactorDataModule) and isinstance(module.vae, VAE):
-            dims = informative_dimensions(module.vae, data, points=args.points, seed=args.seed, device=device)
-            grids["factor_traversals"] = factor_traversals(module.vae, x, dims)
+        abilities = module.model.capabilities
+        code = abilities.continuous_code and not abilities.conditional  # one continuous code, decodable as it is
+        if code and encoded["mean"].shape[1] == 2:
+            grids["manifold"] = manifold(module.model)
+        if code and isinstance(data, FactorDataModule):
+            dims = informative_dimensions(module.model, data, points=args.points, seed=args.seed, device=device)
+            grids["factor_traversals"] = factor_traversals(module.model, x, dims, factors=list(data.factors.names))
             print("factor traversals: " + ", ".join(f"{n} → z{d}" for n, d in zip(data.factors.names, dims)))
         folder = unique_path(output.with_suffix(""))
         try:
@@ -200,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"pictures: {folder}")
     if not args.no_wandb:
         try:
-            run = log_to_wandb(config, args.checkpoint, result, images)
+            run = log_to_wandb(config, checkpoint, result, images)
         except UserError as error:
             exit_with_error(f"{error}; the numbers are in {output} (--no-wandb skips W&B)", command="vae evaluate")
         if run is not None:

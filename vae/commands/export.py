@@ -177,11 +177,7 @@ def onnxruntime_available() -> bool:
 
 def signature_of(model: LatentVariableModel) -> Signature:
     """The model's image shape, code size and context size, read by encoding one blank image."""
-    context_size = None
-    if model.conditional:
-        context_size = getattr(model, "classes", None)
-        if not isinstance(context_size, int):
-            raise ConfigError(f"cannot export {type(model).__name__}: a conditional model without a context size")
+    context_size = model.context_size if model.capabilities.conditional else None
     like = {"device": parameter_device(model), "dtype": parameter_dtype(model)}
     x = torch.zeros(1, *model.image_shape, **like)
     y = None if context_size is None else torch.zeros(1, context_size, **like)
@@ -423,7 +419,7 @@ def write_manifest(
 
 def main(argv: Sequence[str] | None = None) -> None:
     from vae.commands.common import check_device
-    from vae.training.checkpoints import checkpoint_of, load
+    from vae.training.checkpoint_io import checkpoint_of, load
     from vae.training.runs import check_writable, describe_write_failure, write_failure
 
     parser = ArgumentParser(prog="vae export", description=__doc__.split("\n\n")[0])

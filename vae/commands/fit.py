@@ -16,6 +16,7 @@ import importlib
 import inspect
 import os
 import re
+import sys
 from pathlib import Path
 from typing import NoReturn
 
@@ -38,27 +39,28 @@ from vae.core.errors import (
     user_error_in,
     with_suggestion,
 )
-from vae.core.trust import Sections, check_classes, judge, trust_imports
+from vae.core.trust import Sections, check_classes, judge, resolve_class, trust_imports
 from vae.data.base import ImageDataModule
 from vae.data.embedded import EmbeddedMNIST
-from vae.training.checkpoints import (
-    AtomicCheckpointIO,
+from vae.training.checkpoint_io import AtomicCheckpointIO, read_checkpoint
+from vae.training.console import prepare_loggers, quiet_console, quiet_resume
+from vae.training.guards import Guard
+from vae.training.hardware import precision_advice
+from vae.training.images import ImageGrids
+from vae.training.metrics_file import METRICS_FILE, MetricsFile, has_curves, plot_curves, read_metrics
+from vae.training.migration import OLD_KEYS, migrate_config
+from vae.training.module import VAEModule
+from vae.training.progress import progress_bar_for
+from vae.training.resume import (
     ConfigOverCheckpoint,
     LastCheckpoint,
     Resume,
-    StopOnSignal,
     changes,
     describe,
     find_checkpoint,
     flatten,
-    read_checkpoint,
     resume_changes,
 )
-from vae.training.console import prepare_loggers, progress_bar_for, quiet_console, quiet_resume
-from vae.training.images import ImageGrids
-from vae.training.metrics_file import METRICS_FILE, MetricsFile, has_curves, plot_curves, read_metrics
-from vae.training.migration import migrate_config
-from vae.training.module import VAEModule
 from vae.training.runs import (
     check_writable,
     config_path,
@@ -69,9 +71,30 @@ from vae.training.runs import (
     run_dir,
     write_failure,
 )
+from vae.training.signals import StopOnSignal
 from vae.training.tracking import check_wandb_mode, choose_wandb_mode, finish_wandb, wandb_report
 
 SECTIONS = Sections(model=VAEModule, data=ImageDataModule)  # what a config's model and data sections may name
+
+QUICKSTART_DEFAULTS = {
+    "model.model": {
+        "class_path": "vae.models.VAE",
+        "init_args": {
+            "latent_dim": 16,
+            "network": {
+                "class_path": "vae.layers.nets.ConvNet",
+                "init_args": {"channels": [32, 64], "hidden_dim": 256},
+            },
+            "likelihood": {"class_path": "vae.layers.likelihoods.Bernoulli"},
+        },
+    },
+    "model.objective": {
+        "class_path": "vae.objectives.ELBO",
+        "init_args": {"weighting": {"class_path": "vae.objectives.Constant", "init_args": {"beta": 1.0}}},
+    },
+    "data": lazy_instance(EmbeddedMNIST, binarize="dynamic"),
+}
+"""Without a config, the quick start (configs/quickstart.yaml): binarized digits for the Bernoulli likelihood."""
 
 CHECKPOINT_DEFAULTS = {
     "checkpoint.monitor": "val/elbo",
@@ -117,7 +140,8 @@ class Parser(LightningArgumentParser):
         migrated = migrate_config(config)
         if migrated == config:
             return super().parse_path(path, *args, **kwargs)
-        text = yaml.safe_dump(migrated, sort_keys=False)  # an earlier layout's config, read in today's
+        print(f"note: {path} is in an earlier layout; read in today's (docs/config.md)", file=sys.stderr)
+        text = yaml.safe_dump(migrated, sort_keys=False)
         return super().parse_string(text, os.path.basename(path), *args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
@@ -138,6 +162,14 @@ def all_options(parser) -> list[str]:
 def suggest(message: str, parser) -> str:
     """A parser's message, with the nearest valid option named for a misspelt one: an unknown ``--key``, or an
     unknown argument of a class (``Option 'bta' is not accepted`` by vae.objectives.weighting.Constant)."""
+    moved = re.search(r"unrecognized arguments: --(model\.\w+)((?:\.\w+)*)", message)
+    if moved is not None and moved.group(1) in OLD_KEYS:
+        old, rest = moved.groups()
+        new = OLD_KEYS[old] + (rest if " " not in OLD_KEYS[old] else "")
+        return (
+            f"--{old}{rest} is now {'--' if ' ' not in new else ''}{new}: the model's and the objective's settings "
+            "are their own (docs/config.md)"
+        )
     option = re.search(r"class_path '([\w.]+)': Option '(\w+)' is not accepted", message)
     if option is None:
         return with_suggestion(message, all_options(parser))
@@ -151,28 +183,50 @@ def suggest(message: str, parser) -> str:
     return f"{message} (did you mean {match}?)" if match else message
 
 
+DOTTED = r"([A-Za-z_]\w*(?:\.\w+)+)"  # a dotted path (vae.models.VAE), never a word of jsonargparse's prose
+
+
 def one_line(message: str) -> str:
-    """Fold a parser message into one line; of a union's errors keep only the informative ones."""
+    """Fold a parser message into one line, naming the key where the problem is (``model.model.network`` for a
+    part inside the model) and, for a class path, judging it by the trust rules in their words; of a union's errors
+    keep only the informative ones."""
     text = " ".join(message.split())
-    key = re.search(r'Parser key "([^"]+)"', text)
+    keys = re.findall(r'Parser key "([^"]+)"', text)
+    where = ".".join(dict.fromkeys(keys))  # the outer key, then the part's keys inside it
+    inner = text[text.rfind("Parser key") :] if keys else text  # what the innermost parser said
     patterns = (  # the path as given, in jsonargparse's words; the resolved one only as the last resort
-        r"Got value: (?:Namespace\(class_path=')?([\w.]+)",
-        r"Expected a path but ([\w.]+)",
-        r"class_path '([\w.]+)'",
-        r"Importing '([\w.]+)'",
+        rf"Got value: (?:Namespace\(class_path=')?{DOTTED}",
+        rf"Expected a path but {DOTTED}",
+        rf"class_path '{DOTTED}'",
+        rf"Importing '{DOTTED}'",
+        rf"Import path {DOTTED} does not correspond",
     )
-    path = next((found.group(1) for pattern in patterns if (found := re.search(pattern, text))), "")
-    if key and "." in path:  # a class path: judged by vae.core.trust's rules, in their words
+    path = next((found.group(1) for pattern in patterns if (found := re.search(pattern, inner))), "")
+    if keys and path:  # a class path: judged by vae.core.trust's rules, in their words
         try:
-            judge(key.group(1), path, SECTIONS)
+            if len(keys) == 1:
+                judge(where, path, SECTIONS)
+            else:
+                resolve_class(path, None, where)
         except ConfigError as error:
             return str(error)
-    union = re.search(r'Parser key "([^"]+)":.*?Does not validate .*? Errors: - (.*?) Given value type:', text)
+        kind = re.search(r"does not correspond to a subclass of (\w+)", inner)
+        if kind is not None:
+            return f"{where}: {path} is not a subclass of {kind.group(1)}"
+    if keys:  # the class paths of the parts inside it (model.model's network, ...): trusted, and classes
+        for found in re.finditer(rf"class_path '{DOTTED}'|Import(?:ing| path) '?{DOTTED}", text):
+            named = next(group for group in found.groups() if group)
+            part = re.findall(r'Parser key "([^"]+)"', text[: found.start()])
+            try:
+                resolve_class(named, None, ".".join(dict.fromkeys(part)) or where)
+            except ConfigError as error:
+                return str(error)
+    union = re.search(r'Parser key "([^"]+)":.*?Does not validate .*? Errors: - (.*?) Given value type:', inner)
     if union is None:
         return text
     key, errors = union.groups()
     useful = [e for e in errors.split(" - ") if "NoneType" not in e]
-    return f"{key}: " + "; ".join(useful)
+    return f"{where or key}: " + "; ".join(useful)
 
 
 class VAECLI(LightningCLI):
@@ -185,10 +239,12 @@ class VAECLI(LightningCLI):
         return {name: skip for name, skip in LightningCLI.subcommands().items() if name != "predict"}
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("data.image_shape", "model.image_shape", apply_on="instantiate")
+        # What the model is built for comes from the data: its image shape, and the size of its labels' context.
+        parser.link_arguments("data.image_shape", "model.model.init_args.image_shape", apply_on="instantiate")
+        parser.link_arguments("data.context_size", "model.model.init_args.context_size", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        # Without a config, the quick start (configs/quickstart.yaml): binarized digits for the Bernoulli likelihood.
-        parser.set_defaults({**CHECKPOINT_DEFAULTS, "data": lazy_instance(EmbeddedMNIST, binarize="dynamic")})
+        parser.add_lightning_class_args(Guard, "guard")
+        parser.set_defaults({**CHECKPOINT_DEFAULTS, **QUICKSTART_DEFAULTS})
         parser.add_lightning_class_args(ImageGrids, "images")
 
     def _parse_ckpt_path(self) -> None:
@@ -208,6 +264,23 @@ class VAECLI(LightningCLI):
             self.attached = attach_run(config)
             quiet_resume()
 
+    def instantiate_classes(self) -> None:
+        """The data module, the model and the module; a model too large to allocate is a one-line error that says
+        how large it would be (counted on the meta device, where nothing is allocated)."""
+        try:
+            super().instantiate_classes()
+        except RuntimeError as error:  # torch's allocator (and torch.OutOfMemoryError): sizes that cannot fit
+            if "allocate" not in str(error):
+                raise
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            with torch.device("meta"):
+                model = self._parser(self.subcommand).instantiate_classes(config).model.model
+            count = sum(p.numel() for p in model.parameters())
+            raise ConfigError(
+                f"the model would have {count:,} parameters ({count * 4 / 2**30:,.1f} GiB in float32), more than fits "
+                "in memory here: make the model (its latent_dim, its network) smaller"
+            ) from error
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         check_classes(config.as_dict(), SECTIONS)
@@ -215,6 +288,11 @@ class VAECLI(LightningCLI):
         if "WandbLogger" in str(getattr(logger, "class_path", "")):
             check_wandb_mode()
         check_trainer_settings(config.trainer)
+        accelerator = str(config.trainer.get("accelerator") or "auto")
+        on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+        advice = precision_advice(config.trainer.get("precision"), on_cpu)
+        if advice is not None and is_rank_zero():
+            print(f"warning: {advice}", file=sys.stderr, flush=True)
         for key, folder in [
             ("trainer.default_root_dir", config.trainer.default_root_dir),
             ("trainer.logger.init_args.save_dir", getattr(getattr(logger, "init_args", None), "save_dir", None)),
@@ -348,7 +426,7 @@ def fit_report(trainer: Trainer) -> str:
     last = last_checkpoint_path(trainer)
     if last.is_file():
         lines.append(f"last checkpoint (resume with --ckpt_path last): {last}")
-    vae = getattr(trainer.lightning_module, "vae", None)
+    vae = getattr(trainer.lightning_module, "model", None)
     if vae is not None:
         kinds = {(layer.kl_estimator, layer.kl_description) for layer in vae.layers}
         if len(kinds) == 1:

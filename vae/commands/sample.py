@@ -22,7 +22,7 @@ from vae.commands.common import check_device
 from vae.core.errors import ArgumentParser, ConfigError, UserError, exit_with_error
 from vae.models.base import LatentVariableModel
 from vae.models.pictures import grid, seeded
-from vae.training.checkpoints import checkpoint_of, load
+from vae.training.checkpoint_io import checkpoint_of, load
 from vae.training.runs import check_output, describe_write_failure, unique_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -39,13 +39,13 @@ def sample_grid(
     """The grid of samples ``vae sample`` writes, (3, H, W) in [0, 1]: n images in a square grid, or, for a
     conditional model, one row of n images for each of ``labels`` (all its classes by default)."""
     device = next(model.parameters()).device
-    if not model.conditional:
+    if not model.capabilities.conditional:
         with seeded(model, seed):
             return grid(model.sample(n, temperature=temperature), max(1, math.isqrt(n - 1) + 1))
-    classes = list(range(model.classes)) if labels is None else list(labels)
-    bad = [label for label in classes if not 0 <= label < model.classes]
+    classes = list(range(model.context_size)) if labels is None else list(labels)
+    bad = [label for label in classes if not 0 <= label < model.context_size]
     if bad:
-        raise ConfigError(f"--labels {bad[0]} is not a class of this model (0 to {model.classes - 1})")
+        raise ConfigError(f"--labels {bad[0]} is not a class of this model (0 to {model.context_size - 1})")
     context = repeat(torch.tensor(classes, device=device), "y -> (y s)", s=n)
     with seeded(model, seed):
         return grid(model.sample(len(context), temperature=temperature, context=context), n)
@@ -72,9 +72,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         out = args.out or unique_path(checkpoint.with_suffix(".samples.png"))
         check_output(out, overwrite=args.overwrite, kinds=IMAGE_SUFFIXES, what="the grid")
         model = load(checkpoint, device=device)
-        if args.labels is not None and not model.conditional:
+        if args.labels is not None and not model.capabilities.conditional:
             raise ConfigError("--labels is for a conditional model; this model is not conditional")
-        n = args.n or (8 if model.conditional else 64)
+        n = args.n or (8 if model.capabilities.conditional else 64)
         image = sample_grid(model, n=n, temperature=args.temperature, labels=args.labels, seed=args.seed)
         out.parent.mkdir(parents=True, exist_ok=True)
         save_image(image, out)
@@ -82,5 +82,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         exit_with_error(str(error), command="vae sample")
     except OSError as error:
         exit_with_error(describe_write_failure(error), command="vae sample")
-    rows = f"{len(args.labels or range(model.classes))} classes × {n}" if model.conditional else f"{n}"
+    rows = (
+        f"{len(args.labels or range(model.context_size))} classes × {n}" if model.capabilities.conditional else f"{n}"
+    )
     print(f"{rows} samples at temperature {args.temperature:g}: {out}")

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 import torch
 
 from vae.core.errors import ConfigError
-from vae.core.spec import Recorded, class_path, is_spec
+from vae.core.spec import Configurable, class_path, is_spec
 
 T = TypeVar("T")
 TRUSTED_MODULES = ("vae", "torch", "torchvision", "torchmetrics", "pytorch_lightning", "lightning", "lightning_fabric")
@@ -137,17 +137,60 @@ class Sections:
 
 def check_classes(config, sections: Sections, where: str = "") -> None:
     """Every class a parsed config names, judged on the object (``vae.core.trust``): defined in a trusted module,
-    a class (functions are refused wherever they appear), and of the kind its key expects."""
-    if isinstance(config, dict):
-        if isinstance(config.get("class_path"), str):
-            judge(where or "config", config["class_path"], sections)
-        for key, value in config.items():
-            check_classes(value, sections, f"{where}.{key}" if where else key)
-    elif isinstance(config, list | tuple):
-        for i, value in enumerate(config):
-            check_classes(value, sections, f"{where}[{i}]")
-    elif inspect.isclass(config) or inspect.isroutine(config) or isinstance(config, functools.partial):
-        judge(where, defined_at(config) or repr(config), sections)
+    a class (functions are refused wherever they appear), and of the kind its key expects, at every depth: the
+    ``model`` section's arguments by the training module's type hints, and each part's arguments by the type hints of
+    the class that takes them (a model's ``network`` must be a ``Network``, its ``prior`` a ``Prior``, ...)."""
+    if where or not isinstance(config, dict):
+        visit(config, where or "config", None)
+        return
+    for key, value in config.items():
+        if key == "model" and isinstance(value, dict) and "class_path" not in value:
+            visit_arguments(value, "model", constructor_hints(sections.model))
+        else:
+            visit(value, key, sections.data if key == "data" else None)
+
+
+def visit(value: Any, where: str, expected: type | None) -> None:
+    """Judge the classes ``value`` names at ``where``, ``expected``: the kind its key takes (None: any class)."""
+    if isinstance(value, dict):
+        if isinstance(value.get("class_path"), str):
+            cls = check_class(import_trusted(value["class_path"], where), expected, where, value["class_path"])
+            arguments = {k: v for k, v in value.items() if k not in ("class_path", "init_args")}
+            arguments |= dict(value.get("init_args") or {})
+            visit_arguments(arguments, f"{where}.init_args", constructor_hints(cls))
+        else:
+            for key, item in value.items():
+                visit(item, f"{where}.{key}", None)
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            visit(item, f"{where}[{i}]", None)
+    elif inspect.isclass(value) or inspect.isroutine(value) or isinstance(value, functools.partial):
+        path = defined_at(value) or repr(value)
+        check_class(import_trusted(path, where), expected, where, path)
+
+
+def visit_arguments(arguments: dict, where: str, hints: dict[str, Any]) -> None:
+    for name, item in arguments.items():
+        visit(item, f"{where}.{name}", base_of(hints.get(name)))
+
+
+def constructor_hints(cls: type) -> dict[str, Any]:
+    """The type hints of a class's constructor ({} where they cannot be read)."""
+    try:
+        return typing.get_type_hints(cls.__init__)
+    except Exception:  # hints naming what cannot be resolved here: judge its arguments by rules 1 and 2 only
+        return {}
+
+
+def base_of(hint: Any) -> type | None:
+    """The class an argument typed ``hint`` must name a subclass of: the class itself, X of ``X | None``, the return
+    type of a callable (an optimizer); None if there is no one class."""
+    if typing.get_origin(hint) is collections.abc.Callable:
+        hint = typing.get_args(hint)[-1]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # an optional class: X | None
+        classes = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        hint = classes[0] if len(classes) == 1 else None
+    return hint if inspect.isclass(hint) and hint is not object else None
 
 
 def judge(key: str, path: str, sections: Sections) -> type:
@@ -156,20 +199,14 @@ def judge(key: str, path: str, sections: Sections) -> type:
 
 
 def expected_base(key: str, sections: Sections) -> type | None:
-    """The class a config key must name a subclass of: what the model's argument is typed as (the return type of
-    a callable, for ``model.optimizer``), the data base for ``data``; None if no one kind."""
+    """The class a top-level config key must name a subclass of: what the training module's argument is typed as
+    (``model.model``, ``model.objective``, ``model.optimizer``), the data base for ``data``; None otherwise."""
     if key == "data":
         return sections.data
     section, _, name = key.partition(".")
     if section != "model" or "." in name:
         return None
-    hint = typing.get_type_hints(sections.model.__init__).get(name)
-    if typing.get_origin(hint) is collections.abc.Callable:
-        hint = typing.get_args(hint)[-1]
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # an optional class: X | None
-        classes = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-        hint = classes[0] if len(classes) == 1 else None
-    return hint if inspect.isclass(hint) else None
+    return base_of(constructor_hints(sections.model).get(name))
 
 
 def trust_imports() -> None:
@@ -190,7 +227,7 @@ def build(value: T | Spec, base: type[T], where: str) -> T:
     if not is_spec(value):
         return value
     cls = resolve_class(value["class_path"], base, where)
-    init_args = {k: build(v, Recorded, f"{where}.{k}") for k, v in (value.get("init_args") or {}).items()}
+    init_args = {k: build(v, Configurable, f"{where}.{k}") for k, v in (value.get("init_args") or {}).items()}
     try:
         return cls(**init_args)
     except TypeError as error:  # an unknown or missing argument

@@ -177,12 +177,18 @@ class ImageDataModule(pl.LightningDataModule, ABC):
     pixels: "unit" for [0, 1] floats, "uint8" to keep the 8-bit integers.
     in_memory: serve from one uint8 tensor (fast path); None chooses per dataset (``in_memory_default``).
 
+    Every data module declares what a model is built for: ``image_shape``, and ``context_size``, the size of the
+    context each image comes with (the number of classes of integer labels, the length of float label vectors;
+    None where the labels carry nothing a conditional model can take). The ``vae`` command links both into the
+    model's constructor.
+
     Subclasses set ``image_shape``, implement ``load_splits``, and take their own keyword arguments and
     ``**options``, which they pass on to this constructor: each dataset's full signature (what
     ``vae fit --data.help <class>`` lists, with defaults) is its own arguments and these.
     """
 
     image_shape: tuple[int, int, int]
+    context_size: int | None = None
     in_memory_default: ClassVar[bool] = True  # array datasets; file-per-image datasets say False
     num_workers_default: ClassVar[int] = 0  # arrays need none; file-per-image datasets say 4
 

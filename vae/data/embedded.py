@@ -50,6 +50,7 @@ class EmbeddedMNIST(ImageDataModule):
     """
 
     image_shape = (1, 28, 28)
+    context_size = 10  # the digits' classes
 
     def __init__(self, *, val_size: int = 500, test_size: int = 500, **options) -> None:
         super().__init__(**options)

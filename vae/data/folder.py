@@ -71,6 +71,14 @@ class ImageFolder(ImageDataModule):
         self.image_shape = (channels, image_size, image_size)
         self.classes: list[str] = []
 
+    @property
+    def context_size(self) -> int | None:
+        """The number of classes (top-level subfolders, and the folder itself for files directly in it), read from
+        the folder; None for a folder that is not there (``check_files`` says so)."""
+        if not self.classes and self.path.is_dir():
+            self.classes = sorted({group_of(p, self.path) for p in image_files(self.path)})
+        return len(self.classes) or None
+
     def check_files(self) -> None:
         if not self.path.is_dir():
             raise DataError(f"image folder {self.path} does not exist: set data.path to a folder of image files")
@@ -82,7 +90,7 @@ class ImageFolder(ImageDataModule):
             raise DataError(f"image folder {self.path} holds {len(paths)} image files; it needs at least 3")
         for path in paths:  # cheap: the first bytes of each, so a damaged file stops nothing mid-training
             check_image(path)
-        groups = [p.relative_to(self.path).parts[0] if len(p.relative_to(self.path).parts) > 1 else "." for p in paths]
+        groups = [group_of(p, self.path) for p in paths]
         self.classes = sorted(set(groups))
         labels = torch.tensor([self.classes.index(g) for g in groups])
         order = torch.randperm(len(paths), generator=torch.Generator().manual_seed(self.seed))
@@ -96,3 +104,9 @@ class ImageFolder(ImageDataModule):
             name: ImageFiles([paths[i] for i in index], labels[index], channels=self.channels, transform=transform)
             for name, index in parts.items()
         }
+
+
+def group_of(path: Path, root: Path) -> str:
+    """The class of an image file: its top-level subfolder under ``root``, or "." for a file directly in it."""
+    parts = path.relative_to(root).parts
+    return parts[0] if len(parts) > 1 else "."

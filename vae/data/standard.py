@@ -105,6 +105,7 @@ class IdxDataModule(HeldOutValidation):
     """MNIST-format data: 28×28 grey images in idx files; a validation split carved from train."""
 
     image_shape = (1, 28, 28)
+    context_size = 10  # the classes
     files = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
     torchvision_class: ClassVar[type]
 
@@ -160,6 +161,7 @@ class CIFAR10(HeldOutValidation):
     folder = "cifar-10"
     files = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")
     image_shape = (3, 32, 32)
+    context_size = 10  # the classes
 
     def folders(self) -> list[Path]:
         return [self.home / "cifar-10-batches-py", self.home]

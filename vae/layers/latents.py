@@ -28,7 +28,7 @@ from torch.distributions import Distribution, Independent, Normal
 
 from vae.core.errors import ConfigError
 from vae.core.gaussian import LOGVAR_BOUND, GaussianMoments, full_precision, soft_clamp
-from vae.core.kl import Estimator, KLEstimator, KLRegularizer, resolve_estimator
+from vae.core.kl import Estimator, KLEstimator, KLRegularizer, factorised, resolve_estimator
 from vae.core.split import KLSplit, SplitEstimator, check_estimator, split_at
 from vae.layers.nets.conv import Conv
 from vae.layers.priors import Encode, Prior
@@ -99,7 +99,9 @@ class KLParts:
 
     @property
     def total(self) -> Tensor:
-        """Σ_l KL_l per example, (b,)."""
+        """Σ_l KL_l per example, (b,); a scalar zero for a model without latent layers (a plain autoencoder)."""
+        if not self.per_layer:
+            return torch.zeros(())
         return torch.stack(list(self.per_layer.values())).sum(dim=0)
 
     def scaled(self, coefficients: dict[str, Tensor]) -> KLParts:
@@ -149,6 +151,7 @@ class LatentLayer(nn.Module):
     positions: int
     kl_estimator: Estimator
     kl_splits: bool = False  # whether its KL splits (``splittable``): a diagonal Gaussian, unconditional prior
+    factorises: bool = True  # whether its KL has a part per unit (``LatentSample.kl_per_unit``): not for a mixture
     clusters: bool = False  # whether its posterior assigns each example to a cluster (one categorical variable)
 
     @property
@@ -164,7 +167,8 @@ class GaussianLatent(LatentLayer):
 
     head: maps the layer's input to 2·d features (a vector layer, d = ``shape[0]``) or 2·c channels (a feature map
         layer of ``shape`` (c, h, w)): the mean and the log-variance, soft-clamped to ±``LOGVAR_BOUND``.
-    prior: the choice from ``vae.layers.priors`` (over the flattened layer for a feature map).
+    prior: a prior of ``vae.layers.priors``, bound here to the layer's size (over the flattened layer for a feature
+        map).
     kl_estimator / kl_samples: as ``vae.core.kl.KLRegularizer``; "auto" is resolved here, "analytic" for a prior with no
         closed form is a one-line error.
     """
@@ -185,7 +189,7 @@ class GaussianLatent(LatentLayer):
         self.dim = int(torch.Size(shape).numel())
         self.positions = self.dim // self.units
         self.head = head
-        self.prior = prior.build(latent_dim=self.dim, image_shape=image_shape)
+        self.prior = prior.bind(latent_dim=self.dim, image_shape=image_shape)
         self.prior_name = type(prior).__name__
         self.kl_estimator: Estimator = "analytic"
         self.regularizer = KLRegularizer(estimator=kl_estimator, num_samples=kl_samples)
@@ -196,6 +200,7 @@ class GaussianLatent(LatentLayer):
         with torch.no_grad():
             posterior, prior = GaussianMoments(zeros, zeros).distribution(), self.prior(encode)
         self.kl_splits = splittable(posterior, prior)
+        self.factorises = factorised(posterior, prior)
         try:
             self.kl_estimator = resolve_estimator(posterior, prior, estimator)
         except ConfigError as error:

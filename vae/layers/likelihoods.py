@@ -25,10 +25,10 @@ from einops import rearrange, reduce
 from torch import Tensor, nn
 
 from vae.core.errors import ConfigError
-from vae.core.spec import Recorded
+from vae.core.spec import Configurable
 
 
-class Likelihood(Recorded, nn.Module, ABC):
+class Likelihood(Configurable, nn.Module, ABC):
     """Base class: a decoder output ``params`` (b, param_channels(c), h, w) defines p(x|z)."""
 
     def param_channels(self, channels: int) -> int:

@@ -147,7 +147,7 @@ def encode_split(
     means, variances, labels = [], [], []
     for x, y in batches:
         x, y = x.to(device), y.to(device)
-        encoding = vae.encode(x, context=y if vae.conditional else None)
+        encoding = vae.encode(x, context=y if vae.capabilities.conditional else None)
         means.append(encoding.mean.float().cpu())
         variances.append(encoding.variance.float().cpu())
         labels.append(y.cpu())
@@ -172,8 +172,8 @@ class Evaluation:
     split: str
     num_examples: int
     num_samples: int
-    log_likelihood: float  # the importance-weighted estimate of log p(x), K = num_samples
-    bits_per_dim: float  # −log_likelihood / (D ln 2)
+    log_likelihood: float | None  # the importance-weighted estimate of log p(x), K = num_samples (None: no density)
+    bits_per_dim: float | None  # −log_likelihood / (D ln 2)
     elbo: float
     recon: float  # −E_q[log p(x|z)]
     kl: float
@@ -188,13 +188,18 @@ class Evaluation:
     quality: dict[str, float] | None = None  # fid, kid_mean, kid_std, precision, recall (vae.metrics.quality)
 
     def table(self) -> str:
-        rows = [
-            ("split", f"{self.split} ({self.num_examples} images)"),
-            (
-                f"log p(x{' | y' if self.conditional else ''}), importance-weighted, K={self.num_samples}",
-                f"{self.log_likelihood:.3f} nats",
-            ),
-            ("negative log-likelihood in bits/dim", f"{self.bits_per_dim:.4f}"),
+        rows = [("split", f"{self.split} ({self.num_examples} images)")]
+        if self.log_likelihood is not None and self.bits_per_dim is not None:
+            rows += [
+                (
+                    f"log p(x{' | y' if self.conditional else ''}), importance-weighted, K={self.num_samples}",
+                    f"{self.log_likelihood:.3f} nats",
+                ),
+                ("negative log-likelihood in bits/dim", f"{self.bits_per_dim:.4f}"),
+            ]
+        else:
+            rows.append(("log p(x)", "n/a (the model has no posterior density)"))
+        rows += [
             ("ELBO", f"{self.elbo:.3f} nats"),
             ("  reconstruction −E_q[log p(x|z" + (",y)]" if self.conditional else ")]"), f"{self.recon:.3f} nats"),
             ("  KL(q(z|x,y) || p(z|y))" if self.conditional else "  KL(q(z|x) || p(z))", f"{self.kl:.3f} nats"),
@@ -253,6 +258,7 @@ def _evaluate(
         for layer in vae.layers
     }
     names = list(stats)
+    density = vae.capabilities.posterior_density
     sums = torch.zeros(3 + len(names), dtype=torch.float64)  # count, log-likelihood, log p(x|z), KL of each layer
     clusters: dict[str, list[Tensor]] = {layer.name: [] for layer in vae.layers if layer.clusters}
     labelled: list[Tensor] = []
@@ -261,8 +267,10 @@ def _evaluate(
         x, labels = as_unit(images.to(device)), labels.to(device)
         out = vae(x, context=labels)
         reconstruction.update(vae.reconstruct(x, context=labels), x)
-        log_likelihood = importance_weighted_log_likelihood(
-            vae, x, num_samples=num_samples, chunk_size=chunk_size, context=labels
+        log_likelihood = (
+            importance_weighted_log_likelihood(vae, x, num_samples=num_samples, chunk_size=chunk_size, context=labels)
+            if density
+            else torch.full((len(x),), math.nan, device=x.device)
         )
         for name, layer in out.latents.items():
             stats[name].update(layer.posterior_mean, layer.kl_per_unit)
@@ -279,21 +287,21 @@ def _evaluate(
         raise ConfigError(f"the {split} split is empty: nothing to evaluate")
     log_likelihood, log_px, *kls = (float(v) / n for v in sums[1:])
     summaries = {name: metric.compute() for name, metric in stats.items()}
-    only = summaries[names[0]]
+    only = summaries[names[0]] if len(names) == 1 else None
     return Evaluation(
         split=split,
         num_examples=int(n),
         num_samples=num_samples,
-        log_likelihood=log_likelihood,
-        bits_per_dim=bits_per_dim(-log_likelihood, vae.image_shape),
+        log_likelihood=log_likelihood if density else None,
+        bits_per_dim=bits_per_dim(-log_likelihood, vae.image_shape) if density else None,
         elbo=log_px - sum(kls),
         recon=-log_px,
         kl=sum(kls),
         active_units=sum(summary.active_units for summary in summaries.values()),
-        kl_per_dim=only.kl_per_dim.tolist() if len(names) == 1 and only.kl_per_dim is not None else None,
+        kl_per_dim=only.kl_per_dim.tolist() if only is not None and only.kl_per_dim is not None else None,
         kl_per_layer=dict(zip(names, kls)),
         active_units_per_layer={name: summary.active_units for name, summary in summaries.items()},
-        conditional=vae.conditional,
+        conditional=vae.capabilities.conditional,
         reconstruction=reconstruction.compute(),
         clustering_accuracy=(
             {name: clustering_accuracy(torch.cat(found), torch.cat(labelled)) for name, found in clusters.items()}

@@ -414,7 +414,7 @@ def sample_features(
                 break
         if count < 2:
             raise DataError(f"sample quality needs at least 2 real images, got {count}")
-        if context is None and model.conditional:
+        if context is None and model.capabilities.conditional:
             found = torch.cat(labels)
             context = found[torch.arange(num_samples) % len(found)]
         if context is not None and len(context) != num_samples:

@@ -1,1 +1,25 @@
-"""Models: one file per model, each a ``LatentVariableModel`` (``vae.models.base``)."""
+"""Models, one file each, all ``LatentVariableModel``s (``vae.models.base``): a model's constructor is its config.
+
+VAE               one Gaussian latent vector (``vae.models.vae``)
+HierarchicalVAE   top-down inference over several latent layers (``vae.models.hierarchical``)
+ConditionalVAE    p(x | y) given a label or context vector (``vae.models.conditional``)
+JointVAE          a continuous code beside categorical and Bernoulli codes (``vae.models.joint``)
+"""
+
+from vae.models.base import Capabilities, Encoding, LatentVariableModel, ModelOutput, Term
+from vae.models.conditional import ConditionalVAE
+from vae.models.hierarchical import HierarchicalVAE
+from vae.models.joint import JointVAE
+from vae.models.vae import VAE
+
+__all__ = [
+    "VAE",
+    "Capabilities",
+    "ConditionalVAE",
+    "Encoding",
+    "HierarchicalVAE",
+    "JointVAE",
+    "LatentVariableModel",
+    "ModelOutput",
+    "Term",
+]

@@ -1,10 +1,11 @@
-"""Latent-variable models: what every model returns (``ModelOutput``), their common interface, and the
-single-layer VAE (encoder → one ``GaussianLatent`` → decoder → likelihood), the one-layer case of it.
+"""The model interface: what every model returns (``ModelOutput``), what it can be asked (``LatentVariableModel``) and
+what it can do (``Capabilities``). A model is one class whose constructor is its config; commands and objectives ask
+it, and never branch on its class.
 
     log w_k = log p(x|z_k) + Σ_l [log p(z_l,k | z_>l,k) − log q(z_l,k | x, z_>l,k)],   E_q[w] = p(x)
 
-Hierarchies build on the same pieces (``vae.models.hierarchical``); an objective reads only ``ModelOutput``
-(``vae.objectives.elbo``).
+An objective reads only ``ModelOutput`` (``vae.objectives``); a model's own loss terms (a commitment loss, say) ride
+on it as ``terms``, logged raw and weighted like every other term.
 
 Axes: b batch, k samples per example, c channels, h height, w width, d latent dimensions.
 """
@@ -22,19 +23,14 @@ from typing import Any, TypeVar
 import torch
 from einops import rearrange
 from torch import Tensor, nn
+from torch.distributions import Distribution
 
 from vae.core.errors import ConfigError
 from vae.core.gaussian import GaussianMoments
 from vae.core.kl import Estimator
-from vae.layers.latents import GaussianLatent, KLParts, LatentSample
-from vae.layers.likelihoods import Likelihood
+from vae.core.spec import Configurable
+from vae.layers.latents import KLParts, LatentLayer, LatentSample
 from vae.models import pictures
-
-RELAXED_IWAE = (
-    "the IWAE objective (importance_samples > 1) needs exact log densities, and discrete latents train on a "
-    "relaxation: use importance_samples 1 (vae evaluate's log-likelihood uses exact samples)"
-)
-"""Why a ``relaxed`` model cannot train on the IWAE bound: said before training, and by the model if asked by hand."""
 
 
 @contextmanager
@@ -78,6 +74,19 @@ def log_mean_exp_chunks(chunks: Iterable[Tensor]) -> Tensor:
     return total - math.log(count)
 
 
+def renamed_keys(state: Mapping[str, Tensor], renamed: Mapping[str, str], prefix: str = "") -> dict[str, Tensor]:
+    """A state dict with each key that starts with ``prefix`` + an old name (the first of ``renamed`` that fits)
+    under ``prefix`` + its new name; other keys pass unchanged."""
+    upgraded = {}
+    for key, value in state.items():
+        for old, new in renamed.items():
+            if key.startswith(prefix + old):
+                key = prefix + new + key[len(prefix + old) :]
+                break
+        upgraded[key] = value
+    return upgraded
+
+
 @dataclass(frozen=True)
 class Encoding:
     """q(z|x) of a batch, as the model's code: the posterior mean and variance of every code feature, (b, d).
@@ -97,6 +106,16 @@ class Encoding:
 
 
 @dataclass(frozen=True)
+class Term:
+    """A loss term of the model's own (a VQ commitment loss, a codebook loss): its value per example (K·b,), raw,
+    and the weight it enters the loss with. It is logged as ``{stage}/<name>`` (the batch mean), its weight beside it
+    at training steps as ``train/<name>_weight``; it is not part of the ELBO."""
+
+    value: Tensor
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
 class ModelOutput:
     """One forward pass over b examples with K posterior samples each; every per-example tensor is (K·b,),
     laid out "(k b)".
@@ -107,6 +126,7 @@ class ModelOutput:
     samples: K.
     settings: what the model used at this step that is logged beside the weights at training steps (the
         relaxation's temperature of discrete latents, ``temperature``).
+    terms: the model's own loss terms by name (``Term``), as its ``term_names`` declares them.
     """
 
     log_px: Tensor
@@ -114,10 +134,13 @@ class ModelOutput:
     params: Tensor
     samples: int = 1
     settings: dict[str, float] = field(default_factory=dict)
+    terms: dict[str, Term] = field(default_factory=dict)
 
     @property
     def kl(self) -> Tensor:
-        """The total KL per example: the sum of the layers' KLs (K·b,)."""
+        """The total KL per example: the sum of the layers' KLs (K·b,); zero for a model without latent layers."""
+        if not self.latents:
+            return torch.zeros_like(self.log_px)
         return torch.stack([layer.kl for layer in self.latents.values()]).sum(dim=0)
 
     def kl_parts(self) -> KLParts:
@@ -125,34 +148,79 @@ class ModelOutput:
 
     def log_w(self) -> Tensor:
         """The log importance weights, (K, b): exact log densities of the samples, whatever the KL estimator."""
-        log_ratio = torch.stack([layer.log_ratio() for layer in self.latents.values()]).sum(dim=0)
-        return rearrange(self.log_px - log_ratio, "(k b) -> k b", k=self.samples)
+        log_w = self.log_px
+        if self.latents:
+            log_w = log_w - torch.stack([layer.log_ratio() for layer in self.latents.values()]).sum(dim=0)
+        return rearrange(log_w, "(k b) -> k b", k=self.samples)
 
 
-class LatentVariableModel(nn.Module, ABC):
-    """The interface every model keeps: a forward pass to ``ModelOutput``, samples, reconstructions, pictures.
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model can do: what commands and objectives ask it, in place of looking at its class.
 
-    image_shape: (c, h, w) of the images modelled; likelihood: p(x|z); layers: the latent layers, top first.
-    conditional: whether it models p(x | y) and needs the context y (a label or a vector, ``vae.models.conditional``) in
-        every call; the others take ``context`` and ignore it, so the training module hands every model its batch's
-        labels.
-    relaxed: whether training decodes relaxed samples whose density is not the model's (discrete latents,
-        ``vae.layers.discrete``); such a model cannot train on the IWAE bound.
+    posterior_density: q(z|x) has an exact density at its own samples, so log p(x) has an importance-weighted
+        estimate (``log_likelihood``; ``vae evaluate``'s log-likelihood and bits/dim).
+    iwae_training: it can train on the IWAE bound (a model that decodes relaxed samples in training cannot).
+    kl_split: its top layer's KL splits into mutual information, total correlation and dimension-wise KL (a diagonal
+        Gaussian posterior against one unconditional diagonal Gaussian prior): logged, and what β-TCVAE weighs.
+    kl_per_dimension: the KL of each latent dimension is defined (one latent vector with a prior that factorises).
+    conditional: it models p(x | y), and every call needs the context y (``context``).
+    continuous_code: ``encode``'s code is one continuous vector that ``decode`` takes back, with a prior over it
+        (``prior_distribution``): traversals, interpolations, a manifold of a 2-D code.
+    needs_trained_prior: sampling needs a prior trained separately after the model (a quantized code's).
     """
 
-    image_shape: tuple[int, int, int]
-    likelihood: Likelihood
+    posterior_density: bool = True
+    iwae_training: bool = True
+    kl_split: bool = False
+    kl_per_dimension: bool = False
     conditional: bool = False
-    relaxed: bool = False  # training decodes relaxed samples (discrete latents): no IWAE training
+    continuous_code: bool = False
+    needs_trained_prior: bool = False
+
+
+class LatentVariableModel(Configurable, nn.Module, ABC):
+    """The interface every model keeps. A model's constructor is its config (typed keyword arguments, recorded as
+    ``init_args``); the base takes what comes from the data, linked by the ``vae`` command:
+
+    image_shape: (c, h, w) of the images modelled.
+    context_size: the size of the context the data gives with each image (its number of classes, the length of an
+        attribute vector; None for unlabelled data). A conditional model reads it; the others accept and ignore it.
+
+    A model has ``layers`` (its latent layers, top first; none for a plain autoencoder), a ``likelihood`` p(x|z), the
+    names of its own loss terms (``term_names``, handed over in ``ModelOutput.terms``) and its ``capabilities``.
+    """
+
+    likelihood: nn.Module  # set by the model (a class attribute would hide the submodule)
+    term_names: tuple[str, ...] = ()
+
+    def __init__(self, *, image_shape: tuple[int, int, int], context_size: int | None = None) -> None:
+        super().__init__()
+        if len(image_shape) != 3 or min(image_shape) < 1:
+            raise ConfigError(f"image_shape must be (channels, height, width) of positive sizes, got {image_shape}")
+        if context_size is not None and context_size < 1:
+            raise ConfigError(f"context_size must be a positive integer or None, got {context_size}")
+        self.image_shape = tuple(image_shape)
+        self.context_size = context_size
 
     @property
-    @abstractmethod
-    def layers(self) -> list[GaussianLatent | Any]:
-        """The latent layers, from the top of the hierarchy down (each has ``name`` and ``units``)."""
+    def layers(self) -> list[LatentLayer]:
+        """The latent layers, from the top of the hierarchy down (each has ``name``, ``units`` and ``positions``)."""
+        return []
 
     @property
     def layer_names(self) -> tuple[str, ...]:
         return tuple(layer.name for layer in self.layers)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this model can do (``Capabilities``); by default from its layers: a KL split where its top layer has
+        one, a KL per dimension for a single latent vector whose prior factorises."""
+        top = self.layers[:1]
+        return Capabilities(
+            kl_split=bool(top) and top[0].kl_splits,
+            kl_per_dimension=len(self.layers) == 1 and top[0].positions == 1 and top[0].factorises,
+        )
 
     @property
     def kl_estimator(self) -> Estimator:
@@ -188,9 +256,15 @@ class LatentVariableModel(nn.Module, ABC):
     def decode(self, z: Tensor, *, context: Tensor | None = None) -> Tensor:
         """E[x|z] for codes z (b, d) as ``encode`` gives them, (b, c, h, w)."""
 
-    @abstractmethod
     def networks(self) -> list[nn.Module]:
-        """The deterministic networks, for ``torch.compile`` (``model.compile``)."""
+        """The deterministic networks, for ``torch.compile`` (``--model.compile``): the model's direct submodules by
+        default."""
+        return list(self.children())
+
+    def prior_distribution(self) -> Distribution | None:
+        """p(code): the prior over what ``encode`` gives and ``decode`` takes, event shape (d,), where there is one
+        (a ``continuous_code``); None by default."""
+        return None
 
     def representation(self, x: Tensor, *, context: Tensor | None = None) -> Tensor:
         """The code the disentanglement metrics score: the posterior mean of ``encode``, (b, d)."""
@@ -210,7 +284,10 @@ class LatentVariableModel(nn.Module, ABC):
             log p(x) ≈ log (1/K) Σ_k p(x, z_k) / q(z_k|x),   z_k ~ q(z|x)   (z all the layers of a hierarchy)
 
         It is the IWAE bound with K = ``samples``: a lower bound in expectation that tightens as K grows (Burda et
-        al. 2015). Samples are drawn ``chunk_size`` at a time, so memory does not grow with K."""
+        al. 2015). Samples are drawn ``chunk_size`` at a time, so memory does not grow with K. A model without a
+        posterior density (``capabilities.posterior_density``) has no such estimate: a one-line error."""
+        if not self.capabilities.posterior_density:
+            raise ConfigError(f"{type(self).__name__} has no posterior density: no importance-weighted log p(x)")
         if samples < 1 or chunk_size < 1:
             raise ConfigError(f"samples and chunk_size must be positive integers, got {samples} and {chunk_size}")
         sizes = [min(chunk_size, samples - start) for start in range(0, samples, chunk_size)]
@@ -228,13 +305,21 @@ class LatentVariableModel(nn.Module, ABC):
         num_samples: int = 64,
     ) -> dict[str, Tensor]:
         """The model's pictures (``vae.models.pictures``) for a batch x of at least 2 images (with its ``context``):
-        samples and reconstructions here, and what a model adds (traversals, per-class rows, ...).
-        ``ranking``: how informative each dimension of a single latent vector is (its KL), to order traversals."""
-        grids = {"samples": pictures.samples(self, num=num_samples, nrow=nrow, seed=seed)}
+        samples (unless sampling needs a separately trained prior) and reconstructions; for an unconditional
+        ``continuous_code``, traversals of its ``nrow`` most
+        informative dimensions (by ``ranking``, e.g. their KL; by default in their order) and interpolations.
+        A model adds its own (per-class rows, temperatures, ...) by overriding this."""
+        abilities = self.capabilities
+        grids = {}
+        if not abilities.needs_trained_prior:
+            grids["samples"] = pictures.samples(self, num=num_samples, nrow=nrow, seed=seed)
         rows = len(x) // nrow * nrow
         if rows:
             labels = None if context is None else context[:rows]
             grids["reconstructions"] = pictures.reconstructions(self, x[:rows], nrow=nrow, context=labels)
+        if abilities.continuous_code and not abilities.conditional:
+            grids["traversals"] = pictures.traversals(self, x, ranking, dims=nrow)
+            grids["interpolations"] = pictures.interpolations(self, x, pairs=min(4, len(x) // 2))
         return grids
 
     def upgrade_state_dict(self, state: Mapping[str, Tensor], prefix: str = "") -> dict[str, Tensor]:

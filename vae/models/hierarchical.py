@@ -12,7 +12,7 @@ draws z_l from q, and adds it to the state; the state, upsampled, is decoded to 
 Between resolutions both passes resample with learned weights (``resample``): a stride-f convolution down and
 its transpose up, so that a vector layer sees the whole map and writes a spatial pattern into it, where pooling
 would see only the map's average and nearest upsampling could write only a constant.
-The top layer's prior is ``model.prior`` (N(0, I) by default; any prior of ``vae.layers.priors``).
+The top layer's prior is the model's ``prior`` (N(0, I) by default; any prior of ``vae.layers.priors``).
 
 Axes: b batch, k samples per example, c channels, h height, w width.
 """
@@ -20,23 +20,22 @@ Axes: b batch, k samples per example, c channels, h height, w width.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import torch
 from einops import einsum, repeat
 from torch import Tensor, nn
+from torch.distributions import Distribution
 
 from vae.core.errors import ConfigError
 from vae.core.gaussian import GaussianMoments, full_precision
 from vae.core.kl import KLEstimator
 from vae.core.pixels import as_unit
 from vae.layers.latents import GaussianLatent, LatentSample, TopDownLatent, cell
-from vae.layers.likelihoods import Likelihood
-from vae.layers.nets.common import Architecture
+from vae.layers.likelihoods import Bernoulli, Likelihood
 from vae.layers.nets.conv import Conv, ConvTranspose, down, up
-from vae.layers.priors import Prior
+from vae.layers.priors import Prior, StandardNormal
 from vae.models import pictures
-from vae.models.base import Encoding, LatentVariableModel, ModelOutput, inferring
+from vae.models.base import Capabilities, Encoding, LatentVariableModel, ModelOutput, inferring
 
 
 class ResBlock(nn.Module):
@@ -56,7 +55,7 @@ class ResBlock(nn.Module):
         return h + self.body(h)
 
 
-def blocks(width: int, count: int, kernel_size: int = 3) -> nn.Sequential:
+def residual_blocks(width: int, count: int, kernel_size: int = 3) -> nn.Sequential:
     return nn.Sequential(*(ResBlock(width, kernel_size) for _ in range(count)))
 
 
@@ -67,9 +66,61 @@ def resample(c_in: int, c_out: int, factor: int, *, upward: bool) -> nn.Module:
     return kind(c_in, c_out, kernel_size=factor, stride=factor)
 
 
-@dataclass(frozen=True)
-class TopDown(Architecture):
-    """A top-down hierarchical VAE, for ``model.network``.
+def check_layout(
+    latent_channels: tuple[int, ...],
+    resolutions: tuple[int, ...],
+    width: int,
+    widths: dict[int, int],
+    stem_channels: tuple[int, ...],
+    blocks: int,
+) -> None:
+    """One-line errors for a layout no hierarchy can have, each naming the fix."""
+    if not latent_channels or min(latent_channels) < 1:
+        raise ConfigError(f"HierarchicalVAE latent_channels must be one or more positive sizes, got {latent_channels}")
+    if len(resolutions) != len(latent_channels):
+        raise ConfigError(
+            f"HierarchicalVAE needs one resolution per latent layer: {len(latent_channels)} latent_channels, "
+            f"{len(resolutions)} resolutions"
+        )
+    if min(resolutions) < 1 or list(resolutions) != sorted(resolutions):
+        raise ConfigError(
+            f"HierarchicalVAE resolutions must be positive and non-decreasing from the top, got {resolutions}"
+        )
+    for a, b in zip(resolutions[:-1], resolutions[1:]):
+        if b % a:
+            raise ConfigError(
+                f"HierarchicalVAE resolution {a} does not divide the next layer's, {b}: each layer's resolution must "
+                f"divide the next one's, e.g. {resolutions[0]} and multiples of it"
+            )
+    if width < 1 or blocks < 0 or (stem_channels and min(stem_channels) < 1):
+        raise ConfigError("HierarchicalVAE width and stem_channels must be positive, blocks 0 or more")
+    if widths and min(widths.values()) < 1:
+        raise ConfigError(f"HierarchicalVAE widths must be positive, got {widths}")
+
+
+def working_shape(
+    image_shape: tuple[int, ...], stem_channels: tuple[int, ...], resolutions: tuple[int, ...]
+) -> tuple[int, int]:
+    """(height, width) after the stem, or a one-line error naming the fix."""
+    _, height, width = image_shape
+    factor = 2 ** (len(stem_channels) + 1)
+    if height % factor or width % factor:
+        raise ConfigError(
+            f"HierarchicalVAE with {len(stem_channels) + 1} stride-2 convolutions needs height and width divisible "
+            f"by {factor}, got {height}x{width}: change the model's stem_channels"
+        )
+    h, w = height // factor, width // factor
+    for r in resolutions:
+        if h % r or w % (h // r):
+            raise ConfigError(
+                f"HierarchicalVAE resolution {r} does not divide the working size {h}x{w} ({height}x{width} images "
+                f"after the stem): use divisors of {h}"
+            )
+    return h, w
+
+
+class HierarchicalVAE(LatentVariableModel):
+    """A top-down hierarchical VAE (see the module's docstring).
 
     latent_channels: the channels of each latent layer, top first (z_L … z_1); a layer at resolution 1 is a vector.
     resolutions: each layer's height, top first, non-decreasing; each divides the working height (below).
@@ -80,159 +131,95 @@ class TopDown(Architecture):
         ``width``: a 28×28 image with ``(32,)`` is worked on at 7×7 (28 → 14 → 7), a 32×32 one with ``()`` at 16×16.
     blocks: residual blocks after each layer in the top-down pass, and at each resolution in the bottom-up pass.
     residual_normal: NVAE's posterior, a shift and scale of the prior: q = N(μ_p + Δμ, (σ_p·Δσ)²).
-
-    ``model.latent_dim`` does not apply (the layers' sizes are ``latent_channels``); ``model.prior`` is the top
-    layer's prior.
+    likelihood: p(x|z) (``Bernoulli`` by default); prior: the top layer's prior (``StandardNormal`` by default; any
+        of ``vae.layers.priors``); kl_estimator / kl_samples: as for ``VAE``, for every layer.
+    image_shape, context_size: from the data (``LatentVariableModel``).
     """
-
-    latent_channels: tuple[int, ...] = (32, 16, 8)
-    resolutions: tuple[int, ...] = (1, 1, 7)
-    width: int = 64
-    widths: dict[int, int] = field(default_factory=dict)
-    stem_channels: tuple[int, ...] = (32,)
-    blocks: int = 1
-    residual_normal: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.latent_channels or min(self.latent_channels) < 1:
-            raise ConfigError(f"TopDown latent_channels must be one or more positive sizes, got {self.latent_channels}")
-        if len(self.resolutions) != len(self.latent_channels):
-            raise ConfigError(
-                f"TopDown needs one resolution per latent layer: {len(self.latent_channels)} latent_channels, "
-                f"{len(self.resolutions)} resolutions"
-            )
-        if min(self.resolutions) < 1 or list(self.resolutions) != sorted(self.resolutions):
-            raise ConfigError(
-                f"TopDown resolutions must be positive and non-decreasing from the top, got {self.resolutions}"
-            )
-        for a, b in zip(self.resolutions[:-1], self.resolutions[1:]):
-            if b % a:
-                raise ConfigError(
-                    f"TopDown resolution {a} does not divide the next layer's, {b}: each layer's resolution must "
-                    f"divide the next one's, e.g. {self.resolutions[0]} and multiples of it"
-                )
-        if self.width < 1 or self.blocks < 0 or (self.stem_channels and min(self.stem_channels) < 1):
-            raise ConfigError("TopDown width and stem_channels must be positive, blocks 0 or more")
-        if self.widths and min(self.widths.values()) < 1:
-            raise ConfigError(f"TopDown widths must be positive, got {self.widths}")
-
-    def working_shape(self, image_shape: tuple[int, int, int]) -> tuple[int, int]:
-        """(height, width) after the stem, or a one-line error naming the fix."""
-        _, height, width = image_shape
-        factor = 2 ** (len(self.stem_channels) + 1)
-        if height % factor or width % factor:
-            raise ConfigError(
-                f"TopDown with {len(self.stem_channels) + 1} stride-2 convolutions needs height and width divisible "
-                f"by {factor}, got {height}x{width}: change model.network.init_args.stem_channels"
-            )
-        h, w = height // factor, width // factor
-        for r in self.resolutions:
-            if h % r or w % (h // r):
-                raise ConfigError(
-                    f"TopDown resolution {r} does not divide the working size {h}x{w} ({height}x{width} images after "
-                    f"the stem): use divisors of {h}"
-                )
-        return h, w
-
-    def build(
-        self,
-        *,
-        image_shape: tuple[int, int, int],
-        latent_dim: int,
-        likelihood: Likelihood,
-        prior: Prior,
-        kl_estimator: KLEstimator,
-        kl_samples: int,
-    ) -> TopDownVAE:
-        if latent_dim != 16:
-            raise ConfigError(
-                f"model.latent_dim ({latent_dim}) does not apply to TopDown: its layers' sizes are "
-                "model.network.init_args.latent_channels"
-            )
-        return TopDownVAE(
-            architecture=self,
-            image_shape=image_shape,
-            likelihood=likelihood,
-            prior=prior,
-            kl_estimator=kl_estimator,
-            kl_samples=kl_samples,
-        )
-
-
-class TopDownVAE(LatentVariableModel):
-    """The model ``TopDown`` describes (see the module's docstring)."""
 
     def __init__(
         self,
         *,
-        architecture: TopDown,
         image_shape: tuple[int, int, int],
-        likelihood: Likelihood,
-        prior: Prior,
+        context_size: int | None = None,
+        latent_channels: tuple[int, ...] = (32, 16, 8),
+        resolutions: tuple[int, ...] = (1, 1, 7),
+        width: int = 64,
+        widths: dict[int, int] | None = None,
+        stem_channels: tuple[int, ...] = (32,),
+        blocks: int = 1,
+        residual_normal: bool = False,
+        likelihood: Likelihood | None = None,
+        prior: Prior | None = None,
         kl_estimator: KLEstimator = "auto",
         kl_samples: int = 1,
     ) -> None:
-        super().__init__()
-        self.image_shape = tuple(image_shape)
+        super().__init__(image_shape=image_shape, context_size=context_size)
+        latent_channels, resolutions, stem_channels = tuple(latent_channels), tuple(resolutions), tuple(stem_channels)
+        widths = dict(widths or {})
+        check_layout(latent_channels, resolutions, width, widths, stem_channels, blocks)
+        likelihood = Bernoulli() if likelihood is None else likelihood
+        prior = StandardNormal() if prior is None else prior
+        self.record(likelihood=likelihood, prior=prior)
         self.likelihood = likelihood
-        arch = architecture
-        height, breadth = arch.working_shape(self.image_shape)
+        height, breadth = working_shape(self.image_shape, stem_channels, resolutions)
         self.aspect = breadth // height
-        self.resolutions = list(arch.resolutions)
+        self.resolutions = list(resolutions)
 
-        def width(r: int) -> int:
-            return arch.widths.get(r, arch.width)
+        def width_at(r: int) -> int:
+            return widths.get(r, width)
 
-        unused = sorted(set(arch.widths) - {height, *arch.resolutions})
+        unused = sorted(set(widths) - {height, *resolutions})
         if unused:
             raise ConfigError(
-                f"TopDown widths names resolution {unused[0]}, which is in use neither by a layer nor as the working "
-                f"height: use the layers' resolutions {sorted(set(arch.resolutions))} or {height}"
+                f"HierarchicalVAE widths names resolution {unused[0]}, which is in use neither by a layer nor as the "
+                f"working height: use the layers' resolutions {sorted(set(resolutions))} or {height}"
             )
 
         def kernel(r: int) -> int:  # a 3×3 convolution on a 1×1 map uses only its centre
             return 1 if r == 1 and self.aspect == 1 else 3
 
         # Bottom-up: the stem to the working resolution, then residual blocks at each resolution a layer uses.
-        sizes = [image_shape[0], *arch.stem_channels, width(height)]
+        sizes = [self.image_shape[0], *stem_channels, width_at(height)]
         self.stem = nn.Sequential(*(m for a, b in zip(sizes[:-1], sizes[1:]) for m in (down(a, b), nn.SiLU())))
-        self.scales = sorted({height, *arch.resolutions}, reverse=True)
-        self.encoder_blocks = nn.ModuleList(blocks(width(s), arch.blocks, kernel(s)) for s in self.scales)
+        self.scales = sorted({height, *resolutions}, reverse=True)
+        self.encoder_blocks = nn.ModuleList(residual_blocks(width_at(s), blocks, kernel(s)) for s in self.scales)
         steps = list(zip(self.scales[:-1], self.scales[1:]))  # (larger, smaller), from the working resolution up
-        self.downsample = nn.ModuleList(resample(width(a), width(b), a // b, upward=False) for a, b in steps)
-        self.upsample = nn.ModuleDict({str(a): resample(width(b), width(a), a // b, upward=True) for a, b in steps})
+        self.downsample = nn.ModuleList(resample(width_at(a), width_at(b), a // b, upward=False) for a, b in steps)
+        self.upsample = nn.ModuleDict(
+            {str(a): resample(width_at(b), width_at(a), a // b, upward=True) for a, b in steps}
+        )
         # Top-down: a learned initial state, the layers (top first), residual blocks after each, the output.
-        count, top = len(arch.latent_channels), arch.resolutions[0]
-        self.initial = nn.Parameter(torch.zeros(width(top), top, top * self.aspect))
+        count, top = len(latent_channels), resolutions[0]
+        self.initial = nn.Parameter(torch.zeros(width_at(top), top, top * self.aspect))
         names = [f"z{count - i}" for i in range(count)]
-        c_top = arch.latent_channels[0]
+        c_top = latent_channels[0]
         self.top = GaussianLatent(
             name=names[0],
             shape=(c_top, top, top * self.aspect),
-            head=cell(2 * width(top), 2 * c_top, kernel_size=kernel(top)),
+            head=cell(2 * width_at(top), 2 * c_top, kernel_size=kernel(top)),
             prior=prior,
             image_shape=self.image_shape,
             kl_estimator=kl_estimator,
             kl_samples=kl_samples,
         )
-        self.top_project = Conv(c_top, width(top), kernel_size=1)
+        self.top_project = Conv(c_top, width_at(top), kernel_size=1)
         self.below = nn.ModuleList(
             TopDownLatent(
                 name=name,
                 channels=channels,
-                width=width(r),
+                width=width_at(r),
                 positions=r * r * self.aspect,
-                residual_normal=arch.residual_normal,
+                residual_normal=residual_normal,
                 kl_estimator=kl_estimator,
                 kl_samples=kl_samples,
-                prior_head=cell(width(r), 2 * channels + width(r), zero_last=True, kernel_size=kernel(r)),
-                posterior_head=cell(2 * width(r), 2 * channels, kernel_size=kernel(r)),
+                prior_head=cell(width_at(r), 2 * channels + width_at(r), zero_last=True, kernel_size=kernel(r)),
+                posterior_head=cell(2 * width_at(r), 2 * channels, kernel_size=kernel(r)),
             )
-            for name, channels, r in zip(names[1:], arch.latent_channels[1:], arch.resolutions[1:])
+            for name, channels, r in zip(names[1:], latent_channels[1:], resolutions[1:])
         )
-        self.decoder_blocks = nn.ModuleList(blocks(width(r), arch.blocks, kernel(r)) for r in self.resolutions)
-        self.final_blocks = blocks(width(height), arch.blocks)
-        out = [width(height), *arch.stem_channels[::-1], likelihood.param_channels(image_shape[0])]
+        self.decoder_blocks = nn.ModuleList(residual_blocks(width_at(r), blocks, kernel(r)) for r in self.resolutions)
+        self.final_blocks = residual_blocks(width_at(height), blocks)
+        out = [width_at(height), *stem_channels[::-1], likelihood.param_channels(self.image_shape[0])]
         ups: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(out[:-1], out[1:])):
             ups += [up(a, b)] + ([nn.SiLU()] if i < len(out) - 2 else [])
@@ -264,6 +251,15 @@ class TopDownVAE(LatentVariableModel):
     @property
     def layers(self) -> list[GaussianLatent | TopDownLatent]:
         return [self.top, *self.below]
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """The code is the top layer's (``encode``), decoded with the layers below at their prior means."""
+        return Capabilities(kl_split=self.top.kl_splits, continuous_code=True)
+
+    def prior_distribution(self) -> Distribution:
+        """p(z_L), the top layer's prior over its flattened code, event shape (d_L,)."""
+        return self.top.prior_distribution(self.top_posterior)
 
     def networks(self) -> list[nn.Module]:
         return [
@@ -378,8 +374,9 @@ class TopDownVAE(LatentVariableModel):
         seed: int = 0,
         num_samples: int = 64,
     ) -> dict[str, Tensor]:
-        """Samples and reconstructions, rows of samples by temperature, and what each layer encodes."""
-        grids = super().pictures(x, nrow=nrow, seed=seed, num_samples=num_samples)
+        """Samples, reconstructions, traversals and interpolations of the top layer's code, rows of samples by
+        temperature, and what each layer encodes."""
+        grids = super().pictures(x, ranking=ranking, nrow=nrow, seed=seed, num_samples=num_samples)
         grids["temperatures"] = pictures.temperatures(self, nrow=nrow, seed=seed)
         grids["layers"] = pictures.layers(self, x, nrow=min(nrow, len(x)), seed=seed)
         return grids

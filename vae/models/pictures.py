@@ -1,10 +1,14 @@
-"""What the latent space learned, as image grids (uint8-ready float tensors in [0, 1], via make_grid).
+"""What the latent space learned, as image grids (uint8-ready float tensors in [0, 1], via make_grid), labelled
+where a reader needs to know what a row or a column is (``labelled``): the row labels to the right of the grid, the
+column labels and a caption below it, so that every image keeps its place from the top-left corner.
 
     samples          decodes of z drawn from the prior with fixed noise
     reconstructions  rows of inputs, each followed by the row of their reconstructions
     traversals       one row per latent dimension, the most informative first (ranked by KL): the posterior
-                     mean of one image with that dimension swept across its prior range (1 % to 99 %)
-    interpolations   one row per pair of images: decodes along the straight line between their posterior means
+                     mean of one image with that dimension swept across its prior range (1 % to 99 %); rows named
+                     with their dimension and KL, columns with the values swept
+    interpolations   one row per pair of images: the first image, decodes along the straight line between their
+                     posterior means (t = 0 … 1), the second image
     factor_traversals  for data with known factors: one row per factor, sweeping the latent dimension that carries
                      the most information about it (``vae.commands.evaluate.informative_dimensions``)
     latent_scatter   the latent means of a split coloured by label (a 2-D latent as it is; else PCA, or UMAP where
@@ -22,6 +26,7 @@ Axes: b batch, c channels, h height, w width, d latent dimensions, s steps.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -37,11 +42,62 @@ from vae.core.pixels import as_unit
 
 if TYPE_CHECKING:  # the models draw their pictures with these functions (``LatentVariableModel.pictures``)
     from vae.models.base import LatentVariableModel
-    from vae.models.vae import VAE
+
+
+PAD = 2  # pixels between the images of a grid
 
 
 def grid(images: Tensor, nrow: int) -> Tensor:
-    return make_grid(images.float().cpu().clamp(0, 1), nrow=nrow, padding=2, pad_value=0.5)
+    return make_grid(images.float().cpu().clamp(0, 1), nrow=nrow, padding=PAD, pad_value=0.5)
+
+
+def labelled(
+    picture: Tensor,
+    *,
+    cell: tuple[int, int],
+    rows: list[str] | None = None,
+    columns: list[str] | None = None,
+    caption: str | None = None,
+) -> Tensor:
+    """A grid (3, H, W) with its labels drawn beside it: ``rows`` to the right of each row, ``columns`` below each
+    column, ``caption`` under them; white margins, the grid itself untouched in the top-left corner. ``cell``: the
+    (height, width) of one image of the grid."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    try:
+        font = ImageFont.load_default(size=10)
+    except (TypeError, OSError):  # Pillow without FreeType: its small bitmap font
+        font = ImageFont.load_default()
+    height, width = picture.shape[-2:]
+    cell_h, cell_w = cell[0] + PAD, cell[1] + PAD
+
+    def size(text: str) -> tuple[int, int]:
+        left, top, right, bottom = font.getbbox(text)
+        return right - left, bottom - top
+
+    text_h = max(size("Ag0")[1], 8)
+    right = max((size(text)[0] for text in rows or []), default=-6) + 6
+    below = (text_h + 4 if columns else 0) + (text_h + 4 if caption else 0)
+    canvas = Image.new("RGB", (width + max(right, 0), height + below), "white")  # the labels, drawn around it
+    draw = ImageDraw.Draw(canvas)
+    ink = (40, 40, 40)
+    for r, text in enumerate(rows or []):
+        draw.text((width + 3, PAD + r * cell_h + (cell_h - PAD - text_h) // 2), text, fill=ink, font=font)
+    for c, text in enumerate(columns or []):
+        draw.text((PAD + c * cell_w + (cell_w - PAD - size(text)[0]) // 2, height + 2), text, fill=ink, font=font)
+    if caption:
+        draw.text((PAD, height + below - text_h - 3), caption, fill=ink, font=font)
+    out = torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1).float() / 255
+    out[:, :height, :width] = picture  # the grid itself, at full precision
+    return out
+
+
+def value(number: float, spread: float = 1.0) -> str:
+    """A short label for a number on a scale of ``spread`` (the distance between neighbouring labels): as many
+    decimals as tell neighbours apart (one for steps of 0.1 to 1), never "-0"."""
+    decimals = max(0, min(3, -math.floor(math.log10(max(abs(spread), 1e-3)))))
+    text = f"{number:.{decimals}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 @contextmanager
@@ -74,7 +130,8 @@ def temperatures(
     for t in values:
         with seeded(vae, seed):
             rows.append(vae.sample(nrow, temperature=t))
-    return grid(torch.cat(rows), nrow)
+    picture = grid(torch.cat(rows), nrow)
+    return labelled(picture, cell=rows[0].shape[-2:], rows=[f"T = {t:g}" for t in values], caption="temperature")
 
 
 @torch.no_grad()
@@ -82,11 +139,12 @@ def layers(vae: LatentVariableModel, x: Tensor, *, nrow: int = 8, seed: int = 0)
     """Row 0: the inputs; row k: reconstructions keeping the top L − k + 1 layers' posteriors (the rest drawn from
     the prior)."""
     x = as_unit(x[:nrow])
-    rows = [x]
+    rows, names = [x], ["input"]
     with seeded(vae, seed):
         for keep in range(len(vae.layers), 0, -1):
             rows.append(vae.reconstruct(x, keep=keep))
-    return grid(torch.cat(rows), len(x))
+            names.append(f"top {keep}: {', '.join(vae.layer_names[:keep])}")
+    return labelled(grid(torch.cat(rows), len(x)), cell=x.shape[-2:], rows=names)
 
 
 @torch.no_grad()
@@ -95,7 +153,8 @@ def reconstructions(vae: LatentVariableModel, x: Tensor, *, nrow: int = 8, conte
     reconstructions."""
     x = as_unit(x)
     pairs = torch.stack([x, vae.reconstruct(x, context=context)])  # (2, n, c, h, w)
-    return grid(rearrange(pairs, "two (r n) c h w -> (r two n) c h w", n=nrow), nrow)
+    picture = grid(rearrange(pairs, "two (r n) c h w -> (r two n) c h w", n=nrow), nrow)
+    return labelled(picture, cell=x.shape[-2:], rows=["input", "reconstruction"] * (len(x) // nrow))
 
 
 def ranked_dimensions(kl_per_dim: Tensor) -> list[int]:
@@ -104,48 +163,90 @@ def ranked_dimensions(kl_per_dim: Tensor) -> list[int]:
 
 
 @torch.no_grad()
-def prior_range(vae: VAE, *, low: float = 0.01, high: float = 0.99, num: int = 20_000, seed: int = 0) -> Tensor:
-    """Each latent dimension's prior quantiles (low, high), (2, d): ±2.33 for N(0, 1), learned priors alike."""
+def prior_range(
+    vae: LatentVariableModel, *, low: float = 0.01, high: float = 0.99, num: int = 20_000, seed: int = 0
+) -> Tensor:
+    """Each code dimension's prior quantiles (low, high), (2, d), from the model's ``prior_distribution``: ±2.33
+    for N(0, 1), learned priors alike."""
+    prior = vae.prior_distribution()
+    if prior is None:
+        raise ConfigError(f"{type(vae).__name__} has no prior over its code: no prior range to sweep")
     with seeded(vae, seed):
-        z = vae.prior_distribution().sample(torch.Size([num]))  # (num, d)
+        z = prior.sample(torch.Size([num]))  # (num, d)
     return torch.quantile(z, torch.tensor([low, high], device=z.device, dtype=z.dtype), dim=0)
 
 
 @torch.no_grad()
-def sweeps(vae: VAE, x: Tensor, dims: list[int], *, steps: int = 9) -> Tensor:
+def sweeps(vae: LatentVariableModel, x: Tensor, dims: list[int], *, steps: int = 9) -> tuple[Tensor, Tensor]:
     """One row per dimension in ``dims``: ``steps`` values across its prior range, the others held at the posterior
-    mean of the first image of x; (len(dims)·steps, c, h, w)."""
-    base = vae.posterior(as_unit(x[:1])).mean[0]  # (d,)
+    mean of the first image of x; the images (len(dims)·steps, c, h, w) and the values swept (len(dims), steps)."""
+    base = vae.encode(as_unit(x[:1])).mean[0]  # (d,)
     bounds = prior_range(vae)
-    rows = []
+    rows, values = [], []
     for d in dims:
         z = repeat(base, "d -> s d", s=steps).clone()
         z[:, d] = torch.linspace(float(bounds[0, d]), float(bounds[1, d]), steps, device=z.device)
         rows.append(vae.decode(z))
-    return torch.cat(rows)
+        values.append(z[:, d].cpu())
+    return torch.cat(rows), torch.stack(values)
+
+
+def swept(
+    images: Tensor, values: Tensor, names: list[str], *, steps: int, caption: str = "the value each column sets"
+) -> Tensor:
+    """The grid of ``sweeps`` labelled: each row's name; below the columns, the values they set (where every row
+    sweeps the same range), else each row's range beside its name."""
+    spread = float((values[:, -1] - values[:, 0]).abs().max()) / max(steps - 1, 1)
+    labels = [[value(float(v), spread) for v in row] for row in values]
+    shared = float((values - values[:1]).abs().max()) <= spread / 4  # every row sweeps about the same values
+    if not shared:
+        names = [f"{name}  [{row[0]}, {row[-1]}]" for name, row in zip(names, labels)]
+    columns = labels[0] if shared else None
+    return labelled(grid(images, steps), cell=images.shape[-2:], rows=names, columns=columns, caption=caption)
 
 
 @torch.no_grad()
-def traversals(vae: VAE, x: Tensor, kl_per_dim: Tensor, *, dims: int = 8, steps: int = 9) -> Tensor:
-    """Rows: the ``dims`` most informative dimensions; columns: ``steps`` values across the prior range,
-    the others held at the posterior mean of the first image of x."""
-    return grid(sweeps(vae, x, ranked_dimensions(kl_per_dim)[:dims], steps=steps), steps)
+def traversals(
+    vae: LatentVariableModel, x: Tensor, kl_per_dim: Tensor | None = None, *, dims: int = 8, steps: int = 9
+) -> Tensor:
+    """Rows: the ``dims`` most informative dimensions (by ``kl_per_dim``, named with it; in their order without it);
+    columns: ``steps`` values across the prior range, the others held at the posterior mean of the first image of x."""
+    order = list(range(vae.encode(as_unit(x[:1])).mean.shape[1]))
+    if kl_per_dim is not None:
+        order = ranked_dimensions(kl_per_dim)
+    order = order[:dims]
+    images, values = sweeps(vae, x, order, steps=steps)
+    kl = None if kl_per_dim is None else kl_per_dim.tolist()
+    names = [f"z{d}" + ("" if kl is None else f"  KL {kl[d]:.2f}") for d in order]
+    return swept(images, values, names, steps=steps, caption="traversals: z set to each column's value")
 
 
 @torch.no_grad()
-def factor_traversals(vae: VAE, x: Tensor, dims: list[int], *, steps: int = 9) -> Tensor:
-    """Rows: for each factor in turn, the sweep of the latent dimension ``dims[k]`` that carries it best."""
-    return grid(sweeps(vae, x, dims, steps=steps), steps)
+def factor_traversals(
+    vae: LatentVariableModel, x: Tensor, dims: list[int], *, steps: int = 9, factors: list[str] | None = None
+) -> Tensor:
+    """Rows: for each factor in turn (named ``factors``), the sweep of the latent dimension ``dims[k]`` that carries
+    it best."""
+    images, values = sweeps(vae, x, dims, steps=steps)
+    factors = factors or [f"factor {k}" for k in range(len(dims))]
+    names = [f"{name} → z{d}" for name, d in zip(factors, dims)]
+    return swept(images, values, names, steps=steps)
 
 
 @torch.no_grad()
-def interpolations(vae: VAE, x: Tensor, *, pairs: int = 4, steps: int = 10) -> Tensor:
-    """Rows: decodes along the line between the posterior means of images 2i and 2i + 1 of x."""
-    means = vae.posterior(as_unit(x[: 2 * pairs])).mean  # (2·pairs, d)
+def interpolations(vae: LatentVariableModel, x: Tensor, *, pairs: int = 4, steps: int = 10) -> Tensor:
+    """Rows: image 2i of x, decodes along the line between the posterior means of images 2i and 2i + 1 (t = 0 … 1),
+    and image 2i + 1: the end points are the images themselves, beside their decodes."""
+    x = as_unit(x[: 2 * pairs])
+    means = vae.encode(x).mean  # (2·pairs, d)
     start, end = means[0::2], means[1::2]  # (pairs, d) each
     t = torch.linspace(0, 1, steps, device=means.device)
     z = start[:, None, :] + t[None, :, None] * (end - start)[:, None, :]  # (pairs, s, d)
-    return grid(vae.decode(rearrange(z, "b s d -> (b s) d")), steps)
+    decoded = rearrange(vae.decode(rearrange(z, "b s d -> (b s) d")), "(b s) c h w -> b s c h w", s=steps)
+    rows = torch.cat([x[0::2, None].to(decoded), decoded, x[1::2, None].to(decoded)], dim=1)  # (pairs, s + 2, ...)
+    columns = ["image", *(value(float(v), 1 / max(steps - 1, 1)) for v in t), "image"]
+    picture = grid(rearrange(rows, "b s c h w -> (b s) c h w"), steps + 2)
+    return labelled(picture, cell=x.shape[-2:], columns=columns, caption="decoded at t along the line between codes")
 
 
 @torch.no_grad()
@@ -216,13 +317,18 @@ def manifold(vae: LatentVariableModel, *, steps: int = 20, low: float = 0.05, hi
     """For a 2-D latent: decodes of a ``steps`` × ``steps`` grid of z over the prior's quantiles ``low`` to ``high``
     in each dimension (the standard normal's for models without one prior), z₂ down the rows and z₁ across."""
     device = next(vae.parameters()).device
-    prior = getattr(vae, "prior_distribution", None)
-    if prior is not None and tuple(prior().event_shape) == (2,):  # the model's own prior over its 2-D code
-        bounds = prior_range(vae, low=low, high=high)  # type: ignore[arg-type]
+    prior = vae.prior_distribution()
+    if prior is not None and tuple(prior.event_shape) == (2,):  # the model's own prior over its 2-D code
+        bounds = prior_range(vae, low=low, high=high)
     else:
         normal = torch.distributions.Normal(0.0, 1.0)
         bounds = repeat(normal.icdf(torch.tensor([low, high])), "two -> two d", d=2).to(device)
     z1 = torch.linspace(float(bounds[0, 0]), float(bounds[1, 0]), steps, device=device)
     z2 = torch.linspace(float(bounds[1, 1]), float(bounds[0, 1]), steps, device=device)  # high at the top
     z = torch.stack(torch.meshgrid(z2, z1, indexing="ij")[::-1], dim=-1)  # (rows, columns, 2): (z1, z2)
-    return grid(vae.decode(rearrange(z, "r c d -> (r c) d")), steps)
+    images = vae.decode(rearrange(z, "r c d -> (r c) d"))
+    spread = float(z1[-1] - z1[0]) / 2
+    columns = [value(float(v), spread) if i in (0, steps // 2, steps - 1) else "" for i, v in enumerate(z1)]
+    rows = [f"z2 = {value(float(v), spread)}" if i in (0, steps // 2, steps - 1) else "" for i, v in enumerate(z2)]
+    caption = f"z1 across, z2 up: the prior's {low:.0%} to {high:.0%} quantiles"
+    return labelled(grid(images, steps), cell=images.shape[-2:], rows=rows, columns=columns, caption=caption)

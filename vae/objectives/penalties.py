@@ -1,4 +1,4 @@
-"""Penalties on the latent code that disentangling VAEs add to the weighted ELBO; chosen with ``model.penalty``.
+"""Penalties on the latent code that disentangling VAEs add to the weighted ELBO; the ELBO objective's ``penalty``.
 
     BetaTCVAE(alpha, beta, gamma)    α·mi + β·tc + γ·dwkl in place of the KL      (Chen et al. 2018)
     FactorVAE(gamma)                 + γ·TC, the TC estimated by a discriminator   (Kim & Mnih 2018)
@@ -6,8 +6,7 @@
 
 Each acts on the model's top latent layer (the single layer's z, or the top of a hierarchy), and adds to the loss
 the weighting makes (``vae.objectives.weighting``), so every weighting still composes with it: with the default
-Constant(beta=1)
-weighting the β-TCVAE loss is exactly recon + α·mi + β·tc + γ·dwkl, and with a weighting w(t) it is
+Constant(beta=1) weighting the β-TCVAE loss is exactly recon + α·mi + β·tc + γ·dwkl, and with a weighting w(t) it is
 recon + w(t)·KL + (α − 1)·mi + (β − 1)·tc + (γ − 1)·dwkl (disentanglement_lib writes β-TCVAE the same way,
 KL + (β − 1)·tc).
 
@@ -35,7 +34,7 @@ from torch.func import functional_call
 
 from vae.core.errors import ConfigError
 from vae.core.gaussian import full_precision
-from vae.core.spec import Recorded
+from vae.core.spec import Configurable
 from vae.core.split import KLSplit
 from vae.layers.latents import LatentSample, diagonal_normal
 
@@ -49,12 +48,27 @@ class Penalized:
     weights: dict[str, float] = field(default_factory=dict)
 
 
-class PenaltyModule(nn.Module, ABC):
-    """A built penalty. ``needs_split``: whether it reads the top layer's KL split (estimated at every step with the
-    run's ``model.kl_split`` estimator); ``term_names``: the raw terms it returns."""
+class Penalty(Configurable, nn.Module, ABC):
+    """A penalty on the top latent layer: a module whose constructor takes its hyperparameters; the objective calls
+    ``bind`` once with the top layer's number of units (what a discriminator's input size needs).
+
+    needs_split: whether it reads the top layer's KL split (estimated at every step with the objective's ``kl_split``
+    estimator); term_names: the raw terms it returns."""
 
     needs_split: bool = False
     term_names: tuple[str, ...] = ()
+    units: int | None = None  # set by bind
+
+    def bind(self, *, units: int) -> Penalty:
+        """Make what depends on the top layer's ``units`` (none by default); once."""
+        if self.units is not None:
+            raise ConfigError(f"this {type(self).__name__} is already bound to a model: give each objective its own")
+        self.units = units
+        self.build(units=units)
+        return self
+
+    def build(self, *, units: int) -> None:
+        """The parameters for a top layer of ``units`` units (none by default)."""
 
     @abstractmethod
     def forward(self, top: LatentSample, split: KLSplit | None, *, samples: int, training: bool) -> Penalized:
@@ -63,14 +77,6 @@ class PenaltyModule(nn.Module, ABC):
     def optimizer_groups(self) -> list[dict]:
         """Parameter groups with optimizer settings of their own (FactorVAE's discriminator); none by default."""
         return []
-
-
-class Penalty(Recorded, ABC):
-    """A choice for ``model.penalty``: hyperparameters that build the ``PenaltyModule`` for a top layer of
-    ``units`` dimensions."""
-
-    @abstractmethod
-    def build(self, *, units: int) -> PenaltyModule: ...
 
 
 def first_draw(top: LatentSample, samples: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -85,40 +91,28 @@ def first_draw(top: LatentSample, samples: int) -> tuple[Tensor, Tensor, Tensor]
 # --- β-TCVAE -----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class BetaTCVAE(Penalty):
     """β-TCVAE (Chen et al. 2018): the KL's three parts weighted α (mutual information), β (total correlation) and
-    γ (dimension-wise KL), each estimated on the batch with the run's ``model.kl_split`` estimator
+    γ (dimension-wise KL), each estimated on the batch with the objective's ``kl_split`` estimator
     (``vae.core.split``: "mss", minibatch-stratified sampling, by default; "mws", minibatch-weighted, as in the
     paper's main runs). The dataset size N is the training split's. Chen et al. use α = γ = 1 and β from 1 to 10."""
 
-    alpha: float = 1.0
-    beta: float = 6.0
-    gamma: float = 1.0
-
-    def __post_init__(self) -> None:
-        for name in ("alpha", "beta", "gamma"):
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"BetaTCVAE {name} must be 0 or more, got {getattr(self, name)}")
-
-    def build(self, *, units: int) -> PenaltyModule:
-        return BetaTCVAEModule(weights={"mi": self.alpha, "tc": self.beta, "dwkl": self.gamma})
-
-
-class BetaTCVAEModule(PenaltyModule):
     needs_split = True
     term_names = ("kl_split/mi", "kl_split/tc", "kl_split/dwkl")
 
-    def __init__(self, *, weights: dict[str, float]) -> None:
+    def __init__(self, *, alpha: float = 1.0, beta: float = 6.0, gamma: float = 1.0) -> None:
         super().__init__()
-        self.weights = weights
+        for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
+            if not value >= 0:
+                raise ConfigError(f"BetaTCVAE {name} must be 0 or more, got {value}")
+        self.weights = {"mi": alpha, "tc": beta, "dwkl": gamma}
 
     def forward(self, top: LatentSample, split: KLSplit | None, *, samples: int, training: bool) -> Penalized:
         if split is None:
             raise ConfigError(
                 "BetaTCVAE needs the KL split of the top layer: a diagonal Gaussian prior on it (N(0, I) or a learned "
-                "Gaussian), model.kl_split 'mss' or 'mws', and the training split's size (train through the vae "
-                "command or a Trainer)"
+                "Gaussian), the objective's kl_split 'mss' or 'mws', and the training split's size (train through the "
+                "vae command or a Trainer)"
             )
         loss = sum((weight - 1.0) * getattr(split, name).mean() for name, weight in self.weights.items())
         weights = {f"kl_split/{name}_weight": weight for name, weight in self.weights.items()}
@@ -128,7 +122,13 @@ class BetaTCVAEModule(PenaltyModule):
 # --- FactorVAE ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+def permute_dims(z: Tensor) -> Tensor:
+    """Each dimension of the batch shuffled on its own, (b, d): a sample of Π_j q(z_j) from one of q(z)."""
+    b, d = z.shape
+    order = torch.argsort(torch.rand(b, d, device=z.device), dim=0)
+    return torch.gather(z, 0, order)
+
+
 class FactorVAE(Penalty):
     """FactorVAE (Kim & Mnih 2018): + γ·TC, with TC = D_KL(q(z) ‖ Π_j q(z_j)) estimated by the density-ratio trick:
     a discriminator D tells samples of q(z) (class 0) from samples of Π_j q(z_j) (class 1, each dimension of the
@@ -142,45 +142,31 @@ class FactorVAE(Penalty):
     Kim & Mnih use γ = 35 on dSprites (10 to 100 in disentanglement_lib's study) and lr 1e-4 for the model.
     """
 
-    gamma: float = 35.0
-    hidden: int = 1000
-    depth: int = 6
-    lr: float = 1e-4
-    betas: tuple[float, float] = (0.5, 0.9)
-
-    def __post_init__(self) -> None:
-        if not self.gamma >= 0:
-            raise ConfigError(f"FactorVAE gamma must be 0 or more, got {self.gamma}")
-        if self.hidden < 1 or self.depth < 1:
-            raise ConfigError(f"FactorVAE hidden and depth must be positive, got {self.hidden} and {self.depth}")
-        if not self.lr > 0 or not all(0 <= b < 1 for b in self.betas):
-            raise ConfigError(f"FactorVAE lr must be positive and betas in [0, 1), got {self.lr} and {self.betas}")
-
-    def build(self, *, units: int) -> PenaltyModule:
-        return FactorVAEModule(
-            units=units, gamma=self.gamma, hidden=self.hidden, depth=self.depth, lr=self.lr, betas=self.betas
-        )
-
-
-def permute_dims(z: Tensor) -> Tensor:
-    """Each dimension of the batch shuffled on its own, (b, d): a sample of Π_j q(z_j) from one of q(z)."""
-    b, d = z.shape
-    order = torch.argsort(torch.rand(b, d, device=z.device), dim=0)
-    return torch.gather(z, 0, order)
-
-
-class FactorVAEModule(PenaltyModule):
     term_names = ("factor_vae/tc", "factor_vae/discriminator_loss", "factor_vae/discriminator_accuracy")
 
     def __init__(
-        self, *, units: int, gamma: float, hidden: int, depth: int, lr: float, betas: tuple[float, float]
+        self,
+        *,
+        gamma: float = 35.0,
+        hidden: int = 1000,
+        depth: int = 6,
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.5, 0.9),
     ) -> None:
         super().__init__()
-        self.gamma, self.lr, self.betas = gamma, lr, tuple(betas)
-        layers: list[nn.Module] = [nn.Linear(units, hidden)]
-        for _ in range(depth - 1):
-            layers += [nn.LeakyReLU(0.2), nn.Linear(hidden, hidden)]
-        self.discriminator = nn.Sequential(*layers, nn.LeakyReLU(0.2), nn.Linear(hidden, 2))
+        if not gamma >= 0:
+            raise ConfigError(f"FactorVAE gamma must be 0 or more, got {gamma}")
+        if hidden < 1 or depth < 1:
+            raise ConfigError(f"FactorVAE hidden and depth must be positive, got {hidden} and {depth}")
+        if not lr > 0 or not all(0 <= b < 1 for b in betas):
+            raise ConfigError(f"FactorVAE lr must be positive and betas in [0, 1), got {lr} and {betas}")
+        self.gamma, self.hidden, self.depth, self.lr, self.betas = gamma, hidden, depth, lr, tuple(betas)
+
+    def build(self, *, units: int) -> None:
+        layers: list[nn.Module] = [nn.Linear(units, self.hidden)]
+        for _ in range(self.depth - 1):
+            layers += [nn.LeakyReLU(0.2), nn.Linear(self.hidden, self.hidden)]
+        self.discriminator = nn.Sequential(*layers, nn.LeakyReLU(0.2), nn.Linear(self.hidden, 2))
 
     def optimizer_groups(self) -> list[dict]:
         return [{"params": list(self.discriminator.parameters()), "lr": self.lr, "betas": self.betas}]
@@ -206,32 +192,6 @@ class FactorVAEModule(PenaltyModule):
 # --- DIP-VAE -----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DIPVAE(Penalty):
-    """DIP-VAE (Kumar et al. 2018): the covariance C of the aggregate posterior pushed towards I,
-
-        + λ_od Σ_{i≠j} C_ij² + λ_d Σ_i (C_ii − 1)²
-
-    kind "i": C = Cov_batch[μ(x)], the covariance of the posterior means; kind "ii": C = Cov_batch[μ(x)] +
-    E_batch[diag σ²(x)], the covariance of z under q(z). lambda_d None is the paper's advice: 10·λ_od for "i",
-    λ_od for "ii". disentanglement_lib's study: λ_od in 1 to 50.
-    """
-
-    kind: Literal["i", "ii"] = "ii"
-    lambda_od: float = 10.0
-    lambda_d: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("i", "ii"):
-            raise ConfigError(f"DIPVAE kind must be 'i' or 'ii', got {self.kind!r}")
-        if not self.lambda_od >= 0 or (self.lambda_d is not None and not self.lambda_d >= 0):
-            raise ConfigError(f"DIPVAE lambda_od and lambda_d must be 0 or more, got {self.lambda_od}, {self.lambda_d}")
-
-    def build(self, *, units: int) -> PenaltyModule:
-        lambda_d = self.lambda_d if self.lambda_d is not None else self.lambda_od * (10.0 if self.kind == "i" else 1.0)
-        return DIPVAEModule(kind=self.kind, lambda_od=self.lambda_od, lambda_d=lambda_d)
-
-
 def dip_covariance(mean: Tensor, variance: Tensor, kind: Literal["i", "ii"]) -> Tensor:
     """C (d, d): the batch covariance (1/b) of the posterior means, plus the mean posterior variance on the diagonal
     for kind "ii"."""
@@ -242,12 +202,28 @@ def dip_covariance(mean: Tensor, variance: Tensor, kind: Literal["i", "ii"]) -> 
     return covariance
 
 
-class DIPVAEModule(PenaltyModule):
+class DIPVAE(Penalty):
+    """DIP-VAE (Kumar et al. 2018): the covariance C of the aggregate posterior pushed towards I,
+
+        + λ_od Σ_{i≠j} C_ij² + λ_d Σ_i (C_ii − 1)²
+
+    kind "i": C = Cov_batch[μ(x)], the covariance of the posterior means; kind "ii": C = Cov_batch[μ(x)] +
+    E_batch[diag σ²(x)], the covariance of z under q(z). lambda_d None is the paper's advice: 10·λ_od for "i",
+    λ_od for "ii". disentanglement_lib's study: λ_od in 1 to 50.
+    """
+
     term_names = ("dip/off_diagonal", "dip/diagonal")
 
-    def __init__(self, *, kind: Literal["i", "ii"], lambda_od: float, lambda_d: float) -> None:
+    def __init__(
+        self, *, kind: Literal["i", "ii"] = "ii", lambda_od: float = 10.0, lambda_d: float | None = None
+    ) -> None:
         super().__init__()
-        self.kind, self.lambda_od, self.lambda_d = kind, lambda_od, lambda_d
+        if kind not in ("i", "ii"):
+            raise ConfigError(f"DIPVAE kind must be 'i' or 'ii', got {kind!r}")
+        if not lambda_od >= 0 or (lambda_d is not None and not lambda_d >= 0):
+            raise ConfigError(f"DIPVAE lambda_od and lambda_d must be 0 or more, got {lambda_od}, {lambda_d}")
+        self.kind, self.lambda_od = kind, lambda_od
+        self.lambda_d = lambda_d if lambda_d is not None else lambda_od * (10.0 if kind == "i" else 1.0)
 
     def forward(self, top: LatentSample, split: KLSplit | None, *, samples: int, training: bool) -> Penalized:
         _, mean, variance = first_draw(top, samples)

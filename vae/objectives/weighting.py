@@ -32,7 +32,7 @@ from einops import reduce
 from torch import Tensor, nn
 
 from vae.core.errors import ConfigError
-from vae.core.spec import Recorded
+from vae.core.spec import Configurable
 from vae.layers.latents import KLParts
 
 
@@ -45,7 +45,7 @@ class WeightedLoss:
     extras: dict[str, float] = field(default_factory=dict)
 
 
-class Weighting(Recorded, nn.Module, ABC):
+class Weighting(Configurable, nn.Module, ABC):
     """How the reconstruction and the KL combine into the loss at a training step."""
 
     @abstractmethod
@@ -215,7 +215,9 @@ class FreeBits(Weighting):
         if per not in ("unit", "layer"):
             raise ConfigError(f"FreeBits per must be 'unit' or 'layer', got {per!r}")
         self.floor, self.group_size, self.per = floor, group_size, per
-        self.schedule = beta if beta is not None else Constant(beta=1.0)
+        beta = Constant(beta=1.0) if beta is None else beta
+        self.record(beta=beta)
+        self.schedule = beta
 
     def groups(self, kl: KLParts) -> Tensor:
         """The batch-mean KL of every group, (g,)."""

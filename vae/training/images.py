@@ -72,7 +72,7 @@ class ImageGrids(pl.Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or self.fixed_batch is None or trainer.current_epoch % self.every_n_epochs:
             return
-        vae = pl_module.vae
+        vae = pl_module.model
         layers = pl_module.latent_stats["val"]
         ranking = None
         if len(layers) == 1:  # a single latent vector: its dimensions ranked for the traversals

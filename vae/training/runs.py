@@ -45,7 +45,7 @@ def run_dir(trainer: pl.Trainer) -> Path:
 
 
 def last_checkpoint_path(trainer: pl.Trainer) -> Path:
-    """``<run>/checkpoints/last.ckpt``: the run's latest state (``vae.training.checkpoints.LastCheckpoint``)."""
+    """``<run>/checkpoints/last.ckpt``: the run's latest state (``vae.training.resume.LastCheckpoint``)."""
     return run_dir(trainer) / "checkpoints" / "last.ckpt"
 
 
@@ -54,7 +54,8 @@ class RunInUse(UserError):
 
 
 def lock_run(folder: str | os.PathLike) -> None:
-    """Hold ``folder``'s lock for the rest of this process, or raise ``RunInUse`` naming the holder."""
+    """Hold ``folder``'s lock until the command ends (``release_locks``) or the process does, or raise ``RunInUse``
+    naming the holder."""
     folder = Path(folder).absolute()
     if folder in _held:
         return
@@ -81,6 +82,17 @@ def lock_run(folder: str | os.PathLike) -> None:
     handle.write(f"process {os.getpid()} on {socket.gethostname()}\n")
     handle.flush()
     _held[folder] = handle
+
+
+def held_locks() -> list[Path]:
+    """The run folders whose locks this process holds."""
+    return list(_held)
+
+
+def release_locks(*, keep: set[Path] | frozenset[Path] = frozenset()) -> None:
+    """Release the run folders' locks this process holds, but those in ``keep`` (a command releases what it took)."""
+    for folder in [folder for folder in _held if folder not in keep]:
+        _held.pop(folder).close()  # closing the file releases its flock
 
 
 def is_rank_zero() -> bool:

@@ -9,7 +9,6 @@ Axes: b batch, c channels, h height, w width, d latent dimensions.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 from einops import rearrange
 from torch import Tensor, nn
@@ -103,23 +102,21 @@ class ConvDecoder(nn.Module):
         return self.body(rearrange(self.fc(z), "b (c h w) -> b c h w", c=c, h=h, w=w))
 
 
-@dataclass(frozen=True)
 class ConvNet(Network):
     """A convolutional encoder/decoder pair; the decoder mirrors the encoder's channels."""
 
-    channels: tuple[int, ...] = (32, 64)
-    hidden_dim: int = 256
+    def __init__(self, *, channels: tuple[int, ...] = (32, 64), hidden_dim: int = 256) -> None:
+        super().__init__()
+        if not channels or min(channels) < 1:
+            raise ConfigError(f"ConvNet channels must be one or more positive sizes, got {channels}")
+        if hidden_dim < 1:
+            raise ConfigError(f"ConvNet hidden_dim must be positive, got {hidden_dim}")
+        self.channels, self.hidden_dim = tuple(channels), hidden_dim
 
-    def __post_init__(self) -> None:
-        if not self.channels or min(self.channels) < 1:
-            raise ConfigError(f"ConvNet channels must be one or more positive sizes, got {self.channels}")
-        if self.hidden_dim < 1:
-            raise ConfigError(f"ConvNet hidden_dim must be positive, got {self.hidden_dim}")
-
-    def encoder(self, *, image_shape: tuple[int, int, int]) -> ConvEncoder:
+    def make_encoder(self, *, image_shape: tuple[int, int, int]) -> ConvEncoder:
         return ConvEncoder(image_shape=image_shape, channels=self.channels, hidden_dim=self.hidden_dim)
 
-    def decoder(self, *, image_shape: tuple[int, int, int], latent_dim: int) -> ConvDecoder:
+    def make_decoder(self, *, image_shape: tuple[int, int, int], latent_dim: int) -> ConvDecoder:
         return ConvDecoder(
             image_shape=image_shape, latent_dim=latent_dim, channels=self.channels, hidden_dim=self.hidden_dim
         )

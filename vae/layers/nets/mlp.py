@@ -6,7 +6,6 @@ Axes: b batch, c channels, h height, w width, d latent dimensions.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 from einops import rearrange
 from torch import Tensor, nn
@@ -48,20 +47,19 @@ class MLPDecoder(nn.Module):
         return rearrange(self.body(z), "b (c h w) -> b c h w", c=c, h=h, w=w)
 
 
-@dataclass(frozen=True)
 class MLPNet(Network):
     """A fully connected encoder/decoder pair; the decoder mirrors the encoder's hidden sizes."""
 
-    hidden_dims: tuple[int, ...] = (512, 256)
+    def __init__(self, *, hidden_dims: tuple[int, ...] = (512, 256)) -> None:
+        super().__init__()
+        if not hidden_dims or min(hidden_dims) < 1:
+            raise ConfigError(f"MLPNet hidden_dims must be one or more positive sizes, got {hidden_dims}")
+        self.hidden_dims = tuple(hidden_dims)
 
-    def __post_init__(self) -> None:
-        if not self.hidden_dims or min(self.hidden_dims) < 1:
-            raise ConfigError(f"MLPNet hidden_dims must be one or more positive sizes, got {self.hidden_dims}")
-
-    def encoder(self, *, image_shape: tuple[int, int, int]) -> MLPEncoder:
+    def make_encoder(self, *, image_shape: tuple[int, int, int]) -> MLPEncoder:
         return MLPEncoder(image_shape=image_shape, hidden_dims=self.hidden_dims)
 
-    def decoder(self, *, image_shape: tuple[int, int, int], latent_dim: int) -> MLPDecoder:
+    def make_decoder(self, *, image_shape: tuple[int, int, int], latent_dim: int) -> MLPDecoder:
         return MLPDecoder(image_shape=image_shape, latent_dim=latent_dim, hidden_dims=self.hidden_dims)
 
 
@@ -89,13 +87,12 @@ class LinearDecoder(nn.Module):
         return rearrange(self.linear(z), "b (c h w) -> b c h w", c=c, h=h, w=w)
 
 
-@dataclass(frozen=True)
 class LinearNet(Network):
     """A linear encoder and decoder. With the Gaussian likelihood (fixed σ) and the N(0, I) prior the model
     is probabilistic PCA, x ~ N(b, W Wᵀ + σ² I): its log p(x) is exact, a reference for the estimators."""
 
-    def encoder(self, *, image_shape: tuple[int, int, int]) -> LinearEncoder:
+    def make_encoder(self, *, image_shape: tuple[int, int, int]) -> LinearEncoder:
         return LinearEncoder(image_shape=image_shape)
 
-    def decoder(self, *, image_shape: tuple[int, int, int], latent_dim: int) -> LinearDecoder:
+    def make_decoder(self, *, image_shape: tuple[int, int, int], latent_dim: int) -> LinearDecoder:
         return LinearDecoder(image_shape=image_shape, latent_dim=latent_dim)

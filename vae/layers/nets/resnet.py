@@ -14,7 +14,6 @@ Axes: b batch, c channels, h height, w width, d latent dimensions.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from einops import rearrange
@@ -126,7 +125,6 @@ class ResNetDecoder(nn.Module):
         return self.body(rearrange(self.fc(z), "b (c h w) -> b c h w", c=c, h=h, w=w))  # (b, param channels, H, W)
 
 
-@dataclass(frozen=True)
 class ResNet(Network):
     """A residual encoder/decoder pair; the decoder mirrors the encoder's channels.
 
@@ -141,26 +139,24 @@ class ResNet(Network):
     synchronise under DDP, where BatchNorm would need SyncBatchNorm to match a single-device run).
     """
 
-    channels: tuple[int, ...] = (64, 128, 256)
-    blocks: int = 2
-    hidden_dim: int = 512
-    groups: int = 32
-
-    def __post_init__(self) -> None:
-        if not self.channels or min(self.channels) < 1:
-            raise ConfigError(f"ResNet channels must be one or more positive sizes, got {self.channels}")
-        if self.blocks < 0:
-            raise ConfigError(f"ResNet blocks must be 0 or more, got {self.blocks}")
-        if self.hidden_dim < 1:
-            raise ConfigError(f"ResNet hidden_dim must be positive, got {self.hidden_dim}")
-        if self.groups < 1 or any(c % self.groups for c in self.channels):
-            common = math.gcd(*self.channels)
+    def __init__(
+        self, *, channels: tuple[int, ...] = (64, 128, 256), blocks: int = 2, hidden_dim: int = 512, groups: int = 32
+    ) -> None:
+        super().__init__()
+        if not channels or min(channels) < 1:
+            raise ConfigError(f"ResNet channels must be one or more positive sizes, got {channels}")
+        if blocks < 0:
+            raise ConfigError(f"ResNet blocks must be 0 or more, got {blocks}")
+        if hidden_dim < 1:
+            raise ConfigError(f"ResNet hidden_dim must be positive, got {hidden_dim}")
+        if groups < 1 or any(c % groups for c in channels):
             raise ConfigError(
-                f"ResNet groups must divide every channel count, got groups={self.groups} for channels "
-                f"{list(self.channels)}: set model.network.groups to a divisor of {common}"
+                f"ResNet groups must divide every channel count, got groups={groups} for channels {list(channels)}: "
+                f"set the network's groups to a divisor of {math.gcd(*channels)}"
             )
+        self.channels, self.blocks, self.hidden_dim, self.groups = tuple(channels), blocks, hidden_dim, groups
 
-    def encoder(self, *, image_shape: tuple[int, int, int]) -> ResNetEncoder:
+    def make_encoder(self, *, image_shape: tuple[int, int, int]) -> ResNetEncoder:
         return ResNetEncoder(
             image_shape=image_shape,
             channels=self.channels,
@@ -169,7 +165,7 @@ class ResNet(Network):
             groups=self.groups,
         )
 
-    def decoder(self, *, image_shape: tuple[int, int, int], latent_dim: int) -> ResNetDecoder:
+    def make_decoder(self, *, image_shape: tuple[int, int, int], latent_dim: int) -> ResNetDecoder:
         return ResNetDecoder(
             image_shape=image_shape,
             latent_dim=latent_dim,
