@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from support import QUICKSTART, REPO, new_user, offline, run  # noqa: F401 (the tests import them from here)
+from support import FIT, QUICKSTART, REPO, new_user, offline, run  # noqa: F401 (the tests import them from here)
 
 DATA = REPO / "tests" / "data"
 
@@ -69,3 +69,13 @@ def trained_run(tmp_path_factory):
     (root / "fit.err").write_text(result.stderr)
     (folder,) = (root / "runs" / "vae").iterdir()
     return folder, root, env
+
+
+@pytest.fixture(scope="session")
+def one_epoch(tmp_path_factory):
+    """A finished one-epoch run of ``support.FIT`` (in this process), its working folder; tests that resume or test it
+    work on a copy (``support.copy_of``)."""
+    root = tmp_path_factory.mktemp("one-epoch")
+    result = run([*FIT, "--trainer.max_epochs", "1"], cwd=root, env=offline(root))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root

@@ -92,8 +92,7 @@ class LaplaceVAE(LatentVariableModel):
         network = MLPNet(hidden_dims=(64,)) if network is None else network
         likelihood = Bernoulli() if likelihood is None else likelihood
         self.record(network=network, likelihood=likelihood)
-        channels = likelihood.param_channels(self.image_shape[0])
-        self.network = network.bind(image_shape=self.image_shape, code_dim=latent_dim, out_channels=channels)
+        self.network = self.bind_network(network, likelihood, code_dim=latent_dim)
         self.latent = LaplaceLatent(
             features=network.features, latent_dim=latent_dim, kl_estimator=kl_estimator, kl_samples=kl_samples
         )
@@ -154,8 +153,7 @@ class Autoencoder(LatentVariableModel):
         network = MLPNet(hidden_dims=(64,)) if network is None else network
         likelihood = Bernoulli() if likelihood is None else likelihood
         self.record(network=network, likelihood=likelihood)
-        channels = likelihood.param_channels(self.image_shape[0])
-        self.network = network.bind(image_shape=self.image_shape, code_dim=code_dim, out_channels=channels)
+        self.network = self.bind_network(network, likelihood, code_dim=code_dim)
         self.head = nn.Linear(network.features, code_dim)
         self.likelihood = likelihood
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,22 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
+# 3 epochs of 6 steps on the embedded digits (dynamically binarized: the data draw noise too), deterministic: the
+# run that the fault tests interrupt, resume and compare with an uninterrupted one.
+SHORT = ["--trainer.max_epochs", "3", "--trainer.limit_train_batches", "6", "--trainer.log_every_n_steps", "1"]
+SHORT += ["--trainer.deterministic", "true", "--trainer.enable_progress_bar", "false"]
+FIT = ["fit", "--config", str(QUICKSTART), *SHORT]
+NOISE = {  # what each library used to print, by the words it used: a quiet console prints none of it
+    "Lightning's advert": r"💡|Tip:|litlogger|LitLogger|litmodels",
+    "W&B's anonymous warning": r"anonymous setting",
+    "W&B's git root warning": r"git root",
+    "a pytree deprecation": r"pytree|treespec|LeafSpec",
+    "W&B's own sync footer": r"You can sync this run",
+    "W&B's version line": r"Tracking run with wandb version",
+    "Lightning's SIGTERM notice": r"Received SIGTERM",
+    "a progress bar redraw": r"\r|\x1b\[",
+    "a traceback": r"Traceback",
+}
 
 
 @dataclass(frozen=True)
@@ -136,6 +153,13 @@ def run(args: list[str], *, cwd: Path, env: dict[str, str]) -> Result:
         os.environ.clear()
         os.environ.update(environ)
     return Result(code, texts["out"], texts["err"])
+
+
+def copy_of(folder: Path, target: Path) -> Path:
+    """A copy of a finished run's working folder ``folder`` in ``target``; returns the copy's run folder."""
+    shutil.copytree(folder, target, dirs_exist_ok=True)
+    (run_folder,) = (target / "runs" / "vae").iterdir()
+    return run_folder
 
 
 def vae_command(console: bool = True) -> list[str]:

@@ -11,19 +11,8 @@ import signal
 import pytest
 import yaml
 from conftest import QUICKSTART, REPO, new_user
-from support import run_process
+from support import NOISE, run_process
 
-NOISE = {  # what each library used to print, by the words it used
-    "Lightning's advert": r"💡|Tip:|litlogger|LitLogger|litmodels",
-    "W&B's anonymous warning": r"anonymous setting",
-    "W&B's git root warning": r"git root",
-    "a pytree deprecation": r"pytree|treespec|LeafSpec",
-    "W&B's own sync footer": r"You can sync this run",
-    "W&B's version line": r"Tracking run with wandb version",
-    "Lightning's SIGTERM notice": r"Received SIGTERM",
-    "a progress bar redraw": r"\r|\x1b\[",
-    "a traceback": r"Traceback",
-}
 SHORT = ["--trainer.max_epochs", "3", "--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "2"]
 SHORT += ["--trainer.log_every_n_steps", "2"]  # as conftest's trained_run, whose run is resumed
 

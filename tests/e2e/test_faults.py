@@ -15,17 +15,13 @@ import time
 import pytest
 import torch
 import yaml
-from conftest import QUICKSTART, REPO, run
-from support import finished, run_process, start_process
+from conftest import REPO, offline, run
+from support import FIT, copy_of, finished, run_process, start_process
 
 from vae.training.checkpoint_io import read_checkpoint
 from vae.training.tracking import read_history, read_records
 
-# 3 epochs of 6 steps on the embedded digits (dynamically binarized: the data draw noise too), deterministic.
-SHORT = ["--trainer.max_epochs", "3", "--trainer.limit_train_batches", "6", "--trainer.log_every_n_steps", "1"]
-SHORT += ["--trainer.deterministic", "true", "--trainer.enable_progress_bar", "false"]
 FINAL = ("val/elbo", "val/recon", "val/kl", "val/active_units", "train/loss", "train/kl")
-FIT = ["fit", "--config", str(QUICKSTART), *SHORT]
 
 
 @pytest.fixture
@@ -51,9 +47,7 @@ def uninterrupted(tmp_path_factory):
     """The 3-epoch run that the interrupted ones must end exactly like (in this process): its folder and its W&B
     run file."""
     whole = tmp_path_factory.mktemp("whole")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(WANDB_MODE="offline", WANDB_DIR=str(whole), WANDB_SILENT="true", PYTHONUNBUFFERED="1")
-    result = run(FIT, cwd=whole, env=env)
+    result = run(FIT, cwd=whole, env=offline(whole))
     assert result.returncode == 0, result.stderr[-3000:]
     (run_file,) = (whole / "runs" / "wandb").glob("offline-run-*/run-*.wandb")
     return whole, run_file
@@ -120,26 +114,6 @@ def test_other_stop_signals_save_and_exit_with_their_number(tmp_path, fault_env,
     (run_folder,) = (tmp_path / "runs" / "vae").iterdir()
     assert read_checkpoint(run_folder / "checkpoints" / "last.ckpt")["global_step"] == 3
     assert "Traceback" not in stopped.stderr
-
-
-@pytest.fixture(scope="module")
-def one_epoch(tmp_path_factory):
-    """A finished one-epoch run (in this process), copied by each test that resumes it."""
-    root = tmp_path_factory.mktemp("one-epoch")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(WANDB_MODE="offline", WANDB_DIR=str(root), WANDB_SILENT="true", PYTHONUNBUFFERED="1")
-    result = run([*FIT, "--trainer.max_epochs", "1"], cwd=root, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return root
-
-
-def copy_of(one_epoch, tmp_path):
-    """A copy of the finished run in tmp_path; returns its run folder."""
-    import shutil
-
-    shutil.copytree(one_epoch, tmp_path, dirs_exist_ok=True)
-    (run_folder,) = (tmp_path / "runs" / "vae").iterdir()
-    return run_folder
 
 
 def lock_text(run_folder) -> str:

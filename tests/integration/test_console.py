@@ -13,20 +13,10 @@ import pytest
 from pytorch_lightning import Trainer
 from pytorch_lightning.callbacks import RichProgressBar, TQDMProgressBar
 from pytorch_lightning.utilities.imports import _RICH_AVAILABLE
+from support import NOISE
 
 from vae.training.progress import LineProgressBar, progress_bar_for
 
-NOISE = {  # what each library used to print, by the words it used
-    "Lightning's advert": r"💡|Tip:|litlogger|LitLogger|litmodels",
-    "W&B's anonymous warning": r"anonymous setting",
-    "W&B's git root warning": r"git root",
-    "a pytree deprecation": r"pytree|treespec|LeafSpec",
-    "W&B's own sync footer": r"You can sync this run",
-    "W&B's version line": r"Tracking run with wandb version",
-    "Lightning's SIGTERM notice": r"Received SIGTERM",
-    "a progress bar redraw": r"\r|\x1b\[",
-    "a traceback": r"Traceback",
-}
 LIGHTNINGS_BAR = RichProgressBar if _RICH_AVAILABLE else TQDMProgressBar  # Lightning's default: Rich where installed
 MOST_BYTES = 4000  # a 2-epoch fit's whole console: ~1.9 kB measured (the model summary is 0.9 kB of it)
 

@@ -3,21 +3,16 @@ it is given, says which changed and keeps every part's config; a non-finite term
 the step and the term and leaves the last checkpoint good, or (``--guard.nonfinite skip``) skips the batch and
 trains on. The faults are planted by tests/faults.py's callbacks (trusted through VAE_TRUSTED_MODULES=faults)."""
 
-import os
-import shutil
-
 import pytest
 import torch
 import yaml
-from conftest import QUICKSTART, run
+from conftest import run
+from support import FIT, copy_of
 
 from vae.training.checkpoint_io import read_checkpoint
 from vae.training.tracking import read_history
 
 # Epochs of 6 steps on the embedded digits, deterministic (as tests/e2e/test_faults.py).
-SHORT = ["--trainer.max_epochs", "3", "--trainer.limit_train_batches", "6", "--trainer.log_every_n_steps", "1"]
-SHORT += ["--trainer.deterministic", "true", "--trainer.enable_progress_bar", "false"]
-FIT = ["fit", "--config", str(QUICKSTART), *SHORT]
 
 
 @pytest.fixture
@@ -31,24 +26,6 @@ def fault_config(tmp_path, name: str, init_args: dict) -> str:
     callbacks = [{"class_path": f"faults.{name}", "init_args": init_args}]
     path.write_text(yaml.safe_dump({"trainer": {"callbacks": callbacks}}))
     return str(path)
-
-
-@pytest.fixture(scope="module")
-def one_epoch(tmp_path_factory):
-    """A finished one-epoch run, copied by each test that resumes it."""
-    root = tmp_path_factory.mktemp("one-epoch")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(WANDB_MODE="offline", WANDB_DIR=str(root), WANDB_SILENT="true", PYTHONUNBUFFERED="1")
-    result = run([*FIT, "--trainer.max_epochs", "1"], cwd=root, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return root
-
-
-def copy_of(one_epoch, tmp_path):
-    """A copy of the finished run in tmp_path; returns its run folder."""
-    shutil.copytree(one_epoch, tmp_path, dirs_exist_ok=True)
-    (run_folder,) = (tmp_path / "runs" / "vae").iterdir()
-    return run_folder
 
 
 def test_resuming_applies_the_new_settings_says_which_and_keeps_every_config(tmp_path, fault_env, one_epoch):

@@ -30,6 +30,8 @@ from vae.core.gaussian import GaussianMoments
 from vae.core.kl import Estimator
 from vae.core.spec import Configurable
 from vae.layers.latents import KLParts, LatentLayer, LatentSample
+from vae.layers.likelihoods import Likelihood
+from vae.layers.nets.common import Network, check_network
 from vae.models import pictures
 
 
@@ -202,6 +204,14 @@ class LatentVariableModel(Configurable, nn.Module, ABC):
             raise ConfigError(f"context_size must be a positive integer or None, got {context_size}")
         self.image_shape = tuple(image_shape)
         self.context_size = context_size
+
+    def bind_network(self, network: Network, likelihood: Likelihood, *, code_dim: int) -> Network:
+        """``network`` bound to this model: its encoder for the model's images, its decoder from codes of
+        ``code_dim`` features to the likelihood's parameters at every pixel; a one-line error for anything that is
+        not an encoder/decoder pair (a whole model given as a network, say)."""
+        check_network(network, type(self).__name__)
+        channels = likelihood.param_channels(self.image_shape[0])
+        return network.bind(image_shape=self.image_shape, code_dim=code_dim, out_channels=channels)
 
     @property
     def layers(self) -> list[LatentLayer]:

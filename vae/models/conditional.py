@@ -30,7 +30,6 @@ from vae.core.pixels import as_unit
 from vae.layers.latents import GaussianLatent
 from vae.layers.likelihoods import Bernoulli, Likelihood
 from vae.layers.nets import ConvNet, Network
-from vae.layers.nets.common import check_network
 from vae.layers.priors import Prior, StandardNormal, VampPrior
 from vae.models import pictures
 from vae.models.base import Capabilities, Encoding, LatentVariableModel, ModelOutput, inferring, renamed_keys
@@ -72,7 +71,6 @@ class ConditionalVAE(LatentVariableModel):
         if latent_dim < 1:
             raise ConfigError(f"latent_dim must be a positive integer, got {latent_dim}")
         network = ConvNet() if network is None else network
-        check_network(network, "ConditionalVAE")
         likelihood = Bernoulli() if likelihood is None else likelihood
         prior = StandardNormal() if prior is None else prior
         if isinstance(prior, VampPrior):
@@ -84,10 +82,7 @@ class ConditionalVAE(LatentVariableModel):
             )
         self.record(network=network, likelihood=likelihood, prior=prior)
         self.likelihood, self.latent_dim = likelihood, latent_dim
-        channels = likelihood.param_channels(self.image_shape[0])
-        self.network = network.bind(
-            image_shape=self.image_shape, code_dim=latent_dim + self.context_size, out_channels=channels
-        )
+        self.network = self.bind_network(network, likelihood, code_dim=latent_dim + self.context_size)
         features = network.features
         head = nn.Sequential(
             nn.Linear(features + self.context_size, features), nn.SiLU(), nn.Linear(features, 2 * latent_dim)

@@ -25,7 +25,6 @@ from vae.layers.discrete import BernoulliLatent, CategoricalLatent, DiscreteLate
 from vae.layers.latents import GaussianLatent, LatentLayer, LatentSample
 from vae.layers.likelihoods import Bernoulli, Likelihood
 from vae.layers.nets import ConvNet, Network
-from vae.layers.nets.common import check_network
 from vae.layers.priors import Prior, StandardNormal
 from vae.models import pictures
 from vae.models.base import Capabilities, Encoding, LatentVariableModel, ModelOutput, inferring, renamed_keys
@@ -88,7 +87,6 @@ class JointVAE(LatentVariableModel):
             raise ConfigError(f"latent_dim must be a positive integer, got {latent_dim}")
         self.temperature = Temperature(start=temperature, minimum=min_temperature, rate=anneal_rate)
         network = ConvNet() if network is None else network
-        check_network(network, "JointVAE")
         likelihood = Bernoulli() if likelihood is None else likelihood
         prior = StandardNormal() if prior is None else prior
         self.record(network=network, likelihood=likelihood, prior=prior)
@@ -98,8 +96,7 @@ class JointVAE(LatentVariableModel):
         layers: list[DiscreteLatent] = []
         # The code the decoder reads: z, then c's one-hot variables, then b's units.
         code_dim = (latent_dim if continuous else 0) + categories * variables + bernoulli
-        channels = likelihood.param_channels(self.image_shape[0])
-        self.network = network.bind(image_shape=self.image_shape, code_dim=code_dim, out_channels=channels)
+        self.network = self.bind_network(network, likelihood, code_dim=code_dim)
         features = network.features
         self.continuous: GaussianLatent | None = None
         if continuous:

@@ -21,7 +21,6 @@ from vae.core.pixels import as_unit
 from vae.layers.latents import GaussianLatent
 from vae.layers.likelihoods import Bernoulli, Likelihood
 from vae.layers.nets import ConvNet, Network
-from vae.layers.nets.common import check_network
 from vae.layers.priors import Prior, StandardNormal
 from vae.models.base import Capabilities, Encoding, LatentVariableModel, ModelOutput, inferring, renamed_keys
 
@@ -64,13 +63,11 @@ class VAE(LatentVariableModel):
         if latent_dim < 1:
             raise ConfigError(f"latent_dim must be a positive integer, got {latent_dim}")
         network = ConvNet() if network is None else network
-        check_network(network, "VAE")
         likelihood = Bernoulli() if likelihood is None else likelihood
         prior = StandardNormal() if prior is None else prior
         self.record(network=network, likelihood=likelihood, prior=prior)
         self.latent_dim = latent_dim
-        channels = likelihood.param_channels(self.image_shape[0])  # the decoder outputs them at every pixel
-        self.network = network.bind(image_shape=self.image_shape, code_dim=latent_dim, out_channels=channels)
+        self.network = self.bind_network(network, likelihood, code_dim=latent_dim)
         self.latent = GaussianLatent(
             name="z",
             shape=(latent_dim,),
