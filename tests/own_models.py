@@ -21,7 +21,7 @@ from vae.core.pixels import as_unit
 from vae.layers.latents import LatentLayer, LatentSample
 from vae.layers.likelihoods import Bernoulli, Likelihood
 from vae.layers.nets import MLPNet, Network
-from vae.models.base import Capabilities, Encoding, LatentVariableModel, ModelOutput, inferring
+from vae.models.base import Capabilities, Encoding, LatentVariableModel, ModelOutput, Term, inferring
 
 
 @register_kl(Laplace, Laplace)
@@ -138,7 +138,12 @@ class LaplaceVAE(LatentVariableModel):
 class Autoencoder(LatentVariableModel):
     """A plain autoencoder: z = encoder(x), deterministic, decoded to p(x|z); no latent layer, so the KL is zero and
     the ELBO is the reconstruction log-likelihood. It has no posterior density and no prior: no importance-weighted
-    log-likelihood, and sampling needs a prior trained on its codes (``needs_trained_prior``)."""
+    log-likelihood, and sampling needs a prior trained on its codes (``needs_trained_prior``).
+
+    A loss term of its own: ``code_norm``, ‖z‖² per example, weighted ``code_weight`` (keeping the codes near the
+    origin, where a prior fitted later would look for them), handed to the objective in ``ModelOutput.terms``."""
+
+    term_names = ("code_norm",)
 
     def __init__(
         self,
@@ -146,10 +151,12 @@ class Autoencoder(LatentVariableModel):
         image_shape: tuple[int, int, int],
         context_size: int | None = None,
         code_dim: int = 8,
+        code_weight: float = 1e-3,
         network: Network | None = None,
         likelihood: Likelihood | None = None,
     ) -> None:
         super().__init__(image_shape=image_shape, context_size=context_size)
+        self.code_weight = code_weight
         network = MLPNet(hidden_dims=(64,)) if network is None else network
         likelihood = Bernoulli() if likelihood is None else likelihood
         self.record(network=network, likelihood=likelihood)
@@ -166,10 +173,14 @@ class Autoencoder(LatentVariableModel):
 
     def forward(self, x: Tensor, *, samples: int = 1, context: Tensor | None = None, step: int | None = None):
         x = as_unit(x)
-        params = self.network.decoder(self.code(x)).float()
+        z = self.code(x)
+        params = self.network.decoder(z).float()
+        norm = z.float().square().sum(dim=1)
         if samples > 1:
             x, params = (repeat(t, "b c h w -> (k b) c h w", k=samples) for t in (x, params))
-        return ModelOutput(self.likelihood.log_prob(params, x), {}, params, samples)
+            norm = repeat(norm, "b -> (k b)", k=samples)
+        terms = {"code_norm": Term(norm, weight=self.code_weight)}
+        return ModelOutput(self.likelihood.log_prob(params, x), {}, params, samples, terms=terms)
 
     @inferring
     def encode(self, x: Tensor, *, context: Tensor | None = None) -> Encoding:

@@ -3,9 +3,11 @@ epochs are timed through the `vae` command's machinery, and the report is writte
 running the benchmark, never asserted by a test.)"""
 
 import json
+import re
 
 import yaml
 from conftest import QUICKSTART, run
+from support import NOISE
 
 TINY = ["--rounds", "2", "--steps", "3", "--window", "1", "--batch-size", "8", "--skip-large"]
 TINY += ["--hierarchical-steps", "3", "--hierarchical-window", "1"]
@@ -45,6 +47,10 @@ def test_benchmark_runs_every_contender_and_writes_its_report(tmp_path, new_user
     assert eager["images_per_epoch"] == 500 and len(eager["epoch_seconds"]) == 1  # the config's training digits
     assert report["iw_images"] == 3 and report["iw_nll_examples_per_s"] > 0
     assert "default conv VAE" in result.stdout and "importance-weighted NLL" in result.stdout
+    assert re.search(r"CPU has (no )?bf16 instructions", result.stdout)  # what the fast path's bf16 measured
+    said = result.stdout + result.stderr  # the quiet console of every command: no library's noise, pythae's neither
+    noise = {**NOISE, "pythae's lines": r"Model passed sanity check|Training of epoch|Created .*VAE_training"}
+    assert [name for name, pattern in noise.items() if re.search(pattern, said)] == []
 
 
 def test_benchmark_bad_settings_are_one_line_errors(tmp_path, offline_env):

@@ -94,6 +94,10 @@ def test_a_plain_autoencoder_trains_with_a_zero_kl_and_says_what_it_cannot_do(tm
     rows = [line.split(",") for line in (folder / "metrics.csv").read_text().splitlines()[1:]]
     kls = [float(value) for _, name, value in rows if name == "val/kl"]
     assert kls == [0.0]
+    # Its own loss term, logged raw at every stage and its weight beside it at training steps.
+    logged = {name: float(value) for _, name, value in rows}
+    assert logged["val/code_norm"] > 0 and logged["train/code_norm"] > 0
+    assert logged["train/code_norm_weight"] == pytest.approx(1e-3)  # logged as float32
     evaluated = run(["evaluate", str(folder), "--samples", "4", "--limit", "1", "--no-wandb"], cwd=tmp_path, env=env)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert "n/a (the model has no posterior density)" in evaluated.stdout

@@ -393,6 +393,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available here")
     iw_images = args.iw_images or (20 if args.device == "cpu" else 1000)
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)  # no "GPU available" lines at every turn
 
     name, train, data = training_images(args.root, args.batch_size)
     shape = {"image_shape": (1, 28, 28)}

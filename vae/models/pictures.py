@@ -29,19 +29,38 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from einops import rearrange, repeat
 from torch import Tensor
+from torch.distributions import Distribution
 from torchvision.utils import make_grid
 
 from vae.core.errors import ConfigError
 from vae.core.pixels import as_unit
 
-if TYPE_CHECKING:  # the models draw their pictures with these functions (``LatentVariableModel.pictures``)
-    from vae.models.base import LatentVariableModel
+
+class Drawable(Protocol):
+    """What the pictures ask of a model: the part of the model interface (``vae.models.base``) they draw with. The
+    interface's ``pictures`` draws with these functions, so this module stands below it and does not import it."""
+
+    layer_names: tuple[str, ...]
+
+    def parameters(self) -> Iterator[torch.nn.Parameter]: ...
+
+    def sample(self, n: int, *, temperature: float = 1.0, context: Tensor | None = None) -> Tensor: ...
+
+    def reconstruct(self, x: Tensor, *, keep: int | None = None, context: Tensor | None = None) -> Tensor: ...
+
+    def encode(self, x: Tensor, *, context: Tensor | None = None) -> Any: ...
+
+    def decode(self, z: Tensor, *, context: Tensor | None = None) -> Tensor: ...
+
+    def prior_distribution(self) -> Distribution | None: ...
+
+    def pictures(self, x: Tensor, **settings: Any) -> dict[str, Tensor]: ...
 
 
 PAD = 2  # pixels between the images of a grid
@@ -101,7 +120,7 @@ def value(number: float, spread: float = 1.0) -> str:
 
 
 @contextmanager
-def seeded(vae: LatentVariableModel, seed: int) -> Iterator[None]:
+def seeded(vae: Drawable, seed: int) -> Iterator[None]:
     """A context in which torch's random draws on the model's device start from ``seed`` (and are restored after)."""
     device = next(vae.parameters()).device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -110,16 +129,14 @@ def seeded(vae: LatentVariableModel, seed: int) -> Iterator[None]:
 
 
 @torch.no_grad()
-def samples(
-    vae: LatentVariableModel, *, num: int = 64, nrow: int = 8, seed: int = 0, temperature: float = 1.0
-) -> Tensor:
+def samples(vae: Drawable, *, num: int = 64, nrow: int = 8, seed: int = 0, temperature: float = 1.0) -> Tensor:
     with seeded(vae, seed):
         return grid(vae.sample(num, temperature=temperature), nrow)
 
 
 @torch.no_grad()
 def temperatures(
-    vae: LatentVariableModel,
+    vae: Drawable,
     *,
     values: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7, 0.6, 0.4),
     nrow: int = 8,
@@ -135,20 +152,20 @@ def temperatures(
 
 
 @torch.no_grad()
-def layers(vae: LatentVariableModel, x: Tensor, *, nrow: int = 8, seed: int = 0) -> Tensor:
+def layers(vae: Drawable, x: Tensor, *, nrow: int = 8, seed: int = 0) -> Tensor:
     """Row 0: the inputs; row k: reconstructions keeping the top L − k + 1 layers' posteriors (the rest drawn from
     the prior)."""
     x = as_unit(x[:nrow])
     rows, names = [x], ["input"]
     with seeded(vae, seed):
-        for keep in range(len(vae.layers), 0, -1):
+        for keep in range(len(vae.layer_names), 0, -1):
             rows.append(vae.reconstruct(x, keep=keep))
             names.append(f"top {keep}: {', '.join(vae.layer_names[:keep])}")
     return labelled(grid(torch.cat(rows), len(x)), cell=x.shape[-2:], rows=names)
 
 
 @torch.no_grad()
-def reconstructions(vae: LatentVariableModel, x: Tensor, *, nrow: int = 8, context: Tensor | None = None) -> Tensor:
+def reconstructions(vae: Drawable, x: Tensor, *, nrow: int = 8, context: Tensor | None = None) -> Tensor:
     """x: (r·nrow, c, h, w) (with their ``context``); each row of inputs is followed by the row of their
     reconstructions."""
     x = as_unit(x)
@@ -163,9 +180,7 @@ def ranked_dimensions(kl_per_dim: Tensor) -> list[int]:
 
 
 @torch.no_grad()
-def prior_range(
-    vae: LatentVariableModel, *, low: float = 0.01, high: float = 0.99, num: int = 20_000, seed: int = 0
-) -> Tensor:
+def prior_range(vae: Drawable, *, low: float = 0.01, high: float = 0.99, num: int = 20_000, seed: int = 0) -> Tensor:
     """Each code dimension's prior quantiles (low, high), (2, d), from the model's ``prior_distribution``: ±2.33
     for N(0, 1), learned priors alike."""
     prior = vae.prior_distribution()
@@ -177,7 +192,7 @@ def prior_range(
 
 
 @torch.no_grad()
-def sweeps(vae: LatentVariableModel, x: Tensor, dims: list[int], *, steps: int = 9) -> tuple[Tensor, Tensor]:
+def sweeps(vae: Drawable, x: Tensor, dims: list[int], *, steps: int = 9) -> tuple[Tensor, Tensor]:
     """One row per dimension in ``dims``: ``steps`` values across its prior range, the others held at the posterior
     mean of the first image of x; the images (len(dims)·steps, c, h, w) and the values swept (len(dims), steps)."""
     base = vae.encode(as_unit(x[:1])).mean[0]  # (d,)
@@ -206,9 +221,7 @@ def swept(
 
 
 @torch.no_grad()
-def traversals(
-    vae: LatentVariableModel, x: Tensor, kl_per_dim: Tensor | None = None, *, dims: int = 8, steps: int = 9
-) -> Tensor:
+def traversals(vae: Drawable, x: Tensor, kl_per_dim: Tensor | None = None, *, dims: int = 8, steps: int = 9) -> Tensor:
     """Rows: the ``dims`` most informative dimensions (by ``kl_per_dim``, named with it; in their order without it);
     columns: ``steps`` values across the prior range, the others held at the posterior mean of the first image of x."""
     order = list(range(vae.encode(as_unit(x[:1])).mean.shape[1]))
@@ -223,7 +236,7 @@ def traversals(
 
 @torch.no_grad()
 def factor_traversals(
-    vae: LatentVariableModel, x: Tensor, dims: list[int], *, steps: int = 9, factors: list[str] | None = None
+    vae: Drawable, x: Tensor, dims: list[int], *, steps: int = 9, factors: list[str] | None = None
 ) -> Tensor:
     """Rows: for each factor in turn (named ``factors``), the sweep of the latent dimension ``dims[k]`` that carries
     it best."""
@@ -234,7 +247,7 @@ def factor_traversals(
 
 
 @torch.no_grad()
-def interpolations(vae: LatentVariableModel, x: Tensor, *, pairs: int = 4, steps: int = 10) -> Tensor:
+def interpolations(vae: Drawable, x: Tensor, *, pairs: int = 4, steps: int = 10) -> Tensor:
     """Rows: image 2i of x, decodes along the line between the posterior means of images 2i and 2i + 1 (t = 0 … 1),
     and image 2i + 1: the end points are the images themselves, beside their decodes."""
     x = as_unit(x[: 2 * pairs])
@@ -251,7 +264,7 @@ def interpolations(vae: LatentVariableModel, x: Tensor, *, pairs: int = 4, steps
 
 @torch.no_grad()
 def all_pictures(
-    vae: LatentVariableModel,
+    vae: Drawable,
     x: Tensor,
     ranking: Tensor | None = None,
     *,
@@ -313,7 +326,7 @@ def latent_scatter(means: Tensor, labels: Tensor | None = None, *, method: str =
 
 
 @torch.no_grad()
-def manifold(vae: LatentVariableModel, *, steps: int = 20, low: float = 0.05, high: float = 0.95) -> Tensor:
+def manifold(vae: Drawable, *, steps: int = 20, low: float = 0.05, high: float = 0.95) -> Tensor:
     """For a 2-D latent: decodes of a ``steps`` × ``steps`` grid of z over the prior's quantiles ``low`` to ``high``
     in each dimension (the standard normal's for models without one prior), z₂ down the rows and z₁ across."""
     device = next(vae.parameters()).device

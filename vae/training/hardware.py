@@ -16,9 +16,8 @@ from pathlib import Path
 BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86's AVX512-BF16 and AMX-BF16; Arm's BF16 extension
 
 
-def cpu_features() -> set[str] | None:
+def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str] | None:
     """The CPU's feature flags as the operating system lists them (lower case); None where it does not say."""
-    cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
         try:
             lines = cpuinfo.read_text(errors="replace").splitlines()
