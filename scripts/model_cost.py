@@ -35,7 +35,8 @@ from jsonargparse import ArgumentParser
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from vae.commands.fit import QUICKSTART_DEFAULTS, SECTIONS
+from vae.commands.fit import QUICKSTART_DEFAULTS
+from vae.commands.parser import SECTIONS
 from vae.core.config_file import read_yaml
 from vae.core.trust import check_classes
 from vae.data.base import ImageDataModule

@@ -11,7 +11,7 @@ import yaml
 from conftest import QUICKSTART, REPO, run
 from jsonargparse import ArgumentParser
 
-from vae.commands.fit import SECTIONS
+from vae.commands.parser import SECTIONS
 from vae.core.trust import check_classes
 from vae.data.base import ImageDataModule
 from vae.training.module import VAEModule

@@ -6,7 +6,7 @@ import yaml
 from conftest import QUICKSTART, run
 from jsonargparse import ArgumentParser
 
-from vae.commands.fit import SECTIONS
+from vae.commands.parser import SECTIONS
 from vae.core.trust import build, check_classes
 from vae.layers.nets import Network
 from vae.layers.nets.resnet import ResNet, ResNetDecoder, ResNetEncoder

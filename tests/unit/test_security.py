@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vae.commands.fit import SECTIONS
+from vae.commands.parser import SECTIONS
 from vae.core.errors import ConfigError
 from vae.core.spec import to_spec
 from vae.core.trust import build, build_optimizer, check_classes, expected_base, judge, resolve_class

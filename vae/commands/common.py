@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""What several commands share: a run's config read back (``read_run_config``), its data module built from it
+under the trust rules (``load_data``), and ``--device`` checked (``check_device``)."""
 
 from __future__ import annotations
 

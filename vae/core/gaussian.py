@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""Gaussian posteriors as the networks emit them: ``GaussianMoments`` (mean, log-variance) with the log-variance
+soft-clamped to ±``LOGVAR_BOUND`` (so exp never overflows and the KL stays finite), and ``full_precision``: the
+densities and the KL are computed in float32 even under bf16/fp16 autocast."""
 
 from __future__ import annotations
 

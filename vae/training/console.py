@@ -27,6 +27,8 @@ import re
 import warnings
 from pathlib import Path
 
+from vae.training.tracking import after_its_last_part
+
 # Lightning's adverts for its cloud products, said through its rank-zero logger as information.
 ADVERT = r"💡 Tip:|\[lit\w*\]\(https://pypi\.org/project/lit"
 # Lightning's "[rank: 0] Received SIGTERM: 15": vae.training.signals.StopOnSignal passes every stop signal
@@ -97,3 +99,4 @@ def prepare_loggers(loggers: list) -> None:
                 Path(folder).mkdir(parents=True, exist_ok=True)
             except OSError:  # W&B says what is wrong with it, in its own words
                 pass
+        after_its_last_part(folder, init.get("id"))  # a resumed run's new part in a folder of its own

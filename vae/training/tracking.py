@@ -134,6 +134,21 @@ HEADER_SIZE = 7
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
 
+def after_its_last_part(save_dir: str | Path | None, run_id: str | None) -> None:
+    """Return once the clock is past the second of the run's newest W&B part: W&B names a part's folder
+    ``<mode>-run-<YYYYmmdd_HHMMSS>-<id>``, so a second part of the same run started within the same second would
+    write into the first one's folder (a `vae evaluate` right after the fit, say)."""
+    if not run_id:
+        return
+    folder = Path(save_dir or os.environ.get("WANDB_DIR") or ".") / "wandb"
+    stamps = [p.name.split("-")[2] for p in folder.glob(f"*run-*-{run_id}") if p.name.count("-") >= 3]
+    if not stamps:
+        return
+    newest = max(stamps)
+    while time.strftime("%Y%m%d_%H%M%S") <= newest:
+        time.sleep(0.05)
+
+
 def add_to_summary(
     config: dict, run_id: str | None, numbers: dict[str, float], images: dict[str, Path], *, prefix: str
 ):
@@ -147,6 +162,7 @@ def add_to_summary(
     import wandb
 
     init = logger.get("init_args") or {}
+    after_its_last_part(init.get("save_dir"), run_id)
     run = wandb.init(project=init.get("project"), id=run_id, resume="allow", dir=init.get("save_dir"))
     run.summary.update({f"{prefix}/{k}": v for k, v in numbers.items()})
     if images:
