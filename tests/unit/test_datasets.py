@@ -16,6 +16,7 @@ from vae.core.errors import DataError
 from vae.data.base import TensorBatches, TensorSplit, carve
 from vae.data.folder import ImageFolder
 from vae.data.standard import CIFAR10, MNIST, CelebA, FashionMNIST
+from vae.models import ConditionalVAE
 
 FASHION_MNIST_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
 
@@ -392,3 +393,24 @@ def test_fast_path_shards_across_processes():
         TensorBatches(split, batch_size=8, shuffle=False, seed=0, epoch=lambda: 0, rank=r, world_size=2) for r in (0, 1)
     ]
     assert sorted(torch.cat([y for v in val for _, y in v]).tolist()) == list(range(103))  # nothing left out
+
+
+def test_celeba_attributes_are_each_faces_context_for_a_conditional_model(tmp_path):
+    """attributes: true reads list_attr_celeba.txt: each face's 40 attributes as a float vector of 0s and 1s (the
+    context of a conditional model: context_size 40); without the file, one line says what is missing."""
+    folder = write_celeba(tmp_path / "celeba", [0, 0, 1, 2])
+    names = " ".join(f"attribute_{k}" for k in range(40))
+    rows = [f"{i:06d}.jpg " + " ".join("1" if (i + k) % 3 == 0 else "-1" for k in range(40)) for i in range(1, 5)]
+    (folder / "list_attr_celeba.txt").write_text("\n".join(["4", names, *rows]) + "\n")
+    data = CelebA(root=tmp_path, num_workers=0, attributes=True, image_size=16, crop=148)
+    assert data.context_size == 40 and CelebA(root=tmp_path).context_size is None
+    data.setup("fit")
+    images, labels = next(iter(data.train_dataloader()))
+    assert labels.shape == (2, 40) and labels.dtype == torch.float32
+    expected = torch.tensor([[1.0 if (i + k) % 3 == 0 else 0.0 for k in range(40)] for i in (1, 2)])
+    assert torch.equal(labels[labels[:, 2].argsort()], expected[expected[:, 2].argsort()])  # the order is shuffled
+    model = ConditionalVAE(image_shape=data.image_shape, context_size=data.context_size, latent_dim=2)
+    assert model(images, context=labels).log_px.shape == (2,)  # a conditional model takes them as its y
+    (folder / "list_attr_celeba.txt").unlink()
+    with pytest.raises(DataError, match="attributes: true needs list_attr_celeba.txt"):
+        CelebA(root=tmp_path, attributes=True).setup("fit")

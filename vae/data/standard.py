@@ -19,6 +19,7 @@ from typing import ClassVar
 import torch
 import torchvision
 from einops import rearrange
+from torch import Tensor
 from torchvision.transforms import v2
 
 from vae.core.errors import ConfigError, DataError
@@ -181,7 +182,12 @@ class CIFAR10(HeldOutValidation):
 class CelebA(DownloadableDataModule):
     """The 202,599 aligned CelebA faces, center-cropped to ``crop``×``crop`` and resized to
     ``image_size``×``image_size`` (148 → 64 by default, the usual VAE setting), with the official
-    train / valid / test partition (162,770 / 19,867 / 19,962). Labels are 0 (faces have no class)."""
+    train / valid / test partition (162,770 / 19,867 / 19,962).
+
+    attributes: give each face its 40 binary attributes (``list_attr_celeba.txt``: smiling, eyeglasses, ...) as its
+        label, a float vector (40,) of 0s and 1s: the context a conditional model takes (``context_size`` 40). Without
+        them the labels are 0 (faces have no class) and the data gives no context.
+    """
 
     name = "CelebA"
     folder = "celeba"
@@ -189,13 +195,15 @@ class CelebA(DownloadableDataModule):
     in_memory_default = False  # files are decoded per item, by DataLoader workers
     num_workers_default = 4
 
-    def __init__(self, *, image_size: int = 64, crop: int = 148, **options) -> None:
+    def __init__(self, *, image_size: int = 64, crop: int = 148, attributes: bool = False, **options) -> None:
         super().__init__(**options)
         if not 0 < image_size <= crop:
             raise ConfigError(f"CelebA needs 0 < image_size <= crop, got image_size {image_size} and crop {crop}")
         self.image_size = image_size
         self.crop = crop
+        self.attributes = attributes
         self.image_shape = (3, image_size, image_size)
+        self.context_size = ATTRIBUTES if attributes else None
 
     def folders(self) -> list[Path]:
         return [self.home / "celeba", self.home]
@@ -217,6 +225,7 @@ class CelebA(DownloadableDataModule):
                 f"CelebA: {folder} has list_eval_partition.txt but no img_align_celeba/ folder; {self.how_to_get()}"
             )
         partition = read_partition(folder / "list_eval_partition.txt")
+        labels = read_attributes(folder / "list_attr_celeba.txt") if self.attributes else {}
         transform = v2.Compose([v2.CenterCrop(self.crop), v2.Resize(self.image_size, antialias=True)])
         splits: dict[Stage, Split] = {}
         for name, code in (("train", 0), ("val", 1), ("test", 2)):
@@ -230,8 +239,39 @@ class CelebA(DownloadableDataModule):
                 )
             for path in paths:  # the first bytes of each: a damaged file is found now, not mid-training
                 check_image(path)
-            splits[name] = ImageFiles(paths, torch.zeros(len(paths), dtype=torch.long), channels=3, transform=transform)
+            if self.attributes:
+                missing = next((file for file, c in partition if c == code and file not in labels), None)
+                if missing is not None:
+                    raise DataError(f"CelebA: {missing} has no line in list_attr_celeba.txt; get the file again")
+                target = torch.stack([labels[file] for file, c in partition if c == code])  # (n, 40) floats
+            else:
+                target = torch.zeros(len(paths), dtype=torch.long)
+            splits[name] = ImageFiles(paths, target, channels=3, transform=transform)
         return splits
+
+
+ATTRIBUTES = 40
+"""CelebA's binary attributes per face (list_attr_celeba.txt)."""
+
+
+def read_attributes(path: Path) -> dict[str, Tensor]:
+    """CelebA's list_attr_celeba.txt: a count, the 40 attribute names, then "000001.jpg -1 1 ..." per face; each
+    face's attributes as a float vector (40,) of 0s and 1s."""
+    if not path.is_file():
+        raise DataError(
+            f"CelebA: attributes: true needs {path.name} beside list_eval_partition.txt ({path} is missing): download "
+            "it from the CelebA site, or set data.init_args.attributes false"
+        )
+    lines = path.read_text().splitlines()
+    found = {}
+    for number, line in enumerate(lines[2:], start=3):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != ATTRIBUTES + 1 or any(value not in ("1", "-1") for value in parts[1:]):
+            raise DataError(f"{path} line {number} is not '<file> and 40 values of 1 or -1': get the file again")
+        found[parts[0]] = torch.tensor([value == "1" for value in parts[1:]], dtype=torch.float32)
+    return found
 
 
 def read_partition(path: Path) -> list[tuple[str, int]]:
