@@ -33,7 +33,7 @@ def test_encoder_and_decoder_shapes(image_shape, channels, blocks):
     ("image_shape", "message"),
     [
         ((1, 28, 28), "ResNet with 3 stages needs height and width divisible by 8 (32x32 and 64x64 work), got 28x28: "
-         "resize the images or give model.network.channels at most 2 stages"),
+         "resize the images or give the network's channels at most 2 stages"),
         ((3, 27, 27), "ResNet with 3 stages needs height and width divisible by 8 (32x32 and 64x64 work), got 27x27: "
          "resize the images"),
     ],

@@ -1,7 +1,7 @@
 """The ``vae`` command: Lightning's ``fit``, ``validate`` and ``test`` (``vae.commands.fit``) and the commands beside
 them, one module each, imported only when used.
 
-    vae fit --config configs/quickstart.yaml --model.latent_dim 32
+    vae fit --config configs/quickstart.yaml --model.model.latent_dim 32
     vae evaluate runs/vae/<id>/checkpoints/last.ckpt --images
     vae compare --study configs/studies/weightings.yaml
     vae kl-demo --out runs/kl_demo

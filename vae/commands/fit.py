@@ -1,7 +1,7 @@
 """The ``vae`` command: Lightning's CLI (fit, validate, test, predict) over the VAE and its data, and the
 KL playground.
 
-vae fit --config configs/quickstart.yaml --model.latent_dim 32
+vae fit --config configs/quickstart.yaml --model.model.latent_dim 32
 vae fit --help
 vae fit --config configs/quickstart.yaml --print_config
 vae evaluate runs/vae/<id>/checkpoints/last.ckpt --images

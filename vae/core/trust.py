@@ -8,8 +8,9 @@ on the object the path resolves to, never on how the path is spelt:
    ``VAE_TRUSTED_MODULES`` (comma-separated), e.g. ``VAE_TRUSTED_MODULES=mylab`` to use ``mylab.nets.ResNet``;
 2. the object it reaches must be *defined* in a trusted module (``torch.os.system`` starts in torch but is
    ``posix.system``: refused);
-3. it must be a class, and a subclass of what the key expects (a ``Network`` for ``model.network``, an
-   ``Optimizer`` for ``model.optimizer``, ...): functions are refused, even trusted ones (``torch.load``).
+3. it must be a class, and a subclass of what the key expects (a ``LatentVariableModel`` for ``model.model``, a
+   ``Network`` for a model's ``network``, an ``Optimizer`` for ``model.optimizer``, ...): functions are refused, even
+   trusted ones (``torch.load``).
 
 The same rules apply to the ``vae`` command's parser (``trust_imports`` sets jsonargparse's import policy, so
 nothing outside the trusted modules is even imported), to the specs inside checkpoints, and to ``vae compare``

@@ -226,7 +226,7 @@ class ConditionalVAE(LatentVariableModel):
     def class_samples(self, *, nrow: int = 8, seed: int = 0, temperature: float = 1.0) -> Tensor:
         """One row per class (the first 10 classes of more), ``nrow`` columns. Each column draws the same
         standard-normal noise ε for every class, z = μ(y) + σ(y)·ε; under an unconditional prior each column draws
-        one z from ``model.prior`` for every class."""
+        one z from the model's ``prior`` for every class."""
         device = next(self.parameters()).device
         classes = min(self.context_size, 10)
         labels = repeat(torch.arange(classes, device=device), "y -> (y s)", s=nrow)

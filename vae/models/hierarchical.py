@@ -228,8 +228,8 @@ class HierarchicalVAE(LatentVariableModel):
         self.top.resolve(kl_estimator, self.top_posterior)
 
     def upgrade_state_dict(self, state: Mapping[str, Tensor], prefix: str = "") -> dict[str, Tensor]:
-        """A checkpoint written by an earlier TopDown, in today's layout, computing what it computed: its 3×3
-        convolutions on 1×1 maps become their centres (all a zero-padded 1×1 map ever met), and where the
+        """A checkpoint written by the earlier hierarchy (TopDown), in today's layout, computing what it computed: its
+        3×3 convolutions on 1×1 maps become their centres (all a zero-padded 1×1 map ever met), and where the
         resampling was not yet learned (average pooling down, nearest upsampling up) the weights that compute
         exactly those: 1/f² on each channel's own f×f patch down, ones up, no bias."""
         upgraded = dict(state)

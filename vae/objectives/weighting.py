@@ -1,4 +1,4 @@
-"""KL weightings: how the KL term enters the loss at each training step. Chosen with ``model.weighting``.
+"""KL weightings: how the KL term enters the loss at each training step. The ELBO objective's ``weighting``.
 
     Constant(beta)                             β·KL                            the β-VAE (β = 1: the ELBO)
     LinearWarmup(start, end, steps)            β(t)·KL, β from start to end over ``steps`` steps

@@ -59,7 +59,7 @@ def bottom_shape(image_shape: tuple[int, int, int], channels: tuple[int, ...]) -
     if height % factor or width % factor:
         raise ConfigError(
             f"ConvNet with {len(channels)} stages needs height and width divisible by {factor}, "
-            f"got {height}x{width}: resize the images or change model.network.channels"
+            f"got {height}x{width}: resize the images or change the network's channels"
         )
     return channels[-1], height // factor, width // factor
 

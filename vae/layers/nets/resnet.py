@@ -60,7 +60,7 @@ def bottom_shape(image_shape: tuple[int, int, int], channels: tuple[int, ...]) -
         common = math.gcd(height, width)
         most = (common & -common).bit_length() - 1  # the most stages that fit: the power of 2 dividing both sizes
         sizes = " and ".join(f"{s}x{s}" for s in (28, 32, 64) if s % factor == 0) or f"multiples of {factor}"
-        fix = f"resize the images or give model.network.channels at most {most} stages" if most else "resize the images"
+        fix = f"resize the images or give the network's channels at most {most} stages" if most else "resize the images"
         raise ConfigError(
             f"ResNet with {len(channels)} stages needs height and width divisible by {factor} ({sizes} work), "
             f"got {height}x{width}: {fix}"
