@@ -26,6 +26,7 @@ Axes: b batch, c channels, h height, w width, d latent dimensions, s steps.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,12 +82,9 @@ def labelled(
     """A grid (3, H, W) with its labels drawn beside it: ``rows`` to the right of each row, ``columns`` below each
     column, ``caption`` under them; white margins, the grid itself untouched in the top-left corner. ``cell``: the
     (height, width) of one image of the grid."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
-    try:
-        font = ImageFont.load_default(size=10)
-    except (TypeError, OSError):  # Pillow without FreeType: its small bitmap font
-        font = ImageFont.load_default()
+    font = label_font()
     height, width = picture.shape[-2:]
     cell_h, cell_w = cell[0] + PAD, cell[1] + PAD
 
@@ -109,6 +107,22 @@ def labelled(
     out = torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1).float() / 255
     out[:, :height, :width] = picture  # the grid itself, at full precision
     return out
+
+
+@functools.cache
+def label_font() -> Any:
+    """The labels' font: DejaVu Sans at 10 px (it ships with matplotlib), else Pillow's own."""
+    from PIL import ImageFont
+
+    try:
+        from matplotlib import font_manager
+
+        return ImageFont.truetype(font_manager.findfont("DejaVu Sans", fallback_to_default=False), 10)
+    except (ImportError, OSError, ValueError):
+        try:
+            return ImageFont.load_default(size=10)
+        except (TypeError, OSError):  # Pillow without FreeType: its small bitmap font
+            return ImageFont.load_default()
 
 
 def value(number: float, spread: float = 1.0) -> str:
