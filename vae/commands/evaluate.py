@@ -60,6 +60,7 @@ def log_to_wandb(config: dict, checkpoint: Path, result: Evaluation, images: dic
     reconstruction = {name: value for name, value in (result.reconstruction or {}).items() if value is not None}
     numbers |= {f"reconstruction/{name}": value for name, value in reconstruction.items()}
     numbers |= {f"quality/{name}": value for name, value in (result.quality or {}).items()}
+    numbers |= dict(result.model_metrics or {})
     if len(result.kl_per_layer) > 1:  # a hierarchy: each layer's KL and active units
         numbers |= {f"kl/{name}": kl for name, kl in result.kl_per_layer.items()}
         numbers |= {f"active_units/{name}": n for name, n in result.active_units_per_layer.items()}

@@ -112,6 +112,7 @@ class Signature:
     image_shape: tuple[int, int, int]
     code_size: int
     context_size: int | None  # the length of y for a conditional model, else None
+    code_vocabulary: int | None = None  # an integer code's values (0 to K − 1, int64), else None: a float code
 
     def inputs(self, part: str) -> tuple[str, ...]:
         first = "x" if part == "encoder" else "z"
@@ -183,7 +184,12 @@ def signature_of(model: LatentVariableModel) -> Signature:
     y = None if context_size is None else torch.zeros(1, context_size, **like)
     with inference(model):
         code_size = Encoder(model)(x, y)[0].shape[1]
-    return Signature(image_shape=tuple(model.image_shape), code_size=int(code_size), context_size=context_size)
+    return Signature(
+        image_shape=tuple(model.image_shape),
+        code_size=int(code_size),
+        context_size=context_size,
+        code_vocabulary=model.code_vocabulary,
+    )
 
 
 def parameter_device(model: nn.Module) -> torch.device:
@@ -197,18 +203,22 @@ def parameter_dtype(model: nn.Module) -> torch.dtype:
 def check_inputs(
     signature: Signature, part: str, batch: int, *, seed: int, device: torch.device, dtype: torch.dtype
 ) -> tuple[Tensor, ...]:
-    """A random input of ``batch`` examples: images uniform in [0, 1] or codes N(0, I), and one-hot contexts, in the
-    model's precision (float32 for a model ``vae.load`` gives)."""
+    """A random input of ``batch`` examples: images uniform in [0, 1], codes N(0, I) (or uniform integer indices, for
+    a model whose code is integer), and one-hot contexts, in the model's precision (float32 for a model ``vae.load``
+    gives)."""
     generator = torch.Generator().manual_seed(seed)
     if part == "encoder":
         first = torch.rand(batch, *signature.image_shape, generator=generator)
+    elif signature.code_vocabulary is not None:
+        indices = torch.randint(signature.code_vocabulary, (batch, signature.code_size), generator=generator)
+        first = indices.to(device=device)
     else:
         first = torch.randn(batch, signature.code_size, generator=generator)
     inputs = [first]
     if signature.context_size is not None:
         classes = torch.randint(signature.context_size, (batch,), generator=generator)
         inputs.append(nn.functional.one_hot(classes, signature.context_size).float())
-    return tuple(t.to(device=device, dtype=dtype) for t in inputs)
+    return tuple(t if not t.is_floating_point() else t.to(device=device, dtype=dtype) for t in inputs)
 
 
 def eager(model: LatentVariableModel, part: str, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -403,6 +413,8 @@ def write_manifest(
         "source": source,
         "image_shape": list(signature.image_shape),
         "code_size": signature.code_size,
+        "code": "integer indices" if signature.code_vocabulary is not None else "float",
+        "code_vocabulary": signature.code_vocabulary,
         "context": {"needed": signature.context_size is not None, "size": signature.context_size},
         "shapes": signature.shapes(),
         "dtype": str(parameter_dtype(model)).removeprefix("torch."),

@@ -142,13 +142,14 @@ class Reconstruction(Metric):
 def encode_split(
     vae: LatentVariableModel, batches: Iterable[tuple[Tensor, Tensor]], *, device: torch.device | str = "cpu"
 ) -> dict[str, Tensor]:
-    """``mean``, ``variance`` (n, d) of q(z|x) as ``encode`` gives them, and ``labels``, of every (x, y) batch in
+    """``mean``, ``variance`` (n, d) of q(z|x) as ``encode`` gives them (float32; an integer code, a VQ model's
+    indices, stays integer), and ``labels``, of every (x, y) batch in
     order, on the CPU (a conditional model is given y)."""
     means, variances, labels = [], [], []
     for x, y in batches:
         x, y = x.to(device), y.to(device)
         encoding = vae.encode(x, context=y if vae.capabilities.conditional else None)
-        means.append(encoding.mean.float().cpu())
+        means.append((encoding.mean.float() if encoding.mean.is_floating_point() else encoding.mean).cpu())
         variances.append(encoding.variance.float().cpu())
         labels.append(y.cpu())
     if not means:
@@ -186,6 +187,7 @@ class Evaluation:
     clustering_accuracy: dict[str, float] | None = None  # of each layer with one categorical variable, by layer
     reconstruction: dict[str, float | None] | None = None  # mse, psnr (dB), ssim of reconstructions (Reconstruction)
     quality: dict[str, float] | None = None  # fid, kid_mean, kid_std, precision, recall (vae.metrics.quality)
+    model_metrics: dict[str, float] | None = None  # the model's own over the split (``split_metrics``)
 
     def table(self) -> str:
         rows = [("split", f"{self.split} ({self.num_examples} images)")]
@@ -216,6 +218,7 @@ class Evaluation:
             r = self.reconstruction
             ssim = "n/a (images under 11×11)" if r["ssim"] is None else f"{r['ssim']:.4f}"
             rows.append(("reconstructions: MSE, PSNR, SSIM", f"{r['mse']:.5f}, {r['psnr']:.2f} dB, {ssim}"))
+        rows += [(name, f"{value:.4f}") for name, value in (self.model_metrics or {}).items()]
         if self.quality is not None:
             rows += [(f"samples: {name}", f"{value:.4f}") for name, value in self.quality.items()]
         for name, accuracy in (self.clustering_accuracy or {}).items():
@@ -253,6 +256,8 @@ def _evaluate(
     device: torch.device | str,
 ) -> Evaluation:
     """``evaluate``'s work, inside ``inference``."""
+    if vae.capabilities.deterministic_encoder:  # one code per image: the estimate is exact with K = 1
+        num_samples = 1
     stats = {
         layer.name: LatentStatistics(latent_dim=layer.units, positions=layer.positions).to(device)
         for layer in vae.layers
@@ -263,6 +268,8 @@ def _evaluate(
     clusters: dict[str, list[Tensor]] = {layer.name: [] for layer in vae.layers if layer.clusters}
     labelled: list[Tensor] = []
     reconstruction = Reconstruction().to(device)
+    own = vae.split_metrics()
+    own = None if own is None else own.to(device)
     for images, labels in batches:
         x, labels = as_unit(images.to(device)), labels.to(device)
         out = vae(x, context=labels)
@@ -272,6 +279,8 @@ def _evaluate(
             if density
             else torch.full((len(x),), math.nan, device=x.device)
         )
+        if own is not None:
+            own.update(out)
         for name, layer in out.latents.items():
             stats[name].update(layer.posterior_mean, layer.kl_per_unit)
             if name in clusters:
@@ -303,6 +312,7 @@ def _evaluate(
         active_units_per_layer={name: summary.active_units for name, summary in summaries.items()},
         conditional=vae.capabilities.conditional,
         reconstruction=reconstruction.compute(),
+        model_metrics=None if own is None else {name: float(value) for name, value in own.compute().items()},
         clustering_accuracy=(
             {name: clustering_accuracy(torch.cat(found), torch.cat(labelled)) for name, found in clusters.items()}
             if clusters and len(labelled) == len(next(iter(clusters.values()))) and classes > 1

@@ -4,17 +4,23 @@ VAE               one Gaussian latent vector (``vae.models.vae``)
 HierarchicalVAE   top-down inference over several latent layers (``vae.models.hierarchical``)
 ConditionalVAE    p(x | y) given a label or context vector (``vae.models.conditional``)
 JointVAE          a continuous code beside categorical and Bernoulli codes (``vae.models.joint``)
+VQVAE             a grid of quantized codes: VQ, FSQ or residual VQ (``vae.models.quantized``)
+CodePrior         a learned prior over a trained VQVAE's codes, the second stage (``vae.models.code_prior``)
 """
 
 from vae.models.base import Capabilities, Encoding, LatentVariableModel, ModelOutput, Term
+from vae.models.code_prior import CodePrior
 from vae.models.conditional import ConditionalVAE
 from vae.models.hierarchical import HierarchicalVAE
 from vae.models.joint import JointVAE
+from vae.models.quantized import VQVAE
 from vae.models.vae import VAE
 
 __all__ = [
     "VAE",
+    "VQVAE",
     "Capabilities",
+    "CodePrior",
     "ConditionalVAE",
     "Encoding",
     "HierarchicalVAE",

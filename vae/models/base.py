@@ -24,6 +24,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 from torch.distributions import Distribution
+from torchmetrics import Metric
 
 from vae.core.errors import ConfigError
 from vae.core.gaussian import GaussianMoments
@@ -170,6 +171,8 @@ class Capabilities:
     continuous_code: ``encode``'s code is one continuous vector that ``decode`` takes back, with a prior over it
         (``prior_distribution``): traversals, interpolations, a manifold of a 2-D code.
     needs_trained_prior: sampling needs a prior trained separately after the model (a quantized code's).
+    deterministic_encoder: q(z|x) puts all its mass on one code (a quantized code's one-hot posterior): every
+        importance sample is the same, so the importance-weighted log p(x) is the ELBO for every K, computed once.
     """
 
     posterior_density: bool = True
@@ -179,6 +182,7 @@ class Capabilities:
     conditional: bool = False
     continuous_code: bool = False
     needs_trained_prior: bool = False
+    deterministic_encoder: bool = False
 
 
 class LatentVariableModel(Configurable, nn.Module, ABC):
@@ -195,6 +199,8 @@ class LatentVariableModel(Configurable, nn.Module, ABC):
 
     likelihood: nn.Module  # set by the model (a class attribute would hide the submodule)
     term_names: tuple[str, ...] = ()
+    code_vocabulary: int | None = None  # the values of each element of an integer code (indices 0 to K − 1); None:
+    # the code is continuous
 
     def __init__(self, *, image_shape: tuple[int, int, int], context_size: int | None = None) -> None:
         super().__init__()
@@ -276,6 +282,13 @@ class LatentVariableModel(Configurable, nn.Module, ABC):
         (a ``continuous_code``); None by default."""
         return None
 
+    def split_metrics(self) -> Metric | None:
+        """A metric of the model's own over a whole split (a torchmetrics ``Metric``, reduced over processes), or
+        None (the default): ``update`` takes each batch's ``ModelOutput``, ``compute`` gives named numbers. The
+        training module logs them as ``{val,test}/<name>`` at each epoch's end, and ``vae evaluate`` reports them
+        (a VQ model's codebook usage)."""
+        return None
+
     def representation(self, x: Tensor, *, context: Tensor | None = None) -> Tensor:
         """The code the disentanglement metrics score: the posterior mean of ``encode``, (b, d)."""
         return self.encode(x, context=context).mean
@@ -294,12 +307,16 @@ class LatentVariableModel(Configurable, nn.Module, ABC):
             log p(x) ≈ log (1/K) Σ_k p(x, z_k) / q(z_k|x),   z_k ~ q(z|x)   (z all the layers of a hierarchy)
 
         It is the IWAE bound with K = ``samples``: a lower bound in expectation that tightens as K grows (Burda et
-        al. 2015). Samples are drawn ``chunk_size`` at a time, so memory does not grow with K. A model without a
-        posterior density (``capabilities.posterior_density``) has no such estimate: a one-line error."""
+        al. 2015). Samples are drawn ``chunk_size`` at a time, so memory does not grow with K. For a deterministic
+        encoder (``capabilities.deterministic_encoder``) every sample is the same code, and the estimate is the ELBO,
+        computed once. A model without a posterior density (``capabilities.posterior_density``) has no such estimate:
+        a one-line error."""
         if not self.capabilities.posterior_density:
             raise ConfigError(f"{type(self).__name__} has no posterior density: no importance-weighted log p(x)")
         if samples < 1 or chunk_size < 1:
             raise ConfigError(f"samples and chunk_size must be positive integers, got {samples} and {chunk_size}")
+        if self.capabilities.deterministic_encoder:  # every sample is the same code: K = 1 is exact
+            return self.log_weights(x, 1, context=context)[0]
         sizes = [min(chunk_size, samples - start) for start in range(0, samples, chunk_size)]
         return log_mean_exp_chunks(self.log_weights(x, k, context=context) for k in sizes)
 

@@ -14,6 +14,7 @@ column labels and a caption below it, so that every image keeps its place from t
     latent_scatter   the latent means of a split coloured by label (a 2-D latent as it is; else PCA, or UMAP where
                      umap-learn is installed)
     manifold         for a 2-D latent: decodes of a grid of z over the prior's 5 % to 95 % quantiles
+    heat_map         for quantized codes: how often each code of the codebook was used
 
 and for a hierarchy (in place of traversals and interpolations, which need one latent vector):
 
@@ -359,3 +360,22 @@ def manifold(vae: Drawable, *, steps: int = 20, low: float = 0.05, high: float =
     rows = [f"z2 = {value(float(v), spread)}" if i in (0, steps // 2, steps - 1) else "" for i, v in enumerate(z2)]
     caption = f"z1 across, z2 up: the prior's {low:.0%} to {high:.0%} quantiles"
     return labelled(grid(images, steps), cell=images.shape[-2:], rows=rows, columns=columns, caption=caption)
+
+
+def heat_map(counts: Tensor, *, cell: int = 8) -> Tensor:
+    """How often each code was used, (q, K) counts of q codebooks, as a picture (3, H, W): one panel per codebook,
+    the K codes in rows of ⌈√K⌉ cells of ``cell`` pixels, coloured by log(1 + count) on viridis (dark purple: unused;
+    yellow: the most used), panels side by side."""
+    from matplotlib import colormaps
+
+    depth, size = counts.shape
+    side = math.isqrt(size - 1) + 1
+    padded = torch.full((depth, side * side), -1.0, dtype=torch.float64)
+    padded[:, :size] = counts.double().cpu().log1p()
+    top = float(padded.max().clamp_min(1e-12))
+    scaled = (padded / top).clamp_min(0).numpy()
+    colours = torch.from_numpy(colormaps["viridis"](scaled)[..., :3]).float()  # (q, side², 3)
+    colours[padded < 0] = 0.5  # cells past the last code: grey
+    panels = rearrange(colours, "q (r c) rgb -> q rgb r c", r=side)
+    panels = repeat(panels, "q rgb r c -> q rgb (r y) (c x)", y=cell, x=cell)
+    return grid(panels, nrow=depth)

@@ -2,8 +2,8 @@
 
 - ``AtomicCheckpointIO``: a checkpoint is written to a temporary file beside its destination, flushed to
   disk, then renamed over it; a write killed half-way leaves the previous checkpoint whole.
-- ``read_checkpoint`` / ``load_module``: open a checkpoint with ``weights_only=True``. Tensors and plain data
-  load; a file that carries pickled objects is refused, so opening a checkpoint never runs code.
+- ``load_module``: a checkpoint's ``VAEModule``, opened with ``weights_only=True`` (``vae.core.checkpoints``): tensors
+  and plain data load; a file that carries pickled objects is refused, so opening a checkpoint never runs code.
 - ``load`` (``vae.load``): the trained model of a checkpoint or a run folder, ready to use.
 
 Checkpoints written by earlier versions load in today's layout (``vae.training.migration``); resuming is
@@ -13,20 +13,20 @@ Checkpoints written by earlier versions load in today's layout (``vae.training.m
 from __future__ import annotations
 
 import os
-import pickle
-import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning_fabric.plugins import TorchCheckpointIO
 
-from vae.core.errors import ConfigError, DataError, UserError
+from vae.core.checkpoints import checkpoint_of, read_checkpoint, reason
+from vae.core.errors import DataError, UserError
 from vae.models.base import LatentVariableModel
 from vae.training.migration import migrate_hparams
 from vae.training.module import VAEModule
 from vae.training.runs import describe_write_failure, write_failure
+
+__all__ = ["AtomicCheckpointIO", "checkpoint_of", "load", "load_module", "read_checkpoint", "reason"]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -54,36 +54,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(partial, path)  # atomic on POSIX: readers see the old file or the new one
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint's contents, loaded with ``weights_only=True`` (tensors and plain data only)."""
-    if not zipfile.is_zipfile(path):
-        raise DataError(f"cannot load the checkpoint {path}: not a torch checkpoint (damaged, or another kind of file)")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # tensors read on demand
-    except pickle.UnpicklingError as error:
-        named = re.search(r"GLOBAL (\S+)", str(error))
-        if named is None and "global" not in str(error).lower():  # not a pickle at all: a damaged or foreign file
-            raise DataError(f"cannot load the checkpoint {path}: {reason(error)}") from error
-        what = named.group(1) if named else "object"
-        raise ConfigError(
-            f"refusing the checkpoint {path}: it carries a pickled {what}, not only tensors and plain data, and "
-            "loading it could run code (checkpoints written by vae fit load safely)"
-        ) from error
-    except Exception as error:  # a damaged or foreign file: torch and zipfile raise many kinds
-        raise DataError(f"cannot load the checkpoint {path}: {reason(error)}") from error
-
-
-def reason(error: BaseException) -> str:
-    """Why torch could not read a file, in a few words: the unpickler's own reason if it gave one, else the first
-    sentence of its message, never torch's advice to load it with weights_only=False (that would run code)."""
-    text = " ".join(str(error).split())
-    named = re.search(r"WeightsUnpickler error: (.*?)(?: Check the documentation|$)", text)
-    first = named.group(1) if named else re.split(r"(?<=[.!?]) ", text)[0]
-    if "weights_only" in first or not first:
-        first = type(error).__name__
-    return f"damaged, or not written by vae fit ({first[:150].rstrip('.')})"
-
-
 def load_module(path: str | Path, map_location: str = "cpu") -> VAEModule:
     """A ``VAEModule`` from a checkpoint, opened with ``weights_only=True`` (see ``read_checkpoint``)."""
     checkpoint = read_checkpoint(path)  # the one-line errors for a refused, damaged or foreign file
@@ -97,22 +67,6 @@ def load_module(path: str | Path, map_location: str = "cpu") -> VAEModule:
         raise
     except Exception as error:  # a checkpoint of something else: hyperparameters that build no VAEModule
         raise DataError(f"cannot build a model from the checkpoint {path}: {reason(error)}") from error
-
-
-def checkpoint_of(path: str | Path) -> Path:
-    """A checkpoint file as given, or a run folder's (``<run>/checkpoints/``) newest best checkpoint, else its
-    ``last.ckpt``; a one-line ConfigError if there is none."""
-    path = Path(path)
-    if path.is_file():
-        return path
-    if path.is_dir():
-        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-        best = sorted(folder.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
-        found = best[-1] if best else folder / "last.ckpt"
-        if found.is_file():
-            return found
-        raise ConfigError(f"{path} holds no checkpoint (best-*.ckpt or last.ckpt): give a run folder or a .ckpt file")
-    raise ConfigError(f"checkpoint not found: {path} (give a .ckpt written by vae fit, or its run folder)")
 
 
 def load(path: str | Path, *, device: str | torch.device = "cpu") -> LatentVariableModel:

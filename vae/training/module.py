@@ -6,7 +6,8 @@ One ``_common_step`` for train, val and test logs whatever terms the objective r
 split, a penalty's terms, the model's own terms, ``iwae``); on training steps the weights beside them
 (``train/kl_weight`` and the rest, ``vae.objectives``). From the latent layers, at validation and test:
 ``{val,test}/active_units`` (per layer for several, ``/<layer>``) and, where the model has a KL per dimension,
-``{val,test}/kl_dim/NN``. The full list: docs/metrics.md.
+``{val,test}/kl_dim/NN``; and the model's own metrics over the split (``split_metrics``: a VQ model's
+``codebook/usage``). The full list: docs/metrics.md.
 
 Every batch's labels reach the model as its ``context`` (a conditional model's y; the others ignore them), and the
 trainer's global step as its ``step`` (schedules inside a model), so a new model needs no edit here.
@@ -93,6 +94,8 @@ class VAEModule(pl.LightningModule):
                 for stage in ("val", "test")
             }
         )
+        own = {stage: model.split_metrics() for stage in ("val", "test")}  # the model's own, over a whole split
+        self.split_metrics = torch.nn.ModuleDict({stage: m for stage, m in own.items() if m is not None})
         # Val/test means weighted by batch size and reduced over processes by torchmetrics (sums of values and of
         # weights): Lightning's own mean reduction averages the per-process image counts as integers.
         self.epoch_means = torch.nn.ModuleDict(
@@ -145,6 +148,8 @@ class VAEModule(pl.LightningModule):
             options = {"on_step": False, "on_epoch": True}
             for name, layer in out.latents.items():
                 self.latent_stats[stage][name].update(layer.posterior_mean, layer.kl_per_unit)
+            if stage in self.split_metrics:
+                self.split_metrics[stage].update(out)
         elbo = metrics.pop("elbo")
         self.log_dict({f"{stage}/{name}": value for name, value in metrics.items()}, **options)
         self.log(f"{stage}/elbo", elbo, prog_bar=True, **options)
@@ -183,6 +188,10 @@ class VAEModule(pl.LightningModule):
         return self._common_step(batch, "test")
 
     def _log_latent_stats(self, stage: Stage) -> None:
+        if stage in self.split_metrics:  # the model's own, reduced over the processes by torchmetrics
+            own = self.split_metrics[stage]
+            self.log_dict({f"{stage}/{name}": float(v) for name, v in own.compute().items()}, sync_dist=True)
+            own.reset()
         summaries = {}
         for name, metric in self.latent_stats[stage].items():
             summaries[name] = metric.compute()
