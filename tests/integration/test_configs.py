@@ -63,6 +63,10 @@ def test_every_shipped_config_and_documented_example_passes_the_trust_rules_and_
     assert printed["data"]["class_path"].startswith("vae.data.")
     model_args = printed["model"]["model"]["init_args"]
     assert printed["model"]["model"]["class_path"].startswith("vae.models.")
+    if printed["model"]["model"]["class_path"] == "vae.models.CodePrior":  # a second stage: its model is a run's
+        check_classes(printed, SECTIONS)
+        assert model_args["first_stage"] == "runs/vae/VQ_RUN_ID"  # set on the command line, as its header says
+        return  # built on a trained VQ run by tests/integration/test_quantized.py
     assert model_args["likelihood"]["class_path"].startswith("vae.")
     assert printed["model"]["objective"]["class_path"].startswith("vae.objectives.")
     overlay = next((yaml.safe_load(o.read_text()) for o in OVERLAYS if args[-1] == str(o)), None)

@@ -104,17 +104,26 @@ def rotated(z_e: Tensor, z_q: Tensor, eps: float = 1e-6) -> Tensor:
 
 
 def kmeans(vectors: Tensor, k: int, *, iterations: int = 10, generator: torch.Generator | None = None) -> Tensor:
-    """k centres of ``vectors`` (n, d) by Lloyd's algorithm from k of them drawn at random (with replacement where
-    n < k); a centre left with no vectors keeps its place."""
-    picks = torch.randint(len(vectors), (k,), generator=generator, device="cpu").to(vectors.device)
-    centres = vectors[picks].clone()
+    """k centres of ``vectors`` (n, d): k-means++ seeding (each next centre drawn with probability ∝ its squared
+    distance to the nearest centre so far; Arthur & Vassilvitskii 2007), then Lloyd's algorithm; a centre left with
+    no vectors keeps its place. Draws come from ``generator`` (on the CPU)."""
+    points = vectors.detach().float().cpu()
+    first = int(torch.randint(len(points), (1,), generator=generator))
+    centres = [points[first]]
+    nearest = (points - points[first]).square().sum(dim=1)
+    for _ in range(k - 1):
+        weights = nearest if float(nearest.sum()) > 0 else torch.ones_like(nearest)
+        pick = int(torch.multinomial(weights, 1, generator=generator))
+        centres.append(points[pick])
+        nearest = torch.minimum(nearest, (points - points[pick]).square().sum(dim=1))
+    centre = torch.stack(centres)
     for _ in range(iterations):
-        assignment = torch.cdist(vectors, centres).argmin(dim=1)
-        counts = torch.bincount(assignment, minlength=k).to(vectors.dtype)
-        sums = torch.zeros_like(centres).index_add_(0, assignment, vectors)
+        assignment = torch.cdist(points, centre).argmin(dim=1)
+        counts = torch.bincount(assignment, minlength=k).to(points.dtype)
+        sums = torch.zeros_like(centre).index_add_(0, assignment, points)
         moved = counts > 0
-        centres[moved] = sums[moved] / counts[moved, None]
-    return centres
+        centre[moved] = sums[moved] / counts[moved, None]
+    return centre.to(device=vectors.device, dtype=vectors.dtype)
 
 
 class Quantizer(Configurable, nn.Module, ABC):
@@ -209,6 +218,12 @@ class VectorQuantizer(Quantizer):
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
         self.register_buffer("unused_steps", torch.zeros(codebook_size, dtype=torch.long))
         self.register_buffer("restarts", torch.zeros((), dtype=torch.long))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # training steps learned from
+
+    def generator(self) -> torch.Generator:
+        """The random draws of this training step (k-means' starting centres, the vectors restarted codes take):
+        seeded by the step, which the checkpoint keeps, so a resumed run draws what an unbroken one does."""
+        return torch.Generator().manual_seed(1_000_003 * int(self.steps) + 17)
 
     @property
     def restarted(self) -> int:
@@ -248,7 +263,8 @@ class VectorQuantizer(Quantizer):
         """One training step's codebook update from this process's vectors (n, d): k-means initialisation on the
         first, then (EMA) the moving averages, and the restart of codes unused for ``restart_after`` steps."""
         if not bool(self.initialized):
-            self.codebook.data.copy_(from_first_process(self.prepared(kmeans(vectors, self.codebook_size))))
+            centres = kmeans(vectors, self.codebook_size, iterations=self.kmeans_iterations, generator=self.generator())
+            self.codebook.data.copy_(from_first_process(self.prepared(centres)))
             if self.learning == "ema":
                 self.embed_sum.copy_(self.codebook)
                 self.cluster_size.fill_(1.0)
@@ -260,6 +276,7 @@ class VectorQuantizer(Quantizer):
             self.ema_update(counts, sums)
         if self.restart_after:
             self.restart(vectors, counts)
+        self.steps.add_(1)
 
     @torch.no_grad()
     def ema_update(self, counts: Tensor, sums: Tensor) -> None:
@@ -279,7 +296,7 @@ class VectorQuantizer(Quantizer):
         n_dead = int(dead.sum())
         if not n_dead:
             return
-        picks = torch.randint(len(vectors), (n_dead,), device="cpu").to(vectors.device)
+        picks = torch.randint(len(vectors), (n_dead,), generator=self.generator()).to(vectors.device)
         seeds = from_first_process(vectors[picks].contiguous())
         self.codebook.data[dead] = seeds
         if self.learning == "ema":

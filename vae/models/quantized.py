@@ -77,11 +77,9 @@ class CodeUsage(Metric):
         self.codebook_size, self.depth = codebook_size, depth
         self.add_state("counts", default=torch.zeros(depth, codebook_size, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, out: ModelOutput) -> None:
-        self.add(out.latents["codes"].event)
-
-    def add(self, tokens: Tensor) -> None:
-        """Count the codes of sequences (b, n·q)."""
+    def update(self, out: ModelOutput | Tensor) -> None:
+        """Count the codes of a batch: its ``ModelOutput``, or its code sequences (b, n·q)."""
+        tokens = out if isinstance(out, Tensor) else out.latents["codes"].event
         codes = rearrange(tokens, "b (n q) -> q (b n)", q=self.depth)
         for q, row in enumerate(codes):
             self.counts[q] += torch.bincount(row, minlength=self.codebook_size).to(self.counts.dtype)
@@ -223,6 +221,6 @@ class VQVAE(LatentVariableModel):
         codebook)."""
         grids = super().pictures(x, **options)
         usage = CodeUsage(codebook_size=self.quantizer.codebook_size, depth=self.quantizer.depth).to(x.device)
-        usage.add(self.codes(x))
+        usage.update(self.codes(x))
         grids["code_usage"] = heat_map(usage.counts)
         return grids
