@@ -3,8 +3,9 @@
 file); the prior's config trains on the VQ run and its run samples, evaluates (bits/dim from the ELBO, exact for a
 one-hot posterior), encodes integer codes and exports; a resumed run continues the EMA codebook and its restarts
 exactly as an unbroken one; and a prior pointed at a missing run, a run that is not a VQ model, or a first stage whose
-weights changed is refused in one line, with nothing written."""
+weights changed is refused in one line, with nothing written; and `vae compare` runs a study of quantizers."""
 
+import csv
 import json
 import math
 import shutil
@@ -12,8 +13,9 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import REPO, offline, run
-from exported import assert_same, run_exported
+from exported import ONNX_EXPORT, assert_same, run_exported
 
 import vae
 from vae.core.pixels import as_unit
@@ -126,7 +128,8 @@ def test_the_codes_encode_as_integers_and_export_to_both_formats(prior_run):
     assert encoded.returncode == 0, encoded.stderr[-3000:]
     codes = np.load(root / "codes.npz")["mean"]
     assert codes.dtype == np.int64 and codes.shape[1] == 49 and 0 <= codes.min() and codes.max() < 256
-    exported = run(["export", str(folder), "--out", "exported", "--format", "torchscript"], cwd=root, env=env)
+    formats = ["torchscript", "onnx"] if ONNX_EXPORT else ["torchscript"]
+    exported = run(["export", str(folder), "--out", "exported", "--format", *formats], cwd=root, env=env)
     assert exported.returncode == 0, exported.stderr[-3000:]
     manifest = json.loads((root / "exported" / "export.json").read_text())
     assert manifest["code"] == "integer indices" and manifest["code_vocabulary"] == 256
@@ -134,9 +137,10 @@ def test_the_codes_encode_as_integers_and_export_to_both_formats(prior_run):
     data = EmbeddedMNIST(batch_size=7, binarize="static")
     data.setup("test")
     x = as_unit(next(iter(data.test_dataloader()))[0])
-    indices = run_exported(root / "exported" / "encoder.pt", x)[0]
-    assert torch.equal(indices, model.encode(x).mean)
-    assert_same(run_exported(root / "exported" / "decoder.pt", indices), (model.decode(indices),))
+    for suffix in [".pt", ".onnx"][: len(formats)]:
+        indices = run_exported(root / "exported" / f"encoder{suffix}", x)[0]
+        assert torch.equal(indices, model.encode(x).mean)
+        assert_same(run_exported(root / "exported" / f"decoder{suffix}", indices), (model.decode(indices),))
 
 
 def test_a_resumed_vq_run_continues_its_codebook_exactly(tmp_path):
@@ -195,3 +199,25 @@ def test_a_prior_on_a_missing_run_a_vae_run_or_a_changed_first_stage_is_refused_
     assert refused.returncode != 0 and not (tmp_path / "no.png").exists()
     line = refused.stderr.strip().splitlines()[-1]
     assert line.startswith("error: the first stage at") and "has changed since this prior was trained" in line, line
+
+
+def test_compare_runs_a_study_of_quantizers_and_tables_their_codebook_usage(tmp_path):
+    """Two runs of configs/studies/quantizers.yaml (FSQ and the fixed VQ), one short epoch each, as `vae compare`
+    starts them: the table carries each run's model and its codebook usage, perplexity and unused codes."""
+    shipped = yaml.safe_load((REPO / "configs" / "studies" / "quantizers.yaml").read_text())
+    study = {**shipped, "config": str(REPO / "configs" / "vq_quickstart.yaml"), "args": []}
+    study["runs"] = {name: shipped["runs"][name] for name in ("vq-256", "fsq-1000")}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    out = tmp_path / "out"
+    args = ["compare", "--study", str(path), "--out", str(out), "--", "--trainer.max_epochs", "1", *SHORT]
+    result = run(args, cwd=tmp_path, env=offline(tmp_path))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rows = {row["name"]: row for row in csv.DictReader((out / "results.csv").open())}
+    assert rows["fsq-1000"]["model"] == "VQVAE(quantizer=FSQ(levels=[8, 5, 5, 5]))"
+    for name, codes in (("vq-256", 256), ("fsq-1000", 1000)):
+        usage, unused = float(rows[name]["codebook/usage"]), float(rows[name]["codebook/unused"])
+        assert 0 < usage <= 1 and unused == pytest.approx(codes * (1 - usage), abs=codes * 5e-5)  # 4 decimals
+        assert float(rows[name]["kl"]) == pytest.approx(49 * math.log(codes), rel=1e-5)
+    table = (out / "results.md").read_text()
+    assert "| codebook/usage |" in table and (out / "model_metrics.png").is_file()

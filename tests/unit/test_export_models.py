@@ -1,7 +1,7 @@
-"""Each kind of model (a conditional VAE, a hierarchy, a JointVAE) exported by the library function
-``vae.commands.export.export`` to TorchScript (and ONNX), read back and run against its eager encode and decode; the
-library's refusals (an existing file, an unknown format); and an exporter's failure as one line that leaves no half
-export. (The `vae export` command on a trained checkpoint: tests/integration/test_export.py.)
+"""Each kind of model (a conditional VAE, a hierarchy, a JointVAE, a residual VQ-VAE with integer codes) exported by
+the library function ``vae.commands.export.export`` to TorchScript (and ONNX), read back and run against its eager
+encode and decode; the library's refusals (an existing file, an unknown format); and an exporter's failure as one line
+that leaves no half export. (The `vae export` command on a trained checkpoint: tests/integration/test_export.py.)
 
 Tolerance: 1e-5 absolute for every output (tests/exported.py)."""
 
@@ -19,7 +19,8 @@ from vae.core.errors import ConfigError
 from vae.layers.likelihoods import Bernoulli
 from vae.layers.nets.mlp import MLPNet
 from vae.layers.priors import StandardNormal
-from vae.models import ConditionalVAE, HierarchicalVAE, JointVAE
+from vae.layers.quantizers import ResidualVQ
+from vae.models import VQVAE, ConditionalVAE, HierarchicalVAE, JointVAE
 
 
 def settings() -> dict:
@@ -51,6 +52,10 @@ def small(kind: str):
             blocks=1,
             **settings(),
         )
+    elif kind == "vq":  # 4×4 images to a 2×2 grid of codes from 2 codebooks: 8 integer indices
+        shape, code = 4, 8
+        quantizer = ResidualVQ(depth=2, codebook_size=6, dim=3)
+        model = VQVAE(image_shape=(1, shape, shape), quantizer=quantizer, channels=(4,), blocks=1)
     else:  # z, a categorical's 3 probabilities and 2 Bernoulli units side by side
         shape, code = 4, 2 + 3 + 2
         model = JointVAE(
@@ -74,14 +79,15 @@ def onnx(kind: str, parts: tuple[str, ...]):
     return pytest.param(kind, "onnx", parts, marks=marks, id=f"{kind}-onnx-{'-'.join(parts)}")
 
 
-KINDS = ("conditional", "hierarchy", "joint")
+KINDS = ("conditional", "hierarchy", "joint", "vq")
 
 
 @pytest.mark.parametrize(
     ("kind", "fmt", "parts"),
     [pytest.param(kind, "torchscript", PARTS, id=f"{kind}-torchscript") for kind in KINDS]
     + [onnx(kind, ("decoder",)) for kind in ("conditional",)]
-    + [onnx(kind, PARTS) for kind in KINDS],
+    + [pytest.param("vq", "onnx", PARTS, id="vq-onnx", marks=onnx("vq", ("decoder",)).marks)]
+    + [onnx(kind, PARTS) for kind in KINDS if kind != "vq"],
 )
 def test_each_kind_of_model_exports_and_matches_its_eager_encode_and_decode(tmp_path, kind, fmt, parts):
     model, image_shape, code = small(kind)
@@ -100,7 +106,10 @@ def test_each_kind_of_model_exports_and_matches_its_eager_encode_and_decode(tmp_
     (images,) = run_exported(tmp_path / f"decoder{suffix}", z, *y)
     assert_same((images,), (model.decode(z, context=context),))  # a hierarchy: the layers below at prior means
     assert_same(run_exported(tmp_path / f"decoder{suffix}", z, *y), (images,))  # deterministic
+    if kind == "vq":  # integer indices in, the same images out
+        assert z.dtype == torch.long and 0 <= int(z.min()) and int(z.max()) < 6
     manifest = json.loads((tmp_path / "export.json").read_text())
+    assert manifest["code_vocabulary"] == (6 if kind == "vq" else None)
     assert manifest["code_size"] == code and manifest["image_shape"] == list(image_shape)
     assert manifest["context"] == ({"needed": True, "size": 10} if y else {"needed": False, "size": None})
     names = {"encoder": ("x", "y") if y else ("x",), "decoder": ("z", "y") if y else ("z",)}

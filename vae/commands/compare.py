@@ -15,18 +15,22 @@ weightings (run name → class_path/init_args, as under ``model.objective.weight
       beta-1: {class_path: vae.objectives.weighting.Constant, init_args: {beta: 1.0}}
       warmup: {class_path: vae.objectives.weighting.LinearWarmup, init_args: {steps: 600}}
 
-A run may also carry a penalty (``vae.objectives.penalties``): under ``runs:``, each run is a mapping with
-``weighting`` and/or ``penalty`` (what ``model.objective.weighting`` and ``model.objective.penalty`` take), as in
-``configs/studies/disentanglement.yaml``:
+A run may also carry a penalty (``vae.objectives.penalties``) and a model: under ``runs:``, each run is a mapping
+with ``weighting``, ``penalty`` and/or ``model`` (what ``model.objective.weighting``, ``model.objective.penalty`` and
+``model.model`` take; a model's init_args are merged over the base config's), as in
+``configs/studies/disentanglement.yaml`` and ``configs/studies/quantizers.yaml``:
 
     runs:
       beta-4: {weighting: {class_path: vae.objectives.weighting.Constant, init_args: {beta: 4.0}}}
       tcvae: {penalty: {class_path: vae.objectives.penalties.BetaTCVAE, init_args: {beta: 6.0}}}
+      fsq: {model: {class_path: vae.models.VQVAE, init_args: {quantizer: {class_path: ...FSQ, init_args: {...}}}}}
 
 Each run is the real ``vae fit`` in its own process (same seed, data and budget), logged to W&B in one group
 named after the study. The output folder gets ``results.csv``, ``results.md``, ``rate_distortion.png``,
 ``kl_per_dimension.png``, ``training_curves.png``, the runs (``runs/``) and their logs (``logs/``). The table
-carries each run's KL split (``val/kl_split/{mi,tc,dwkl}``) where logged, and, when the data has known factors
+carries each run's KL split (``val/kl_split/{mi,tc,dwkl}``) where logged, the model's own metrics over the
+validation split where it has them (``val/<group>/<name>``: a VQ model's ``codebook/usage``), and, when the data has
+known factors
 (``vae.data.factors``), the disentanglement metrics of each run's last checkpoint (``points`` factor draws per
 metric, ``--points`` or ``points:`` in the study file), plotted in ``kl_split.png`` and ``disentanglement.png``.
 """
@@ -51,7 +55,8 @@ import yaml
 from vae.core.config_file import load_yaml, read_yaml
 from vae.core.errors import ArgumentParser, ConfigError, UserError, exit_with_error
 from vae.core.spec import is_spec
-from vae.core.trust import build
+from vae.core.trust import build, resolve_class
+from vae.models.base import LatentVariableModel
 from vae.objectives.penalties import Penalty
 from vae.objectives.weighting import Weighting as WeightingModule
 from vae.training.tracking import RunHistory, read_history, run_file
@@ -66,6 +71,7 @@ class Study:
     weightings: dict[str, Weighting]
     args: list[str] = field(default_factory=list)
     penalties: dict[str, Weighting] = field(default_factory=dict)  # run name → its penalty, where it has one
+    models: dict[str, Weighting] = field(default_factory=dict)  # run name → its model, where it has one
     points: int = 1000  # factor draws per disentanglement metric, for data with known factors
 
 
@@ -86,6 +92,8 @@ class RunResult:
     penalty: str = ""
     kl_split: dict[str, float] = field(default_factory=dict)  # mi, tc, dwkl where logged
     disentanglement: dict[str, float] = field(default_factory=dict)  # for data with known factors
+    model: str = ""  # the run's own model, where it has one
+    model_metrics: dict[str, float] = field(default_factory=dict)  # the model's own (codebook/usage, ...)
 
 
 FLAG = re.compile(r"^\s*([\w.\-]+)\s*=\s*([\w.]+)\s*\((.*)\)\s*$")
@@ -116,20 +124,23 @@ def load_study(path: Path | None, *, config: Path | None, flags: Sequence[str], 
             raise ConfigError(f"{path} must be a mapping with a 'weightings' mapping of run name → weighting")
     weightings = dict(data.get("weightings", {}))
     penalties: dict[str, Weighting] = {}
+    models: dict[str, Weighting] = {}
     runs = data.get("runs", {})
     if not isinstance(runs, dict):
-        raise ConfigError(f"{path}: 'runs' must map each run name to its weighting and/or penalty")
+        raise ConfigError(f"{path}: 'runs' must map each run name to its weighting, penalty and/or model")
     constant = {"class_path": "vae.objectives.weighting.Constant", "init_args": {"beta": 1.0}}
     for run, choices in runs.items():
-        if not isinstance(choices, dict) or not set(choices) <= {"weighting", "penalty"} or not choices:
+        if not isinstance(choices, dict) or not set(choices) <= {"weighting", "penalty", "model"} or not choices:
             raise ConfigError(
-                f"{path}: run {run!r} must be a mapping with 'weighting' and/or 'penalty', got {choices!r}"
+                f"{path}: run {run!r} must be a mapping with 'weighting', 'penalty' and/or 'model', got {choices!r}"
             )
         if run in weightings:
             raise ConfigError(f"{path}: the run name {run!r} is under both 'weightings' and 'runs'; give it once")
         weightings[run] = choices.get("weighting", constant)
         if "penalty" in choices:
             penalties[run] = choices["penalty"]
+        if "model" in choices:
+            models[run] = choices["model"]
     from_flags = [parse_weighting_flag(flag) for flag in flags]
     names = [name for name, _ in from_flags]
     if len(set(names)) < len(names):
@@ -148,6 +159,10 @@ def load_study(path: Path | None, *, config: Path | None, flags: Sequence[str], 
         if not is_spec(penalty):
             raise ConfigError(f"penalty of {run!r}: give class_path (and init_args), got {penalty!r}")
         build(penalty, Penalty, f"penalty of {run!r}")
+    for run, model in models.items():  # judged on the class it names (a model is built once the data is known)
+        if not is_spec(model):
+            raise ConfigError(f"model of {run!r}: give class_path (and init_args), got {model!r}")
+        resolve_class(str(model["class_path"]), LatentVariableModel, f"model of {run!r}")
     points = data.get("points", 1000)
     if not isinstance(points, int) or points < 2:
         raise ConfigError(f"{path}: points must be an integer of at least 2, got {points!r}")
@@ -165,6 +180,7 @@ def load_study(path: Path | None, *, config: Path | None, flags: Sequence[str], 
         weightings=weightings,
         args=[str(a) for a in data.get("args", [])],
         penalties=penalties,
+        models=models,
         points=points,
     )
 
@@ -209,6 +225,7 @@ def fit_command(study: Study, name: str, weighting: Weighting, out: Path, run_id
         "--model.objective.weighting",
         json.dumps(weighting),
         *(["--model.objective.penalty", json.dumps(study.penalties[name])] if name in study.penalties else []),
+        *(["--model.model", json.dumps(study.models[name])] if name in study.models else []),
         "--trainer.default_root_dir",
         str(out / "runs"),
         "--trainer.logger.init_args.save_dir",
@@ -260,7 +277,8 @@ def run_one(
         lines = log.read_text().strip().splitlines()
         raise UserError(f"run {name!r} failed (exit {code}): {lines[-1] if lines else 'no output'}; its log: {log}")
     path = run_file(out / "runs", run_id)
-    result = summarise(name, weighting, read_history(path), wall, path, study.penalties.get(name))
+    history = read_history(path)
+    result = summarise(name, weighting, history, wall, path, study.penalties.get(name), study.models.get(name))
     scores = score_run(study, out, run_id)
     return replace(result, disentanglement=scores) if scores else result
 
@@ -290,6 +308,7 @@ def summarise(
     wall: float,
     run_file: Path,
     penalty: Weighting | None = None,
+    model: Weighting | None = None,
 ) -> RunResult:
     def last(key: str) -> float:
         values = history.values(key)
@@ -304,9 +323,13 @@ def summarise(
     split = {
         name: last(f"val/kl_split/{name}") for name in ("mi", "tc", "dwkl") if history.values(f"val/kl_split/{name}")
     }
+    grouped = [k.removeprefix("val/") for k in history.series if k.startswith("val/") and k.count("/") == 2]
+    own = sorted(k for k in grouped if k.split("/")[0] not in ("kl", "kl_dim", "kl_split", "active_units", "images"))
     return RunResult(
         name=name,
         weighting=describe(weighting),
+        model=describe(model) if model else "",
+        model_metrics={k: last(f"val/{k}") for k in own},
         penalty=describe(penalty) if penalty else "",
         kl_split=split,
         recon=last("val/recon"),
@@ -321,8 +344,9 @@ def summarise(
 
 
 def describe(spec: Weighting) -> str:
-    """``Class(key=value, ...)`` of a class_path/init_args spec."""
-    init_args = ", ".join(f"{k}={v}" for k, v in dict(spec.get("init_args") or {}).items())  # type: ignore[arg-type]
+    """``Class(key=value, ...)`` of a class_path/init_args spec, nested specs the same way."""
+    arguments = dict(spec.get("init_args") or {})  # type: ignore[arg-type]
+    init_args = ", ".join(f"{k}={describe(v) if is_spec(v) else v}" for k, v in arguments.items())
     return f"{str(spec['class_path']).rsplit('.', 1)[-1]}({init_args})"
 
 
@@ -340,6 +364,7 @@ def run_study(study: Study, out: Path, *, jobs: int = 1, gpus: int = 0) -> list[
         choice = {
             "weighting": study.weightings[name],
             **({"penalty": study.penalties[name]} if name in study.penalties else {}),
+            **({"model": study.models[name]} if name in study.models else {}),
         }
         print(f"[{index + 1}/{len(names)}] {name}: {json.dumps(choice)}", flush=True)
         result = run_one(study, name, study.weightings[name], out, index % gpus if gpus else None, threads)
@@ -356,7 +381,7 @@ def run_study(study: Study, out: Path, *, jobs: int = 1, gpus: int = 0) -> list[
             raise
 
 
-COLUMNS = ("name", "weighting", "penalty", "recon", "kl", "elbo", "active_units", "wall_time")
+COLUMNS = ("name", "weighting", "penalty", "model", "recon", "kl", "elbo", "active_units", "wall_time")
 SPLIT = ("mi", "tc", "dwkl")
 
 
@@ -364,33 +389,36 @@ def write_tables(results: list[RunResult], out: Path) -> None:
     """results.csv and results.md: one row per run, with the KL split and the disentanglement metrics where any run
     has them."""
     split = any(r.kl_split for r in results)
-    metrics = list(dict.fromkeys(name for r in results for name in r.disentanglement))
+    metrics = list(dict.fromkeys(name for r in results for name in {**r.model_metrics, **r.disentanglement}))
     extra = [*(f"kl_split_{name}" for name in SPLIT if split), *metrics]
     with open(out / "results.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow([*COLUMNS, *extra])
         for r in results:
             row = asdict(r)
-            values = {**{f"kl_split_{k}": v for k, v in r.kl_split.items()}, **r.disentanglement}
+            values = {**{f"kl_split_{k}": v for k, v in r.kl_split.items()}, **r.model_metrics, **r.disentanglement}
             writer.writerow(
                 [row[c] if isinstance(row[c], str) else f"{row[c]:.4f}" for c in COLUMNS]
                 + [f"{values[c]:.4f}" if c in values else "" for c in extra]
             )
     layered = any(r.kl_per_layer for r in results)  # a hierarchy: each layer's KL too
     penalised = any(r.penalty for r in results)
-    header = "| run | weighting |" + (" penalty |" if penalised else "")
+    modelled = any(r.model for r in results)
+    header = "| run | weighting |" + (" penalty |" if penalised else "") + (" model |" if modelled else "")
     header += " recon (nats) | KL (nats) | ELBO (nats) | active units | wall time (s) |"
     header += (" KL per layer (nats) |" if layered else "") + (" MI | TC | DWKL |" if split else "")
     header += "".join(f" {name} |" for name in metrics)
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in results:
         cells = [r.name, f"`{r.weighting}`"] + ([f"`{r.penalty}`" if r.penalty else "—"] if penalised else [])
+        cells += [f"`{r.model}`" if r.model else "—"] if modelled else []
         cells += [f"{r.recon:.2f}", f"{r.kl:.2f}", f"{r.elbo:.2f}", f"{r.active_units:.0f}", f"{r.wall_time:.0f}"]
         if layered:
             cells.append(", ".join(f"{name} {kl:.2f}" for name, kl in r.kl_per_layer.items()))
         if split:
             cells += [f"{r.kl_split[name]:.2f}" if name in r.kl_split else "—" for name in SPLIT]
-        cells += [f"{r.disentanglement[name]:.3f}" if name in r.disentanglement else "—" for name in metrics]
+        found = {**r.model_metrics, **r.disentanglement}
+        cells += [f"{found[name]:.3f}" if name in found else "—" for name in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
@@ -477,6 +505,9 @@ def plot(results: list[RunResult], out: Path, study: str) -> None:
     if any(r.kl_split for r in results):
         splits = [r.kl_split for r in results]
         plot_bars(results, splits, out / "kl_split.png", title=f"{study}: the KL split (validation)", ylabel="nats")
+    if any(r.model_metrics for r in results):
+        own = [r.model_metrics for r in results]
+        plot_bars(results, own, out / "model_metrics.png", title=f"{study}: the models' own metrics", ylabel="value")
     if any(r.disentanglement for r in results):
         scores = [r.disentanglement for r in results]
         plot_bars(results, scores, out / "disentanglement.png", title=f"{study}: disentanglement", ylabel="score")
@@ -484,8 +515,8 @@ def plot(results: list[RunResult], out: Path, study: str) -> None:
 
 def sweep_config(study: Study) -> dict:
     """A W&B grid sweep over the study's weightings: `wandb sweep` it, then `wandb agent` on any machine."""
-    if study.penalties:
-        raise ConfigError("--sweep grids over weightings only; a study with penalties runs with vae compare")
+    if study.penalties or study.models:
+        raise ConfigError("--sweep grids over weightings only; a study with penalties or models runs with vae compare")
     base = [
         "vae",
         "fit",

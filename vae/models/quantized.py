@@ -200,7 +200,8 @@ class VQVAE(LatentVariableModel):
         tokens = z.round().long() if z.is_floating_point() else z.long()
         if tokens.dim() != 2 or tokens.shape[1] != self.latent.length:
             raise ConfigError(f"codes must be (b, {self.latent.length}) indices, got {tuple(z.shape)}")
-        if tokens.numel() and (tokens.min() < 0 or tokens.max() >= self.quantizer.codebook_size):
+        traced = torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
+        if not traced and tokens.numel() and (tokens.min() < 0 or tokens.max() >= self.quantizer.codebook_size):
             raise ConfigError(f"code indices must lie in [0, {self.quantizer.codebook_size - 1}]")
         indices = indices_of(tokens, depth=self.quantizer.depth, height=self.grid[0], width=self.grid[1])
         return self.likelihood.mean(full_precision(self.decoder(self.quantizer.lookup(indices))))
