@@ -84,8 +84,11 @@ def test_the_shipped_study_builds_every_run():
         ({"a": {"penalty": {"class_path": "vae.objectives.weighting.Constant"}}}, "not a subclass of Penalty"),
         (
             {"a": {"weighting": {"class_path": "vae.objectives.weighting.Constant"}, "prior": {}}},
-            "'weighting' and/or 'penalty'",
+            "'weighting', 'penalty' and/or 'model'",
         ),
+        ({"a": {"model": {"class_path": "vae.layers.quantizers.FSQ"}}}, "not a subclass of LatentVariableModel"),
+        ({"a": {"model": {"class_path": "os.system"}}}, "os.system"),
+        ({"a": {"model": "VQVAE"}}, "give class_path"),
         (
             {"a": {"penalty": {"class_path": "vae.objectives.penalties.DIPVAE", "init_args": {"kind": "x"}}}},
             "DIPVAE kind",
