@@ -221,3 +221,26 @@ def test_compare_runs_a_study_of_quantizers_and_tables_their_codebook_usage(tmp_
         assert float(rows[name]["kl"]) == pytest.approx(49 * math.log(codes), rel=1e-5)
     table = (out / "results.md").read_text()
     assert "| codebook/usage |" in table and (out / "model_metrics.png").is_file()
+
+
+def test_a_resumed_prior_run_keeps_its_first_stage_and_goes_on(vq_run, prior_run, tmp_path):
+    """The prior's run resumed for a second epoch from its own config: the frozen first stage is still the VQ run's,
+    weight for weight (its EMA codebook never moved), the fingerprint is unchanged, and the steps go on."""
+    first_stage = vq_run[2]
+    root, env, folder = prior_run
+    copy = tmp_path / "prior"
+    shutil.copytree(root / "runs", copy / "runs")
+    run_folder = copy / "runs" / "vae" / folder.name
+    before = torch.load(run_folder / "checkpoints" / "last.ckpt", weights_only=True)
+    args = ["fit", "--config", str(run_folder / "config.yaml"), "--trainer.max_epochs", "2", "--ckpt_path", "last"]
+    resumed = run(args, cwd=copy, env=offline(copy))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = torch.load(run_folder / "checkpoints" / "last.ckpt", weights_only=True)
+    assert after["global_step"] == 2 * before["global_step"]
+    init = after["hyper_parameters"]["model"]["init_args"]
+    assert init["fingerprint"] == before["hyper_parameters"]["model"]["init_args"]["fingerprint"]
+    vq_state = vae.load(first_stage).state_dict()
+    for name, tensor in vq_state.items():
+        assert torch.equal(after["state_dict"][f"model.first_stage.{name}"], tensor), name
+    head = "model.network.head.weight"
+    assert not torch.equal(after["state_dict"][head], before["state_dict"][head])  # the prior itself trained on
