@@ -9,6 +9,7 @@ import csv
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from conftest import REPO, offline, run
 from exported import ONNX_EXPORT, assert_same, run_exported
 
 import vae
+from vae.core.errors import ConfigError
 from vae.core.pixels import as_unit
 from vae.data.embedded import EmbeddedMNIST
 from vae.training.tracking import read_history
@@ -96,7 +98,8 @@ def test_the_prior_trains_on_the_vq_run_samples_and_evaluates_in_bits_per_dim(vq
     root, env, folder = prior_run
     checkpoint = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
     init = checkpoint["hyper_parameters"]["model"]["init_args"]
-    assert init["first_stage"] == str(first_stage) and len(init["fingerprint"]) == 16
+    assert Path(init["first_stage"]).parent.parent == first_stage  # the checkpoint file it was trained on
+    assert len(init["fingerprint"]) == 16
     assert init["first_stage_model"]["class_path"] == "vae.models.quantized.VQVAE"
     # The frozen first stage is the VQ run's, weight for weight.
     vq_model, prior = vae.load(first_stage), vae.load(folder)
@@ -185,6 +188,11 @@ def test_a_prior_on_a_missing_run_a_vae_run_or_a_changed_first_stage_is_refused_
     shutil.copytree(prior_folder, moved)
     ok = run(["sample", str(moved), "--n", "4", "--out", "ok.png"], cwd=tmp_path, env=env)
     assert ok.returncode == 0, ok.stderr[-3000:]
+    prior = vae.load(moved)  # first-stage weights other than the fingerprint names never load into it
+    state = prior.state_dict()
+    state["first_stage.latent.quantizer.codebook"] += 1e-3
+    with pytest.raises(ConfigError, match="are not the ones this prior was built on"):
+        prior.load_state_dict(state)
     backup = tmp_path / "backup"
     shutil.copytree(first_stage, backup)
     try:
@@ -193,12 +201,19 @@ def test_a_prior_on_a_missing_run_a_vae_run_or_a_changed_first_stage_is_refused_
             checkpoint["state_dict"]["model.latent.quantizer.codebook"] += 1e-3
             torch.save(checkpoint, path)
         refused = run(["sample", str(moved), "--n", "4", "--out", "no.png"], cwd=tmp_path, env=env)
+        # Resumed from its own config, the prior would be built on the changed first stage: refused too.
+        config, last = str(moved / "config.yaml"), str(moved / "checkpoints" / "last.ckpt")
+        resume = ["fit", "--config", config, "--trainer.max_epochs", "2", "--ckpt_path", last]
+        resumed = run(resume, cwd=tmp_path, env=env)
     finally:
         shutil.rmtree(first_stage)
         shutil.copytree(backup, first_stage)
     assert refused.returncode != 0 and not (tmp_path / "no.png").exists()
     line = refused.stderr.strip().splitlines()[-1]
     assert line.startswith("error: the first stage at") and "has changed since this prior was trained" in line, line
+    assert resumed.returncode != 0 and "Traceback" not in resumed.stderr
+    line = resumed.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: model.model.fingerprint cannot change when resuming"), line
 
 
 def test_compare_runs_a_study_of_quantizers_and_tables_their_codebook_usage(tmp_path):

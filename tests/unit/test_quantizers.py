@@ -238,3 +238,19 @@ def test_every_combination_of_options_trains_a_step():
             assert quantizer.codebook.grad is not None and "codebook" in out.terms
         if cosine:
             assert torch.allclose(quantizer.codebook.norm(dim=1), torch.ones(8), atol=1e-5)
+
+
+def test_quantization_runs_in_float32_under_autocast_and_a_half_precision_model():
+    """The distances ‖v‖² − 2 v·e + ‖e‖² cancel: in bf16 they would pick other codes. Under autocast the quantizer
+    computes in float32, and a model cast to bf16 keeps its EMA statistics in float32."""
+    torch.manual_seed(0)
+    vq = VectorQuantizer(codebook_size=256, dim=16).eval()
+    z = torch.randn(8, 16, 7, 7)
+    plain = vq(z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = vq(z)
+    assert torch.equal(plain.indices, mixed.indices) and mixed.z.dtype == torch.float32
+    half = VectorQuantizer(codebook_size=8, dim=4).to(torch.bfloat16).train()
+    assert {half.codebook.dtype, half.cluster_size.dtype, half.embed_sum.dtype} == {torch.float32}
+    out = half(torch.randn(2, 4, 3, 3, dtype=torch.bfloat16))
+    assert out.z.dtype == torch.bfloat16 and half.cluster_size.dtype == torch.float32

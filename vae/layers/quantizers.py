@@ -83,6 +83,11 @@ def from_first_process(tensor: Tensor) -> Tensor:
     return tensor
 
 
+def full_precision_block(tensor: Tensor) -> torch.autocast:
+    """A block where autocast is off on the tensor's device: quantization runs in float32."""
+    return torch.autocast(tensor.device.type, enabled=False)
+
+
 def straight_through(z_e: Tensor, z_q: Tensor) -> Tensor:
     """z_q in the forward pass, the identity's gradient to z_e."""
     return z_e + (z_q - z_e).detach()
@@ -150,11 +155,6 @@ class Quantizer(Configurable, nn.Module, ABC):
         """The dead codes restarted since training began (0 for a quantizer that never restarts)."""
         return 0
 
-    @property
-    def rate(self) -> float:
-        """The code's length under the uniform prior, nats per position: q · log K."""
-        return self.depth * math.log(self.codebook_size)
-
 
 class VectorQuantizer(Quantizer):
     """The nearest of ``codebook_size`` learned ``dim``-vectors at each position.
@@ -211,7 +211,7 @@ class VectorQuantizer(Quantizer):
         codebook = F.normalize(codebook, dim=1) if cosine else codebook
         if learning == "ema":
             self.register_buffer("codebook", codebook)
-            self.register_buffer("cluster_size", torch.zeros(codebook_size))
+            self.register_buffer("cluster_size", torch.ones(codebook_size))  # each code: one vector, itself
             self.register_buffer("embed_sum", codebook.clone())
         else:
             self.codebook = nn.Parameter(codebook)
@@ -229,20 +229,35 @@ class VectorQuantizer(Quantizer):
     def restarted(self) -> int:
         return int(self.restarts)
 
+    def _apply(self, fn, recurse: bool = True):
+        """As ``nn.Module._apply`` (``.to``, ``.half``, ...), with the EMA statistics and the codebook buffer kept in
+        float32 when the model is cast to half precision (``precision: bf16-true``): a moving average in bf16 stalls."""
+        super()._apply(fn, recurse)
+        for name, tensor in self._buffers.items():
+            if tensor is not None and tensor.is_floating_point() and tensor.dtype != torch.float32:
+                self._buffers[name] = tensor.float()
+        return self
+
     def prepared(self, vectors: Tensor) -> Tensor:
         """The vectors as they are compared with the codes: unit vectors for cosine codes."""
         return F.normalize(vectors, dim=-1) if self.cosine else vectors
 
+    def codes(self) -> Tensor:
+        """The codebook as the vectors are compared with it: unit vectors for cosine codes (a codebook learned by
+        gradient moves off the sphere between steps), (k, d) in float32."""
+        return self.prepared(self.codebook.float())
+
     def nearest(self, vectors: Tensor) -> Tensor:
-        """The index of the nearest code of each vector (n, d) → (n,)."""
-        codebook = self.codebook.to(vectors.dtype)
+        """The index of the nearest code of each vector (n, d) → (n,), in float32 (never under autocast: the
+        distances ‖v‖² − 2 v·e + ‖e‖² cancel, and 8 bits of mantissa would pick the wrong code)."""
+        codebook = self.codes()
         distances = (
             vectors.square().sum(1, keepdim=True) - 2 * vectors @ codebook.t() + codebook.square().sum(1)[None]
         )  # (n, k)
         return distances.argmin(dim=1)
 
     def lookup(self, indices: Tensor) -> Tensor:
-        z = F.embedding(indices[:, 0], self.codebook)  # (b, h, w, d)
+        z = F.embedding(indices[:, 0], self.codes())  # (b, h, w, d)
         return rearrange(z, "b h w d -> b d h w")
 
     def quantize(self, vectors: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -252,7 +267,7 @@ class VectorQuantizer(Quantizer):
         if self.training:
             self.learn(vectors.detach())
         indices = self.nearest(vectors.detach())
-        codes = F.embedding(indices, self.codebook)
+        codes = F.embedding(indices, self.codes())
         codebook_loss = None
         if self.learning == "loss":
             codebook_loss = (vectors.detach() - codes).square().sum(dim=1)
@@ -306,6 +321,10 @@ class VectorQuantizer(Quantizer):
         self.restarts.add_(n_dead)
 
     def forward(self, z_e: Tensor) -> Quantized:
+        with full_precision_block(z_e):
+            return self.quantized(z_e)
+
+    def quantized(self, z_e: Tensor) -> Quantized:
         b, _, h, w = z_e.shape
         vectors = rearrange(z_e.float(), "b d h w -> (b h w) d")
         indices, codes, codebook_loss = self.quantize(vectors)
@@ -364,6 +383,10 @@ class ResidualVQ(Quantizer):
         return sum(stage.lookup(indices[:, i : i + 1]) for i, stage in enumerate(self.stages))  # type: ignore[return-value]
 
     def forward(self, z_e: Tensor) -> Quantized:
+        with full_precision_block(z_e):
+            return self.quantized(z_e)
+
+    def quantized(self, z_e: Tensor) -> Quantized:
         b, _, h, w = z_e.shape
         vectors = rearrange(z_e.float(), "b d h w -> (b h w) d")
         residual, total = vectors, torch.zeros_like(vectors)
@@ -434,6 +457,10 @@ class FSQ(Quantizer):
         return rearrange(z, "b h w d -> b d h w")
 
     def forward(self, z_e: Tensor) -> Quantized:
+        with full_precision_block(z_e):
+            return self.quantized(z_e)
+
+    def quantized(self, z_e: Tensor) -> Quantized:
         b, _, h, w = z_e.shape
         vectors = rearrange(z_e.float(), "b d h w -> (b h w) d")
         levels = self.quantize(vectors)

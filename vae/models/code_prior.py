@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from vae.core.checkpoints import checkpoint_of, fingerprint, read_checkpoint
-from vae.core.errors import ConfigError
+from vae.core.errors import ConfigError, UserError
 from vae.core.pixels import as_unit
 from vae.core.spec import to_spec
 from vae.core.trust import build
@@ -103,12 +103,39 @@ def fingerprint_of(model: VQVAE) -> str:
     return fingerprint(to_spec(model), model.state_dict())
 
 
+def on_disk_fingerprint(path: str | Path) -> str | None:
+    """The fingerprint of the first stage at ``path``, or None where it can no longer be read (moved, pruned): a
+    prior's checkpoint holds the first stage's weights, so it loads without it."""
+    try:
+        return fingerprint_of(read_first_stage(path))
+    except UserError:
+        return None
+
+
+def changed(first_stage: str | Path, found: str, recorded: str) -> ConfigError:
+    return ConfigError(
+        f"the first stage at {first_stage} has changed since this prior was trained on it (fingerprint {found}, the "
+        f"prior's {recorded}): train a new prior on it, or point first_stage at the run it was trained on"
+    )
+
+
+def check_loaded_first_stage(prior: nn.Module, incompatible: object) -> None:
+    """After a state dict loads into a ``CodePrior``: the first stage's weights must be the ones its fingerprint
+    names (a run resumed after its first stage's file changed would otherwise train on weights it does not name)."""
+    loaded, recorded = fingerprint_of(prior.first_stage), prior.init_args["fingerprint"]
+    if recorded is not None and loaded != recorded:
+        raise ConfigError(
+            f"the first-stage weights loaded (fingerprint {loaded}) are not the ones this prior was built on "
+            f"({recorded}, from {prior.init_args['first_stage']}): load a checkpoint of this prior's own run"
+        )
+
+
 class CodePrior(LatentVariableModel):
     """A VQ model (the first stage, frozen) with a causal transformer prior over its codes, trained by maximum
     likelihood on the codes of the data: ``vae fit`` trains it, ``vae sample`` draws from it, ``vae evaluate`` gives
     bits/dim.
 
-    first_stage: the VQ model's run folder (its best checkpoint) or checkpoint.
+    first_stage: the VQ model's run folder (its best checkpoint) or checkpoint; the checkpoint file is recorded.
     width, layers, heads, dropout: the transformer's (``CodeTransformer``).
     top_k: sample each code from the ``top_k`` most likely only (None: from all); ``vae sample``'s temperature
         applies on top.
@@ -139,27 +166,28 @@ class CodePrior(LatentVariableModel):
             )
         if top_k is not None and top_k < 1:
             raise ConfigError(f"top_k must be a positive integer or None, got {top_k}")
-        on_disk = Path(first_stage).exists()
         if first_stage_model is None:  # a new prior: the first stage comes from its run
-            if not on_disk:
-                raise ConfigError(f"first_stage {first_stage} not found: give the VQ model's run folder or checkpoint")
-            first_stage_model = read_first_stage(first_stage)
-        if not isinstance(first_stage_model, VQVAE):
+            checkpoint = checkpoint_of(first_stage)
+            first_stage_model = read_first_stage(checkpoint)
+            found = fingerprint_of(first_stage_model)
+            if fingerprint is not None and fingerprint != found:
+                raise ConfigError(
+                    f"the first stage at {first_stage} has fingerprint {found}, not the {fingerprint} the config "
+                    "pins: point first_stage at the run it names, or leave fingerprint out"
+                )
+            first_stage, fingerprint = str(checkpoint), found
+        elif not isinstance(first_stage_model, VQVAE):
             raise ConfigError(f"first_stage_model must be a VQVAE, got {type(first_stage_model).__name__}")
-        found = fingerprint_of(read_first_stage(first_stage)) if on_disk and fingerprint is not None else None
-        recorded = fingerprint or fingerprint_of(first_stage_model)
-        if found is not None and found != recorded:
-            raise ConfigError(
-                f"the first stage at {first_stage} has changed since this prior was trained on it (fingerprint "
-                f"{found}, the prior's {recorded}): train a new prior on it, or point first_stage at the run it was "
-                "trained on"
-            )
+        else:  # rebuilt from its own checkpoint, which holds the weights: judge the file it was trained on, if readable
+            found = on_disk_fingerprint(first_stage)
+            if fingerprint is not None and found is not None and found != fingerprint:
+                raise changed(first_stage, found, fingerprint)
         if tuple(first_stage_model.image_shape) != self.image_shape:
             raise ConfigError(
                 f"the data's images are {self.image_shape} and the first stage's {first_stage_model.image_shape}: "
                 "train the prior on the first stage's data"
             )
-        self.record(fingerprint=recorded, first_stage_model=first_stage_model)
+        self.record(first_stage=first_stage, fingerprint=fingerprint, first_stage_model=first_stage_model)
         self.first_stage = first_stage_model.eval().requires_grad_(False)
         self.likelihood = self.first_stage.likelihood
         self.top_k = top_k
@@ -173,6 +201,7 @@ class CodePrior(LatentVariableModel):
             heads=heads,
             dropout=dropout,
         )
+        self.register_load_state_dict_post_hook(check_loaded_first_stage)
 
     def train(self, mode: bool = True) -> CodePrior:
         """Training mode for the prior only: the first stage stays in eval mode (its codebook never moves)."""

@@ -200,7 +200,8 @@ class VQVAE(LatentVariableModel):
         tokens = z.round().long() if z.is_floating_point() else z.long()
         if tokens.dim() != 2 or tokens.shape[1] != self.latent.length:
             raise ConfigError(f"codes must be (b, {self.latent.length}) indices, got {tuple(z.shape)}")
-        traced = torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
+        exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # torch 2.6 and later
+        traced = torch.jit.is_tracing() or torch.compiler.is_compiling() or exporting()
         if not traced and tokens.numel() and (tokens.min() < 0 or tokens.max() >= self.quantizer.codebook_size):
             raise ConfigError(f"code indices must lie in [0, {self.quantizer.codebook_size - 1}]")
         indices = indices_of(tokens, depth=self.quantizer.depth, height=self.grid[0], width=self.grid[1])
@@ -208,8 +209,9 @@ class VQVAE(LatentVariableModel):
 
     def sample(self, n: int, *, temperature: float = 1.0, context: Tensor | None = None) -> Tensor:
         raise ConfigError(
-            "a VQ model needs a prior over its codes to sample: train one on this run (configs/vq_prior.yaml, with "
-            "model.model.init_args.first_stage set to this run) and sample from the prior's run"
+            "a VQ model needs a prior over its codes to sample: train one on this run (configs/vq_prior_quickstart.yaml"
+            " or vq_prior_fashion_mnist.yaml, with --model.model.init_args.first_stage set to this run) and sample "
+            "from the prior's run"
         )
 
     @inferring
