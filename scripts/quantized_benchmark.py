@@ -47,6 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
 QUANTIZER = "--model.model.init_args.quantizer.init_args"
 DISCRETE = ["--model.model.init_args.likelihood", "vae.layers.likelihoods.DiscretizedLogistic"]
+DISCRETE += ["--data.init_args.binarize", "none"]  # the 8-bit images themselves
 FIRST_STAGES = {
     "plain VQ": [
         "--config", str(CONFIGS / "vq_fashion_mnist.yaml"),
@@ -58,7 +59,7 @@ FIRST_STAGES = {
 VAES = {
     "single-layer VAE": ["--config", str(CONFIGS / "fashion_mnist.yaml"), *DISCRETE],
     "hierarchical VAE": [
-        "--config", str(CONFIGS / "hvae_fashion_mnist.yaml"), *DISCRETE, "--data.init_args.binarize", "none",
+        "--config", str(CONFIGS / "hvae_fashion_mnist.yaml"), *DISCRETE,
     ],
 }  # fmt: skip
 
