@@ -103,3 +103,20 @@ def resolve_class_path(path: str):
 
 def test_vae_fit_without_a_config_is_the_quick_start(tmp_path):
     assert resolved(printed_config([], tmp_path)) == resolved(printed_config(["--config", str(QUICKSTART)], tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("args", "binarize"),
+    [
+        ([], "dynamic"),  # the quick start itself
+        (["--config", str(REPO / "configs" / "fashion_mnist.yaml")], "none"),  # grey levels, as its header says
+        (["--config", str(REPO / "configs" / "cifar10.yaml")], "none"),
+        (["--data", "vae.data.FashionMNIST"], "none"),
+        (["--config", str(REPO / "configs" / "hvae_fashion_mnist.yaml")], "static"),  # its own setting
+    ],
+    ids=["no-config", "fashion_mnist", "cifar10", "data-flag", "hvae_fashion_mnist"],
+)
+def test_the_quick_starts_settings_never_carry_over_into_another_data_class(args, binarize, tmp_path):
+    """The quick start's data (the embedded digits, binarized dynamically) is `vae fit`'s default; a config that
+    chooses another data module gets that module's own defaults, not the digits' binarization."""
+    assert printed_config(args, tmp_path)["data"]["init_args"]["binarize"] == binarize

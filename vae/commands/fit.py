@@ -31,9 +31,11 @@ from vae.core.errors import (
     exit_with_error,
     user_error_in,
 )
-from vae.core.trust import check_classes, trust_imports
+from vae.core.trust import check_classes, resolve_class, trust_imports
 from vae.data.base import ImageDataModule
 from vae.data.embedded import EmbeddedMNIST
+from vae.models import VAE
+from vae.objectives import ELBO
 from vae.training.checkpoint_io import AtomicCheckpointIO, read_checkpoint
 from vae.training.console import prepare_loggers, quiet_console, quiet_resume
 from vae.training.guards import Guard
@@ -84,6 +86,7 @@ QUICKSTART_DEFAULTS = {
     "data": lazy_instance(EmbeddedMNIST, binarize="dynamic"),
 }
 """Without a config, the quick start (configs/quickstart.yaml): binarized digits for the Bernoulli likelihood."""
+QUICKSTART_CLASSES = {"data": EmbeddedMNIST, "model.model": VAE, "model.objective": ELBO}
 
 CHECKPOINT_DEFAULTS = {
     "checkpoint.monitor": "val/elbo",
@@ -130,6 +133,27 @@ class VAECLI(LightningCLI):
         parser.add_lightning_class_args(Guard, "guard")
         parser.set_defaults({**CHECKPOINT_DEFAULTS, **QUICKSTART_DEFAULTS})
         parser.add_lightning_class_args(ImageGrids, "images")
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        """Parse as LightningCLI does, with one difference: where the config chooses another class than the quick
+        start's default for the data, the model or the objective, that class is the default, so that the quick
+        start's settings (its binarization, its network) never carry over into a class that happens to take the
+        same argument (jsonargparse keeps the init_args a new class accepts). A first, silent pass finds the classes
+        chosen (``--print_config`` then prints what will run)."""
+        listed = sys.argv[1:] if args is None else args
+        if isinstance(listed, list | tuple):
+            probe = [arg for arg in listed if not str(arg).startswith("--print_config")]
+            config = parser.parse_args(probe)
+            subcommand = config.get("subcommand")
+            chosen = {}
+            for key, default in QUICKSTART_CLASSES.items():
+                value = config[subcommand].get(key) if subcommand else None
+                path = getattr(value, "class_path", None) if value is not None else None
+                if isinstance(path, str) and resolve_class(path, None, key) is not default:
+                    chosen[key] = {"class_path": path}
+            if chosen:
+                parser._subcommands_action._name_parser_map[subcommand].set_defaults(chosen)
+        super().parse_arguments(parser, args)
 
     def _parse_ckpt_path(self) -> None:
         """Resolve ``ckpt_path`` as soon as the arguments are parsed, and attach the command to that checkpoint's
