@@ -225,7 +225,8 @@ def test_compare_runs_a_study_of_quantizers_and_tables_their_codebook_usage(tmp_
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(study))
     out = tmp_path / "out"
-    args = ["compare", "--study", str(path), "--out", str(out), "--", "--trainer.max_epochs", "1", *SHORT]
+    args = ["compare", "--study", str(path), "--out", str(out), "--jobs", "2"]
+    args += ["--", "--trainer.max_epochs", "1", *SHORT]
     result = run(args, cwd=tmp_path, env=offline(tmp_path))
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     rows = {row["name"]: row for row in csv.DictReader((out / "results.csv").open())}
