@@ -120,6 +120,7 @@ def test_the_prior_trains_on_the_vq_run_samples_and_evaluates_in_bits_per_dim(vq
     numbers = json.loads(written.read_text())
     assert numbers["num_samples"] == 1  # a one-hot posterior: every importance sample is the same code
     assert numbers["log_likelihood"] == pytest.approx(numbers["elbo"], rel=1e-6)
+    assert numbers["inference_gap"] is None  # a deterministic encoder: its estimate is the ELBO itself
     assert numbers["bits_per_dim"] == pytest.approx(-numbers["elbo"] / (784 * math.log(2)), rel=1e-6)
     assert 0 < numbers["model_metrics"]["codebook/usage"] <= 1
     assert numbers["reconstruction"]["psnr"] > 0 and "codebook/usage" in evaluated.stdout

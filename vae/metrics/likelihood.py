@@ -188,6 +188,7 @@ class Evaluation:
     reconstruction: dict[str, float | None] | None = None  # mse, psnr (dB), ssim of reconstructions (Reconstruction)
     quality: dict[str, float] | None = None  # fid, kid_mean, kid_std, precision, recall (vae.metrics.quality)
     model_metrics: dict[str, float] | None = None  # the model's own over the split (``split_metrics``)
+    inference_gap: float | None = None  # log_likelihood − elbo: a lower bound on E_x[KL(q(z|x) ‖ p(z|x))]
 
     def table(self) -> str:
         rows = [("split", f"{self.split} ({self.num_examples} images)")]
@@ -199,6 +200,10 @@ class Evaluation:
                 ),
                 ("negative log-likelihood in bits/dim", f"{self.bits_per_dim:.4f}"),
             ]
+            if self.inference_gap is not None:
+                rows.append(
+                    ("inference gap, log p(x) − ELBO (≤ E KL(q(z|x) || p(z|x)))", f"{self.inference_gap:.3f} nats")
+                )
         else:
             rows.append(("log p(x)", "n/a (the model has no posterior density)"))
         rows += [
@@ -295,6 +300,9 @@ def _evaluate(
     if n == 0:
         raise ConfigError(f"the {split} split is empty: nothing to evaluate")
     log_likelihood, log_px, *kls = (float(v) / n for v in sums[1:])
+    # How far the posterior is from the true one: the importance-weighted log p(x) (≤ log p(x)) minus the ELBO, a lower
+    # bound on E_x[KL(q(z|x) ‖ p(z|x))]; none for a deterministic encoder, whose estimate is the ELBO itself.
+    gap = log_likelihood - (log_px - sum(kls)) if density and not vae.capabilities.deterministic_encoder else None
     summaries = {name: metric.compute() for name, metric in stats.items()}
     only = summaries[names[0]] if len(names) == 1 else None
     return Evaluation(
@@ -312,6 +320,7 @@ def _evaluate(
         active_units_per_layer={name: summary.active_units for name, summary in summaries.items()},
         conditional=vae.capabilities.conditional,
         reconstruction=reconstruction.compute(),
+        inference_gap=gap,
         model_metrics=None if own is None else {name: float(value) for name, value in own.compute().items()},
         clustering_accuracy=(
             {name: clustering_accuracy(torch.cat(found), torch.cat(labelled)) for name, found in clusters.items()}
