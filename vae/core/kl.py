@@ -236,7 +236,25 @@ def factorised(p: Distribution, q: Distribution) -> bool:
     )
 
 
+def as_multivariate(d: Distribution) -> Distribution:
+    """A diagonal Gaussian over one event axis as the ``MultivariateNormal`` it is (a diagonal Cholesky factor);
+    any other distribution unchanged."""
+    if isinstance(d, Independent) and isinstance(d.base_dist, Normal) and d.reinterpreted_batch_ndims == 1:
+        normal = d.base_dist
+        return MultivariateNormal(normal.loc, scale_tril=torch.diag_embed(normal.scale), validate_args=False)
+    return d
+
+
+def gaussian_pair(p: Distribution, q: Distribution) -> tuple[Distribution, Distribution]:
+    """A full-covariance Gaussian against a diagonal one (a correlated posterior against N(0, I), a diagonal
+    posterior against a full-covariance prior): both as ``MultivariateNormal``, so the closed form applies."""
+    if isinstance(p, MultivariateNormal) != isinstance(q, MultivariateNormal):
+        return as_multivariate(p), as_multivariate(q)
+    return p, q
+
+
 def has_closed_form(p: Distribution, q: Distribution) -> bool:
+    p, q = gaussian_pair(p, q)
     if factorised(p, q):
         return lookup(p.base_dist, q.base_dist) is not None
     return lookup(p, q) is not None
@@ -268,6 +286,7 @@ def sum_event(per_dim: Tensor, event_ndims: int) -> Tensor:
 
 def analytic_kl(p: Distribution, q: Distribution) -> KLResult:
     """The closed-form D_KL(P ‖ Q); a ``ConfigError`` if none is registered for the pair."""
+    p, q = gaussian_pair(p, q)
     if factorised(p, q) and (closed := lookup(p.base_dist, q.base_dist)) is not None:
         per_dim = closed(p.base_dist, q.base_dist)
         return KLResult(sum_event(per_dim, p.reinterpreted_batch_ndims), per_dim, "analytic")

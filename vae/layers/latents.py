@@ -31,6 +31,7 @@ from vae.core.gaussian import LOGVAR_BOUND, GaussianMoments, full_precision, sof
 from vae.core.kl import Estimator, KLEstimator, KLRegularizer, factorised, resolve_estimator
 from vae.core.split import KLSplit, SplitEstimator, check_estimator, split_at
 from vae.layers.nets.conv import Conv
+from vae.layers.posteriors import DiagonalGaussian, Moments, Posterior
 from vae.layers.priors import Encode, Prior
 
 
@@ -48,6 +49,8 @@ class LatentSample:
     estimator: "analytic" or "mc".
     event: the sample as the two distributions see it, where it differs from z (a discrete layer's exact one-hot
         draw, (b, n, K), when z is its relaxation); None: z itself.
+    log_q: log q(z|x) at z, (b,), carried with the draw where the posterior's density can be evaluated only there (a
+        flow posterior: ``posterior.log_prob`` is an error); None: ``posterior.log_prob(z)`` is exact.
     """
 
     z: Tensor
@@ -58,6 +61,7 @@ class LatentSample:
     prior: Distribution
     estimator: Estimator
     event: Tensor | None = None
+    log_q: Tensor | None = None
 
     @property
     def elements(self) -> int:
@@ -67,7 +71,8 @@ class LatentSample:
     def log_ratio(self) -> Tensor:
         """log q(z) − log p(z) per example, (b,): this layer's part of −log w, exact whatever the KL estimator."""
         z = self.flat_z()
-        return self.posterior.log_prob(z) - self.prior.log_prob(z)
+        log_q = self.posterior.log_prob(z) if self.log_q is None else self.log_q
+        return log_q - self.prior.log_prob(z)
 
     def flat_z(self) -> Tensor:
         """z as the distributions see it: (b, d) for the vector layers, (b, c, h, w) for the map layers, the exact
@@ -163,14 +168,19 @@ class LatentLayer(nn.Module):
 
 
 class GaussianLatent(LatentLayer):
-    """A diagonal Gaussian posterior from ``head`` against an unconditional prior over ``shape``.
+    """A Gaussian posterior from ``head`` (or a family built on it: a full covariance, a flow) against an unconditional
+    prior over ``shape``.
 
     head: maps the layer's input to 2·d features (a vector layer, d = ``shape[0]``) or 2·c channels (a feature map
         layer of ``shape`` (c, h, w)): the mean and the log-variance, soft-clamped to ±``LOGVAR_BOUND``.
     prior: a prior of ``vae.layers.priors``, bound here to the layer's size (over the flattened layer for a feature
         map).
+    posterior: the family of q(z|x) (``vae.layers.posteriors``, ``vae.layers.flows``; ``DiagonalGaussian`` by default),
+        bound here to the layer's size; one other than the diagonal Gaussian takes a latent vector, and reads what it
+        needs beyond the head's moments from the layer's input, of ``features`` features per example (flattened).
     kl_estimator / kl_samples: as ``vae.core.kl.KLRegularizer``; "auto" is resolved here, "analytic" for a prior with no
-        closed form is a one-line error.
+        closed form is a one-line error. A flow posterior's KL is always Monte Carlo, E_q[log q(z|x) − log p(z)] with
+        log q carried from the change of variables.
     """
 
     def __init__(
@@ -183,22 +193,53 @@ class GaussianLatent(LatentLayer):
         image_shape: tuple[int, int, int],
         kl_estimator: KLEstimator = "auto",
         kl_samples: int = 1,
+        posterior: Posterior | None = None,
+        features: int = 0,
     ) -> None:
         super().__init__()
         self.name, self.shape, self.units = name, tuple(shape), shape[0]
         self.dim = int(torch.Size(shape).numel())
         self.positions = self.dim // self.units
         self.head = head
+        posterior = DiagonalGaussian() if posterior is None else posterior
+        if not isinstance(posterior, DiagonalGaussian) and len(self.shape) > 1:
+            raise ConfigError(
+                f"a posterior other than the diagonal Gaussian ({posterior.description}) takes a latent vector, and "
+                f"layer {name} is a {'×'.join(map(str, shape))} feature map: give it resolution 1 (or use the "
+                "diagonal Gaussian)"
+            )
+        if prior.encodes and not posterior.density:
+            raise ConfigError(
+                f"the {type(prior).__name__} is a mixture of the posterior's densities at learned inputs, and a flow "
+                f"posterior ({posterior.description}) has a density only at its own draws: use another prior "
+                "(GaussianMixture, StandardNormal) or a Gaussian posterior"
+            )
+        self.posterior = posterior.bind(dim=self.dim, features=features)
         self.prior = prior.bind(latent_dim=self.dim, image_shape=image_shape)
         self.prior_name = type(prior).__name__
         self.kl_estimator: Estimator = "analytic"
         self.regularizer = KLRegularizer(estimator=kl_estimator, num_samples=kl_samples)
 
+    @property
+    def kl_description(self) -> str:
+        if not self.posterior.density:
+            return f"Monte Carlo, {self.regularizer.num_samples} sample(s), log q(z|x) carried through the flow"
+        return super().kl_description
+
     def resolve(self, estimator: KLEstimator, encode: Encode) -> None:
         """Resolve "auto" for this prior now, and refuse "analytic" where it has no closed form, before training."""
-        zeros = torch.zeros(1, self.dim)
         with torch.no_grad():
-            posterior, prior = GaussianMoments(zeros, zeros).distribution(), self.prior(encode)
+            prior = self.prior(encode)
+        if not self.posterior.density:
+            if estimator == "analytic":
+                raise ConfigError(
+                    "kl_estimator 'analytic' needs a closed-form KL, and a flow posterior "
+                    f"({self.posterior.description}) has none (its density is known only at its draws): use 'auto' or "
+                    "'mc'"
+                )
+            self.kl_splits, self.factorises, self.kl_estimator = False, False, "mc"
+            return
+        posterior = self.posterior.reference()
         self.kl_splits = splittable(posterior, prior)
         self.factorises = factorised(posterior, prior)
         try:
@@ -211,13 +252,22 @@ class GaussianLatent(LatentLayer):
                 "or 'mc'"
             ) from error
 
-    def moments(self, h: Tensor) -> GaussianMoments:
-        """The posterior's moments, flattened to (b, d)."""
+    def parts(self, h: Tensor) -> tuple[Moments, Tensor | None]:
+        """The Gaussian q is (or a flow starts from), flattened to (b, d), and what its family read beyond it."""
         out = self.head(h)
         if out.dim() == 4:
             out = rearrange(out, "b (two c) h w -> b (two c h w)", two=2)
         mean, raw_logvar = rearrange(out, "b (two d) -> two b d", two=2)
-        return GaussianMoments(mean=mean, logvar=soft_clamp(raw_logvar, LOGVAR_BOUND))
+        extra = self.posterior.extra(h)
+        return self.posterior.moments(GaussianMoments(mean, soft_clamp(raw_logvar, LOGVAR_BOUND)), extra), extra
+
+    def moments(self, h: Tensor) -> Moments:
+        """The posterior's moments, flattened to (b, d): the Gaussian's; for a flow posterior the stated mean f(μ) (the
+        flow applied to the Gaussian's mean) with the Gaussian's variances."""
+        moments, extra = self.parts(h)
+        if self.posterior.density:
+            return moments
+        return GaussianMoments(mean=self.posterior.distribution(moments, extra).mean, logvar=moments.logvar)
 
     def prior_distribution(self, encode: Encode) -> Distribution:
         """p(z), event shape (d,) (flattened for a feature map)."""
@@ -235,22 +285,30 @@ class GaussianLatent(LatentLayer):
         """h: the input of the head, (b, ...); with ``samples`` K > 1 each example's posterior is drawn K times,
         and every output has K·b rows laid out "(k b)". prior: a prior of this batch's own in place of the layer's
         (a conditional p(z | y), ``vae.models.conditional``), batch shape (K·b,) laid out "(k b)"."""
-        moments = self.moments(h)
+        moments, extra = self.parts(h)
         if samples > 1:
-            mean, logvar = (repeat(m, "b d -> (k b) d", k=samples) for m in (moments.mean, moments.logvar))
-            moments = GaussianMoments(mean=mean, logvar=logvar)
-        posterior = moments.distribution()
+            moments = moments.repeat(samples)
+            extra = None if extra is None else repeat(extra, "b p -> (k b) p", k=samples)
+        posterior = self.posterior.distribution(moments, extra)
         prior = self.prior(encode) if prior is None else prior
-        reg = self.regularizer(posterior, prior)
-        per_unit = None if reg.kl_per_dim is None else per_channel(self.unflatten(reg.kl_per_dim))
+        if self.posterior.density:
+            reg = self.regularizer(posterior, prior)
+            z, kl, per_dim, estimator, log_q, mean = reg.z, reg.kl, reg.kl_per_dim, reg.estimator, None, moments.mean
+        else:  # E_q[log q(z|x) − log p(z)] over the draws, with log q carried from the change of variables
+            draws, log_qs = posterior.rsample_and_log_prob(torch.Size([self.regularizer.num_samples]))
+            kl = (log_qs - prior.log_prob(draws)).mean(dim=0)
+            z, per_dim, estimator, log_q = draws[0], None, "mc", log_qs[0]
+            with torch.no_grad():
+                mean = posterior.mean
         return LatentSample(
-            z=self.unflatten(reg.z),
-            kl=reg.kl,
-            kl_per_unit=per_unit,
-            posterior_mean=as_units(self.unflatten(moments.mean)),
+            z=self.unflatten(z),
+            kl=kl,
+            kl_per_unit=None if per_dim is None else per_channel(self.unflatten(per_dim)),
+            posterior_mean=as_units(self.unflatten(mean)),
             posterior=posterior,
             prior=prior,
-            estimator=reg.estimator,
+            estimator=estimator,
+            log_q=log_q,
         )
 
     def sample_prior(self, n: int, *, encode: Encode, temperature: float = 1.0) -> Tensor:

@@ -2,6 +2,7 @@
 
     StandardNormal    N(0, I)                                      closed-form KL (the default)
     LearnedGaussian   N(μ, diag σ²), μ and σ learned                closed-form KL
+    LearnedFullGaussian N(μ, L Lᵀ), μ and the Cholesky factor L learned  closed-form KL (triangular solves)
     GaussianMixture   Σ_k π_k N(μ_k, diag σ_k²), all learned        Monte-Carlo KL (no closed form exists)
     VampPrior         1/K Σ_k q(z | u_k), pseudo-inputs u_k learned  Monte-Carlo KL (Tomczak & Welling 2018)
 
@@ -18,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
+from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, MultivariateNormal, Normal
 
 from vae.core.errors import ConfigError
 from vae.core.gaussian import LOGVAR_BOUND, GaussianMoments, soft_clamp
@@ -32,6 +33,7 @@ class Prior(Configurable, nn.Module, ABC):
     """p(z) over ``latent_dim`` dimensions, with its parameters (if any), made by ``bind``."""
 
     latent_dim: int | None = None  # set by bind
+    encodes: bool = False  # made of the layer's posterior densities at learned inputs (the VampPrior)
 
     def bind(self, *, latent_dim: int, image_shape: tuple[int, int, int]) -> Prior:
         """Make the parameters for a layer of ``latent_dim`` dimensions on images of ``image_shape``; once."""
@@ -81,6 +83,22 @@ class LearnedGaussian(Prior):
         return GaussianMoments(self.mean, soft_clamp(self.logvar, LOGVAR_BOUND)).distribution()
 
 
+class LearnedFullGaussian(Prior):
+    """p(z) = N(μ, L Lᵀ) with μ and the Cholesky factor L trained with the model: L's strict lower triangle free, its
+    diagonal exp(½ log σ²) with the log-variance soft-clamped like the posterior's; starting at N(0, I). The KL from
+    a diagonal or a full-covariance Gaussian posterior is the closed form, by triangular solves."""
+
+    def build(self, *, latent_dim: int, image_shape: tuple[int, int, int]) -> None:
+        self.mean = nn.Parameter(torch.zeros(latent_dim))
+        self.logvar = nn.Parameter(torch.zeros(latent_dim))
+        self.lower = nn.Parameter(torch.zeros(latent_dim, latent_dim))
+
+    def forward(self, encode: Encode) -> Distribution:
+        diagonal = (0.5 * soft_clamp(self.logvar, LOGVAR_BOUND)).exp()
+        scale_tril = self.lower.tril(-1) + torch.diag(diagonal)
+        return MultivariateNormal(self.mean, scale_tril=scale_tril, validate_args=False)
+
+
 class GaussianMixture(Prior):
     """p(z) = a learned mixture of ``num_components`` diagonal Gaussians (weights, means and log-variances all
     trained, the means starting spread over N(0, I)); Monte-Carlo KL."""
@@ -107,6 +125,8 @@ class VampPrior(Prior):
     training step runs the encoder on the K pseudo-inputs as well as on the batch (the paper used K = 500 on MNIST;
     100 keeps a CPU run cheap).
     """
+
+    encodes = True
 
     def __init__(self, *, num_pseudo_inputs: int = 100) -> None:
         super().__init__()

@@ -27,12 +27,13 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from vae.core.errors import ConfigError
-from vae.core.gaussian import GaussianMoments, full_precision
+from vae.core.gaussian import full_precision
 from vae.core.kl import KLEstimator
 from vae.core.pixels import as_unit
 from vae.layers.latents import GaussianLatent, LatentSample, TopDownLatent, cell
 from vae.layers.likelihoods import Bernoulli, Likelihood
 from vae.layers.nets.conv import Conv, ConvTranspose, down, up
+from vae.layers.posteriors import DiagonalGaussian, Moments, Posterior
 from vae.layers.priors import Prior, StandardNormal
 from vae.models import pictures
 from vae.models.base import Capabilities, Encoding, LatentVariableModel, ModelOutput, inferring
@@ -133,6 +134,8 @@ class HierarchicalVAE(LatentVariableModel):
     residual_normal: NVAE's posterior, a shift and scale of the prior: q = N(μ_p + Δμ, (σ_p·Δσ)²).
     likelihood: p(x|z) (``Bernoulli`` by default); prior: the top layer's prior (``StandardNormal`` by default; any
         of ``vae.layers.priors``); kl_estimator / kl_samples: as for ``VAE``, for every layer.
+    posterior: the top layer's posterior family, as for ``VAE`` (the diagonal Gaussian by default); a full covariance
+        or a flow needs a top layer at resolution 1 (a vector).
     image_shape, context_size: from the data (``LatentVariableModel``).
     """
 
@@ -150,6 +153,7 @@ class HierarchicalVAE(LatentVariableModel):
         residual_normal: bool = False,
         likelihood: Likelihood | None = None,
         prior: Prior | None = None,
+        posterior: Posterior | None = None,
         kl_estimator: KLEstimator = "auto",
         kl_samples: int = 1,
     ) -> None:
@@ -159,7 +163,8 @@ class HierarchicalVAE(LatentVariableModel):
         check_layout(latent_channels, resolutions, width, widths, stem_channels, blocks)
         likelihood = Bernoulli() if likelihood is None else likelihood
         prior = StandardNormal() if prior is None else prior
-        self.record(likelihood=likelihood, prior=prior)
+        posterior = DiagonalGaussian() if posterior is None else posterior
+        self.record(likelihood=likelihood, prior=prior, posterior=posterior)
         self.likelihood = likelihood
         height, breadth = working_shape(self.image_shape, stem_channels, resolutions)
         self.aspect = breadth // height
@@ -201,6 +206,8 @@ class HierarchicalVAE(LatentVariableModel):
             image_shape=self.image_shape,
             kl_estimator=kl_estimator,
             kl_samples=kl_samples,
+            posterior=posterior,
+            features=2 * width_at(top) * top * top * self.aspect,
         )
         self.top_project = Conv(c_top, width_at(top), kernel_size=1)
         self.below = nn.ModuleList(
@@ -283,7 +290,7 @@ class HierarchicalVAE(LatentVariableModel):
     def start(self, n: int, features: Tensor | None = None) -> Tensor:
         return repeat(self.initial, "c h w -> b c h w", b=n).to(features.dtype if features is not None else None)
 
-    def top_posterior(self, x: Tensor) -> GaussianMoments:
+    def top_posterior(self, x: Tensor) -> Moments:
         """q(z_L | x)'s moments, flattened (b, d): what a VampPrior on the top layer is made of."""
         e = self.bottom_up(x)[self.resolutions[0]]
         return self.top.moments(torch.cat([self.start(x.shape[0], e), e], dim=1))  # shape, not len: traceable

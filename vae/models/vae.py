@@ -1,5 +1,5 @@
-"""The single-layer VAE: encoder → one diagonal Gaussian latent vector z (``GaussianLatent``) → decoder →
-likelihood, against a chosen prior p(z).
+"""The single-layer VAE: encoder → one latent vector z (``GaussianLatent``: a diagonal Gaussian by default, or a full
+covariance, or a flow on it) → decoder → likelihood, against a chosen prior p(z).
 
     ELBO = E_q(z|x)[log p(x|z)] − D_KL(q(z|x) ‖ p(z))
 
@@ -15,24 +15,28 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from vae.core.errors import ConfigError
-from vae.core.gaussian import GaussianMoments, full_precision
+from vae.core.gaussian import full_precision
 from vae.core.kl import KLEstimator
 from vae.core.pixels import as_unit
 from vae.layers.latents import GaussianLatent
 from vae.layers.likelihoods import Bernoulli, Likelihood
 from vae.layers.nets import ConvNet, Network
+from vae.layers.posteriors import DiagonalGaussian, Moments, Posterior
 from vae.layers.priors import Prior, StandardNormal
 from vae.models.base import Capabilities, Encoding, LatentVariableModel, ModelOutput, inferring, renamed_keys
 
 
 class VAE(LatentVariableModel):
-    """A variational autoencoder with one diagonal Gaussian latent vector z: q(z|x) against a chosen p(z).
+    """A variational autoencoder with one latent vector z: q(z|x) against a chosen p(z).
 
     latent_dim: the number of latent dimensions.
     network: the encoder/decoder pair (``ConvNet`` by default, ``ResNet``, ``MLPNet``, ``LinearNet``).
     likelihood: p(x|z) given the decoder's output (``vae.layers.likelihoods``; ``Bernoulli`` by default); the decoder
         outputs ``likelihood.param_channels(c)`` channels per pixel.
     prior: p(z), one of ``vae.layers.priors`` (``StandardNormal``, N(0, I), by default).
+    posterior: the family of q(z|x): ``DiagonalGaussian`` (the default) or ``FullCovariance``
+        (``vae.layers.posteriors``), or a flow on the diagonal Gaussian, ``Planar``, ``Sylvester`` or ``IAF``
+        (``vae.layers.flows``), whose KL is Monte Carlo with log q(z|x) carried through the flow.
     kl_estimator / kl_samples: how the latent layer computes D_KL(q(z|x) ‖ p(z)); "auto" is the closed form where
         the prior has one and Monte Carlo where it does not. ``self.kl_estimator`` is the one in use.
     image_shape, context_size: from the data (``LatentVariableModel``).
@@ -56,6 +60,7 @@ class VAE(LatentVariableModel):
         network: Network | None = None,
         likelihood: Likelihood | None = None,
         prior: Prior | None = None,
+        posterior: Posterior | None = None,
         kl_estimator: KLEstimator = "auto",
         kl_samples: int = 1,
     ) -> None:
@@ -65,7 +70,8 @@ class VAE(LatentVariableModel):
         network = ConvNet() if network is None else network
         likelihood = Bernoulli() if likelihood is None else likelihood
         prior = StandardNormal() if prior is None else prior
-        self.record(network=network, likelihood=likelihood, prior=prior)
+        posterior = DiagonalGaussian() if posterior is None else posterior
+        self.record(network=network, likelihood=likelihood, prior=prior, posterior=posterior)
         self.latent_dim = latent_dim
         self.network = self.bind_network(network, likelihood, code_dim=latent_dim)
         self.latent = GaussianLatent(
@@ -76,6 +82,8 @@ class VAE(LatentVariableModel):
             image_shape=self.image_shape,
             kl_estimator=kl_estimator,
             kl_samples=kl_samples,
+            posterior=posterior,
+            features=network.features,
         )
         self.likelihood = likelihood
         self.latent.resolve(kl_estimator, self.posterior)
@@ -93,8 +101,9 @@ class VAE(LatentVariableModel):
     def networks(self) -> list[nn.Module]:
         return [self.network.encoder, self.network.decoder]
 
-    def posterior(self, x: Tensor) -> GaussianMoments:
-        """q(z|x)'s moments, (b, d), for images in [0, 1]."""
+    def posterior(self, x: Tensor) -> Moments:
+        """q(z|x)'s moments, (b, d), for images in [0, 1]: for a flow posterior its stated mean f(μ) and the
+        Gaussian's variances."""
         return self.latent.moments(self.network.encoder(x))
 
     @inferring
