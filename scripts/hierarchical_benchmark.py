@@ -18,22 +18,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import torch
+from timed_runs import REPO, steps_of, test_batches, train
 
-from vae.commands.common import load_data
-from vae.core.config_file import read_yaml
 from vae.core.pixels import as_unit
 from vae.metrics.likelihood import evaluate, importance_weighted_log_likelihood
 from vae.models.pictures import all_pictures
 from vae.training.checkpoint_io import load_module
 from vae.training.images import save_grids
 
-REPO = Path(__file__).resolve().parent.parent
 SINGLE = [
     "--config", str(REPO / "configs" / "fashion_mnist.yaml"),
     "--model.model.latent_dim", "32",
@@ -43,38 +38,10 @@ SINGLE = [
 HIERARCHICAL = ["--config", str(REPO / "configs" / "hvae_fashion_mnist.yaml")]
 
 
-def train(name: str, args: list[str], *, minutes: float, out: Path) -> tuple[Path, float]:
-    """Run ``vae fit`` for ``minutes`` of wall time; the best checkpoint by validation ELBO (last if none)."""
-    folder = out / name
-    hours, rest = divmod(int(minutes * 60), 3600)
-    command = [
-        sys.executable, "-m", "vae", "fit", *args,
-        "--trainer.max_epochs", "1000",
-        "--trainer.max_time", f"00:{hours:02d}:{rest // 60:02d}:{rest % 60:02d}",
-        "--trainer.logger", "false",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.default_root_dir", str(folder),
-    ]  # fmt: skip
-    start = time.perf_counter()
-    subprocess.run(command, check=True, cwd=REPO)
-    wall = time.perf_counter() - start
-    checkpoints = folder / "checkpoints"
-    best = sorted(checkpoints.glob("best*.ckpt"))
-    return (best[-1] if best else checkpoints / "last.ckpt"), wall
-
-
 @torch.no_grad()
 def score(checkpoint: Path, *, test_images: int, samples: int) -> dict:
     module = load_module(checkpoint).eval()
-    config_path = checkpoint.parent.parent / "config.yaml"
-    data = load_data(read_yaml(config_path), config_path, batch_size=100)
-    data.setup("test")
-    batches, seen = [], 0
-    for images, labels in data.test_dataloader():
-        batches.append((images, labels))
-        seen += len(images)
-        if seen >= test_images:
-            break
+    batches = test_batches(checkpoint, test_images, batch_size=100)
     torch.manual_seed(0)
     per_example = torch.cat(
         [
@@ -95,7 +62,7 @@ def score(checkpoint: Path, *, test_images: int, samples: int) -> dict:
         "kl_per_layer": result.kl_per_layer,
         "active_units": result.active_units_per_layer,
         "parameters": sum(p.numel() for p in module.model.parameters()),
-        "steps": int(torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]),
+        "steps": steps_of(checkpoint),
         "pictures": [str(p) for p in pictures],
     }
 

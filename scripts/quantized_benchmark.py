@@ -27,23 +27,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import torch
+from timed_runs import REPO, steps_of, test_batches, train
 from torchvision.utils import save_image
 
-from vae.commands.common import load_data
-from vae.core.config_file import read_yaml
 from vae.core.pixels import as_unit
 from vae.metrics.likelihood import bits_per_dim, evaluate, importance_weighted_log_likelihood
 from vae.models.pictures import grid, seeded
 from vae.training.checkpoint_io import load_module
 
-REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
 QUANTIZER = "--model.model.init_args.quantizer.init_args"
 DISCRETE = ["--model.model.init_args.likelihood", "vae.layers.likelihoods.DiscretizedLogistic"]
@@ -62,44 +56,6 @@ VAES = {
         "--config", str(CONFIGS / "hvae_fashion_mnist.yaml"), *DISCRETE,
     ],
 }  # fmt: skip
-
-
-def train(name: str, args: list[str], *, minutes: float, out: Path) -> tuple[Path, float]:
-    """``vae fit`` for ``minutes`` of wall time; the best checkpoint by validation ELBO (last if none)."""
-    folder = out / name.replace(" ", "-")
-    if folder.exists():
-        shutil.rmtree(folder)
-    hours, rest = divmod(int(minutes * 60), 3600)
-    command = [
-        sys.executable, "-m", "vae", "fit", *args,
-        "--trainer.max_epochs", "1000",
-        "--trainer.max_time", f"00:{hours:02d}:{rest // 60:02d}:{rest % 60:02d}",
-        "--trainer.logger", "false",
-        "--trainer.enable_progress_bar", "false",
-        "--trainer.default_root_dir", str(folder),
-    ]  # fmt: skip
-    start = time.perf_counter()
-    subprocess.run(command, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - start
-    best = sorted((folder / "checkpoints").glob("best*.ckpt"))
-    return (best[-1] if best else folder / "checkpoints" / "last.ckpt"), wall
-
-
-def test_batches(checkpoint: Path, limit: int | None = None) -> list:
-    config = checkpoint.parent.parent / "config.yaml"
-    data = load_data(read_yaml(config), config, batch_size=200)
-    data.setup("test")
-    batches, seen = [], 0
-    for images, labels in data.test_dataloader():
-        batches.append((images, labels))
-        seen += len(images)
-        if limit is not None and seen >= limit:
-            break
-    return batches
-
-
-def steps_of(checkpoint: Path) -> int:
-    return int(torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"])
 
 
 @torch.no_grad()

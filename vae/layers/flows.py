@@ -101,13 +101,17 @@ SylvesterKind = Literal["orthogonal", "householder", "triangular"]
 def orthonormalise(a: Tensor, *, max_iterations: int = 100) -> Tensor:
     """The columns of a (..., d, M), M ≤ d, made orthonormal by Björck's iteration Q ← Q(I + ½(I − QᵀQ)), from a
     scaled to unit Frobenius norm (so every singular value is in (0, 1] and the iteration converges), run until
-    max |QᵀQ − I| ≤ 1e-12 in float64 (1e-6 in lower precision) or ``max_iterations``. Differentiable."""
+    max |QᵀQ − I| ≤ 1e-12 in float64 (1e-6 in lower precision) or ``max_iterations``; all ``max_iterations`` when traced
+    or compiled. Differentiable."""
     tolerance = 1e-12 if a.dtype == torch.float64 else 1e-6
     q = a / torch.linalg.matrix_norm(a, keepdim=True)
     eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+    # A traced or compiled graph (export, torch.compile) cannot stop on a value: it runs every iteration, which leaves
+    # converged columns where they are (orthonormal Q is the iteration's fixed point).
+    fixed = torch.jit.is_tracing() or torch.compiler.is_compiling()
     for _ in range(max_iterations):
         gram = einsum(q, q, "... d i, ... d j -> ... i j")
-        if (gram - eye).abs().max() <= tolerance:
+        if not fixed and (gram - eye).abs().max() <= tolerance:
             break
         q = q @ (eye + 0.5 * (eye - gram))
     return q

@@ -158,6 +158,7 @@ class LatentLayer(nn.Module):
     kl_splits: bool = False  # whether its KL splits (``splittable``): a diagonal Gaussian, unconditional prior
     factorises: bool = True  # whether its KL has a part per unit (``LatentSample.kl_per_unit``): not for a mixture
     clusters: bool = False  # whether its posterior assigns each example to a cluster (one categorical variable)
+    no_kl_per_unit: str | None = None  # why the KL has no part per unit, in words, where a reader would look for one
 
     @property
     def kl_description(self) -> str:
@@ -238,10 +239,17 @@ class GaussianLatent(LatentLayer):
                     "'mc'"
                 )
             self.kl_splits, self.factorises, self.kl_estimator = False, False, "mc"
+            self.no_kl_per_unit = f"undefined for a correlated posterior ({self.posterior.description})"
             return
         posterior = self.posterior.reference()
         self.kl_splits = splittable(posterior, prior)
         self.factorises = factorised(posterior, prior)
+        if not self.factorises:
+            self.no_kl_per_unit = (
+                f"undefined for a correlated posterior ({self.posterior.description})"
+                if not isinstance(self.posterior, DiagonalGaussian)
+                else f"undefined: the prior ({self.prior_name}) does not factorise over dimensions"
+            )
         try:
             self.kl_estimator = resolve_estimator(posterior, prior, estimator)
         except ConfigError as error:

@@ -189,6 +189,7 @@ class Evaluation:
     quality: dict[str, float] | None = None  # fid, kid_mean, kid_std, precision, recall (vae.metrics.quality)
     model_metrics: dict[str, float] | None = None  # the model's own over the split (``split_metrics``)
     inference_gap: float | None = None  # log_likelihood − elbo: a lower bound on E_x[KL(q(z|x) ‖ p(z|x))]
+    no_kl_per_dim: str | None = None  # why a single-layer model has no KL per dimension (a correlated posterior)
 
     def table(self) -> str:
         rows = [("split", f"{self.split} ({self.num_examples} images)")]
@@ -219,6 +220,8 @@ class Evaluation:
             ]
         if self.kl_per_dim is not None:
             rows.append(("KL per dimension", ", ".join(f"{v:.2f}" for v in self.kl_per_dim)))
+        elif self.no_kl_per_dim is not None:
+            rows.append(("KL per dimension", f"n/a ({self.no_kl_per_dim})"))
         if self.reconstruction is not None:
             r = self.reconstruction
             ssim = "n/a (images under 11×11)" if r["ssim"] is None else f"{r['ssim']:.4f}"
@@ -321,6 +324,7 @@ def _evaluate(
         conditional=vae.capabilities.conditional,
         reconstruction=reconstruction.compute(),
         inference_gap=gap,
+        no_kl_per_dim=vae.layers[0].no_kl_per_unit if len(vae.layers) == 1 else None,
         model_metrics=None if own is None else {name: float(value) for name, value in own.compute().items()},
         clustering_accuracy=(
             {name: clustering_accuracy(torch.cat(found), torch.cat(labelled)) for name, found in clusters.items()}
