@@ -1,5 +1,5 @@
-"""What several commands share: a run's config read back (``read_run_config``), its data module built from it
-under the trust rules (``load_data``), and ``--device`` checked (``check_device``)."""
+"""What several commands share: a run's config read back (``read_run_config``, ``run_config_of``), its data module
+built from it under the trust rules (``load_data``), and ``--device`` checked (``check_device``)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,15 @@ def read_run_config(path: Path) -> dict:
     if not isinstance(config, dict) or not isinstance(config.get("data"), dict):
         raise ConfigError(f"{path} has no data section: give the config the run was trained with, --config")
     return config
+
+
+def run_config_of(checkpoint: Path, given: Path | None = None) -> tuple[Path, dict]:
+    """The config a checkpoint's run was trained with (``given``, or ``<run>/config.yaml``) and its contents; a
+    one-line error where there is none."""
+    path = given or checkpoint.resolve().parent.parent / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"no run config at {path}: give the config the run was trained with, --config")
+    return path, read_run_config(path)
 
 
 def load_data(config: dict, source: Path, *, batch_size: int) -> ImageDataModule:

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vae.commands.common import check_device, load_data, read_run_config
-from vae.core.errors import ArgumentParser, ConfigError, UserError, exit_with_error
+from vae.commands.common import check_device, load_data, run_config_of
+from vae.core.errors import ArgumentParser, UserError, exit_with_error
 from vae.metrics.likelihood import encode_split
 from vae.training.checkpoint_io import checkpoint_of, load
 from vae.training.runs import check_output, describe_write_failure, unique_path
@@ -49,10 +49,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         checkpoint = checkpoint_of(args.checkpoint)
         out = args.out or unique_path(checkpoint.with_suffix(f".{args.split}.latents.npz"))
         check_output(out, overwrite=args.overwrite, kinds=(".npz",), what="the latents")
-        config_path = args.config or checkpoint.resolve().parent.parent / "config.yaml"
-        if not config_path.is_file():
-            raise ConfigError(f"no run config at {config_path}: give the config the run was trained with, --config")
-        config = read_run_config(config_path)
+        config_path, config = run_config_of(checkpoint, args.config)
         model = load(checkpoint, device=device)
         data = load_data(config, config_path, batch_size=args.batch_size)
         data.check_files()

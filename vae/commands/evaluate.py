@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vae.commands.common import check_device, load_data, read_run_config
+from vae.commands.common import check_device, load_data, run_config_of
 from vae.core.errors import ArgumentParser, ConfigError, UserError, exit_with_error
 from vae.data.factors import FactorDataModule
 from vae.metrics.disentanglement import disentanglement_scores, encode, mutual_information, sample_factors
@@ -125,10 +125,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         checkpoint = checkpoint_of(args.checkpoint)  # a run folder: its best checkpoint
         out = args.out or checkpoint.parent
         check_writable("--out", out)  # before the work, not after it: nothing computed is lost
-        config_path = args.config or checkpoint.resolve().parent.parent / "config.yaml"
-        if not config_path.is_file():
-            raise ConfigError(f"no run config at {config_path}: give the config the run was trained with, --config")
-        config = read_run_config(config_path)
+        config_path, config = run_config_of(checkpoint, args.config)
         if not args.no_wandb:
             choose_wandb_mode()
             check_wandb_mode()  # an explicit WANDB_MODE that cannot work: said now, not after the work

@@ -3,9 +3,17 @@
     vae sample runs/vae/<id> --n 64 --temperature 0.8 --out grid.png
     vae sample runs/vae/<id>/checkpoints/best-epoch029.ckpt --labels 3 7 --n 8   # a conditional model
 
+    vae sample runs/vae/<id> --sampler gmm     # codes from a Gaussian mixture fitted to the training codes
+
 A conditional model draws one row of ``--n`` images per class (every class by default, or ``--labels``); the others
 draw ``--n`` images in a square grid. ``temperature`` scales the prior's spread (1: the model's own samples; below 1:
 closer to the prior's mean, smoother). The draws are seeded (``--seed``): the same command gives the same grid.
+
+``--sampler gmm`` or ``flow`` draws the codes from a density fitted to where the training images' codes are (the
+aggregate posterior; ``vae.models.samplers``) instead of the prior, and decodes them. The first such call fits it to
+the training split (a progress bar), prints how well it fits held-out codes and saves it beside the checkpoint
+(``<checkpoint>.sampler-gmm.pt``); later calls reuse it (``--refit`` fits it again). A saved sampler is refused for any
+other model.
 """
 
 from __future__ import annotations
@@ -17,11 +25,16 @@ from pathlib import Path
 import torch
 from einops import repeat
 from torchvision.utils import save_image
+from tqdm.auto import tqdm
 
-from vae.commands.common import check_device
+from vae.commands.common import check_device, load_data, run_config_of
+from vae.core.checkpoints import fingerprint
 from vae.core.errors import ArgumentParser, ConfigError, UserError, exit_with_error
+from vae.core.spec import to_spec
+from vae.metrics.likelihood import encode_split
 from vae.models.base import LatentVariableModel
 from vae.models.pictures import grid, seeded
+from vae.models.samplers import SAMPLERS, CodeSampler, fit_sampler, load_sampler, save_sampler
 from vae.training.checkpoint_io import checkpoint_of, load
 from vae.training.runs import check_output, describe_write_failure, unique_path
 
@@ -51,6 +64,39 @@ def sample_grid(
         return grid(model.sample(len(context), temperature=temperature, context=context), n)
 
 
+def fitted_sampler(
+    model: LatentVariableModel, checkpoint: Path, kind: str, *, refit: bool, config: Path | None, device: torch.device
+) -> CodeSampler:
+    """The ``kind`` sampler of this checkpoint: the one saved beside it, or fitted now to the training split's codes
+    (and saved)."""
+    abilities = model.capabilities
+    if not abilities.continuous_code or abilities.conditional:
+        raise ConfigError(
+            f"--sampler {kind} fits the codes of a model with one continuous code that decode takes back, and "
+            f"{type(model).__name__} has {'a conditional code' if abilities.conditional else 'none'}: use the prior"
+        )
+    path = checkpoint.with_suffix(f".sampler-{kind}.pt")
+    stamp = fingerprint(to_spec(model), model.state_dict())
+    dim = int(model.prior_distribution().event_shape[0])  # a continuous code has a prior over it
+    if path.exists() and not refit:
+        return load_sampler(path, fingerprint=stamp, dim=dim).to(device)
+    config_path, run_config = run_config_of(checkpoint, config)
+    data = load_data(run_config, config_path, batch_size=500)
+    data.check_files()
+    data.setup("fit")
+    loader = data.loader("train", shuffle=False)
+    codes = encode_split(
+        model, tqdm(loader, desc="encoding the training split", leave=False, disable=None), device=device
+    )["mean"]
+    fitted = fit_sampler(kind, codes)
+    save_sampler(path, fitted.sampler, fingerprint=stamp)
+    print(
+        f"fitted the {kind} sampler to {fitted.train_codes} training codes: log-density {fitted.train_log_prob:.2f} "
+        f"nats per code on them, {fitted.held_out_log_prob:.2f} on {fitted.held_out_codes} held out; saved: {path}"
+    )
+    return fitted.sampler.to(device)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = ArgumentParser(prog="vae sample", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path, help="a checkpoint written by vae fit, or its run folder")
@@ -60,6 +106,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="the PNG to write (default: <checkpoint>.samples.png beside it)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
+    parser.add_argument(
+        "--sampler",
+        choices=("prior", *SAMPLERS),
+        default="prior",
+        help="where the codes come from: the prior (default), or a gmm or flow fitted to the training codes",
+    )
+    parser.add_argument("--refit", action="store_true", help="fit the --sampler again, replacing the saved one")
+    parser.add_argument("--config", type=Path, help="the run's config, for the training data (default: the run's)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     if args.n is not None and args.n < 1:
@@ -75,7 +129,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.labels is not None and not model.capabilities.conditional:
             raise ConfigError("--labels is for a conditional model; this model is not conditional")
         n = args.n or (8 if model.capabilities.conditional else 64)
-        image = sample_grid(model, n=n, temperature=args.temperature, labels=args.labels, seed=args.seed)
+        if args.sampler == "prior":
+            image = sample_grid(model, n=n, temperature=args.temperature, labels=args.labels, seed=args.seed)
+        else:
+            sampler = fitted_sampler(
+                model, checkpoint, args.sampler, refit=args.refit, config=args.config, device=device
+            )
+            with seeded(model, args.seed), torch.no_grad():
+                image = grid(model.decode(sampler.sample(n, temperature=args.temperature)), math.isqrt(n - 1) + 1)
         out.parent.mkdir(parents=True, exist_ok=True)
         save_image(image, out)
     except UserError as error:
@@ -85,4 +146,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = (
         f"{len(args.labels or range(model.context_size))} classes × {n}" if model.capabilities.conditional else f"{n}"
     )
-    print(f"{rows} samples at temperature {args.temperature:g}: {out}")
+    source = "" if args.sampler == "prior" else f" from the {args.sampler} sampler"
+    print(f"{rows} samples{source} at temperature {args.temperature:g}: {out}")

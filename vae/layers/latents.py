@@ -321,11 +321,7 @@ class GaussianLatent(LatentLayer):
 
     def sample_prior(self, n: int, *, encode: Encode, temperature: float = 1.0) -> Tensor:
         """n draws from the prior, (n, *shape); temperature scales the spread around the prior's mean."""
-        prior = self.prior(encode)
-        z = prior.sample(torch.Size([n]))  # (n, d)
-        if temperature != 1.0:  # for a mixture prior: towards the mixture's mean
-            z = prior.mean + temperature * (z - prior.mean)
-        return self.unflatten(z)
+        return self.unflatten(self.prior.sample(n, encode=encode, temperature=temperature))
 
 
 class TopDownLatent(LatentLayer):

@@ -5,6 +5,7 @@
     LearnedFullGaussian N(μ, L Lᵀ), μ and the Cholesky factor L learned  closed-form KL (triangular solves)
     GaussianMixture   Σ_k π_k N(μ_k, diag σ_k²), all learned        Monte-Carlo KL (no closed form exists)
     VampPrior         1/K Σ_k q(z | u_k), pseudo-inputs u_k learned  Monte-Carlo KL (Tomczak & Welling 2018)
+    FlowPrior         a masked autoregressive or neural-spline flow  Monte-Carlo KL (zuko's MAF and NSF)
 
 A prior is a module whose constructor takes its hyperparameters (what YAML names, with ``class_path``); the latent
 layer it belongs to calls ``bind`` once, with the layer's size, which makes its parameters. Its forward returns p(z)
@@ -16,13 +17,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import Literal
 
 import torch
+import zuko
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, MultivariateNormal, Normal
+from zuko.distributions import NormalizingFlow
 
 from vae.core.errors import ConfigError
-from vae.core.gaussian import LOGVAR_BOUND, GaussianMoments, soft_clamp
+from vae.core.gaussian import LOGVAR_BOUND, GaussianMoments, full_precision, soft_clamp
 from vae.core.spec import Configurable
 
 Encode = Callable[[Tensor], GaussianMoments]
@@ -53,6 +57,14 @@ class Prior(Configurable, nn.Module, ABC):
     def forward(self, encode: Encode) -> Distribution:
         """p(z) with batch shape () and event shape (d,). ``encode`` gives the layer's posterior moments for images,
         for priors defined through it (the VampPrior); the others ignore it."""
+
+    def sample(self, n: int, *, encode: Encode, temperature: float = 1.0) -> Tensor:
+        """n draws, (n, d), with the spread around the prior's mean scaled by ``temperature``."""
+        prior = self(encode)
+        z = prior.sample(torch.Size([n]))
+        if temperature != 1.0:  # for a mixture prior: towards the mixture's mean
+            z = prior.mean + temperature * (z - prior.mean)
+        return z
 
 
 def gaussian_mixture(logits: Tensor, components: GaussianMoments) -> MixtureSameFamily:
@@ -143,3 +155,48 @@ class VampPrior(Prior):
     def forward(self, encode: Encode) -> Distribution:
         logits = self.pseudo_logits.new_zeros(self.pseudo_logits.shape[0])  # equal weights 1/K
         return gaussian_mixture(logits, encode(self.pseudo_inputs()))
+
+
+class Float32Flow(NormalizingFlow):
+    """A zuko flow whose densities and draws are computed in float32 even under bf16/fp16 autocast (the KL needs it)."""
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        with torch.autocast(value.device.type, enabled=False):
+            return super().log_prob(full_precision(value))
+
+    def rsample(self, shape: torch.Size = torch.Size()) -> Tensor:  # noqa: B008 (torch's signature)
+        with torch.autocast(self.base.mean.device.type, enabled=False):
+            return super().rsample(shape)
+
+
+class FlowPrior(Prior):
+    """p(z) a normalizing flow trained with the model (zuko): ``kind`` "maf", masked autoregressive affine transforms
+    (Papamakarios et al. 2017), or "nsf", monotonic rational-quadratic splines (Durkan et al. 2019); ``transforms``
+    autoregressive transforms, each an MLP of ``hidden`` widths, from a N(0, I) base. log p(z) is one pass (the
+    density direction), a draw d passes. Monte-Carlo KL; ``temperature`` scales the base's draws."""
+
+    def __init__(
+        self, *, kind: Literal["maf", "nsf"] = "maf", transforms: int = 3, hidden: tuple[int, ...] = (128, 128)
+    ):
+        super().__init__()
+        if kind not in ("maf", "nsf"):
+            raise ConfigError(f"FlowPrior kind must be 'maf' or 'nsf', got {kind!r}")
+        hidden = tuple(hidden)
+        if transforms < 1 or not hidden or min(hidden) < 1:
+            raise ConfigError(
+                f"FlowPrior needs at least 1 transform and positive hidden widths, got {transforms}, {hidden}"
+            )
+        self.kind, self.transforms, self.hidden = kind, transforms, hidden
+
+    def build(self, *, latent_dim: int, image_shape: tuple[int, int, int]) -> None:
+        make = zuko.flows.MAF if self.kind == "maf" else zuko.flows.NSF
+        self.flow = make(features=latent_dim, transforms=self.transforms, hidden_features=self.hidden)
+
+    def forward(self, encode: Encode) -> Distribution:
+        flow = self.flow()
+        return Float32Flow(flow.transform, flow.base)
+
+    def sample(self, n: int, *, encode: Encode, temperature: float = 1.0) -> Tensor:
+        flow = self(encode)
+        with torch.autocast(self.flow.base.loc.device.type, enabled=False):
+            return flow.transform.inv(temperature * flow.base.sample(torch.Size([n])))
