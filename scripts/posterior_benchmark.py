@@ -118,10 +118,19 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=list(POSTERIORS), choices=list(POSTERIORS))
     parser.add_argument("--out", type=Path, default=Path("runs/bench/posteriors"))
     parser.add_argument("--score-only", action="store_true", help="score the runs already in --out, no training")
+    parser.add_argument(
+        "--time-only", action="store_true", help="time the steps of the runs already in --out again (a quiet machine)"
+    )
     args = parser.parse_args()
-    earlier = json.loads((args.out / "results.json").read_text()) if args.score_only else {}
+    earlier = json.loads((args.out / "results.json").read_text()) if args.score_only or args.time_only else {}
     rows = {}
     for name in args.only:
+        if args.time_only:
+            model = load_module(Path(earlier[name]["checkpoint"])).model
+            batches = test_batches(Path(earlier[name]["checkpoint"]), 200)
+            rows[name] = {**earlier[name], "step_s": step_time(model, batches, steps=args.timed_steps)}
+            (args.out / "results.json").write_text(json.dumps({**earlier, **rows}, indent=1))
+            continue
         if args.score_only:
             checkpoint, wall = Path(earlier[name]["checkpoint"]), earlier[name]["wall_s"]
         else:

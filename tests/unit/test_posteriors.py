@@ -16,7 +16,7 @@ from torch.distributions import MultivariateNormal, kl_divergence
 from vae.core.errors import ConfigError
 from vae.core.gaussian import LOGVAR_BOUND
 from vae.core.kl import full_gaussian_kl
-from vae.layers.flows import IAF, Planar, Sylvester, orthonormalise
+from vae.layers.flows import IAF, ConvIAF, Planar, Sylvester, orthonormalise
 from vae.layers.likelihoods import Gaussian
 from vae.layers.nets import LinearNet
 from vae.layers.posteriors import FlowDensityError, FullCovariance
@@ -120,9 +120,9 @@ def test_an_affine_iaf_step_set_to_the_exact_posterior_gives_log_p_x_at_every_dr
         vae.latent.head.bias[LATENT:] = unclamp((s0.square()).log())  # μ₀ = 0
         flow.amortized.weight.copy_(torch.eye(D, dtype=F64))  # the context is x itself
         flow.amortized.bias.zero_()
-        made.output.weight.zero_()
-        made.output.weight[:LATENT] = (tril / s0).tril(-1) / (1 - gate)  # m = A z₀ (masked: strictly lower)
-        made.output.bias.zero_()  # s = 0: σ = ½
+        made.output.layer.weight.zero_()
+        made.output.layer.weight[:LATENT] = (tril / s0).tril(-1) / (1 - gate)  # m = A z₀ (masked: strictly lower)
+        made.output.layer.bias.zero_()  # s = 0: σ = ½
         made.context.weight.zero_()
         made.context.weight[:LATENT] = gain / (1 - gate)
         made.context.bias.zero_()
@@ -217,6 +217,53 @@ def test_an_iaf_steps_jacobian_is_triangular():
     assert (jacobian.triu(1) == 0).all() and (jacobian.tril(-1) != 0).any()
 
 
+def test_a_convolutional_iaf_on_a_feature_map_has_the_log_determinant_of_its_jacobian_and_it_is_triangular():
+    """IAF over channels with 3×3 masked convolutions (a hierarchy's layers): ordered channel first, each output
+    depends on earlier channels at any position and on itself only through σ, so the Jacobian is triangular."""
+    torch.manual_seed(0)
+    flow = ConvIAF(channels=3, length=2, hidden=(8,), context=2, kernel_size=3).double()
+    for parameter in flow.parameters():
+        torch.nn.init.normal_(parameter, std=0.5)
+    context = torch.randn(1, 2, 2, 2, dtype=F64)
+    z = torch.randn(3, 2, 2, dtype=F64)
+    _, log_det = flow.transform(z[None, None], context)
+    jacobian = torch.autograd.functional.jacobian(
+        lambda v: flow.transform(v.view(1, 1, 3, 2, 2), context)[0].reshape(12), z.reshape(12)
+    )
+    sign, reference = torch.linalg.slogdet(jacobian)
+    assert sign > 0
+    torch.testing.assert_close(log_det[0, 0], reference, rtol=0, atol=1e-9)
+    one_step = ConvIAF(channels=3, length=1, hidden=(8,), context=2, kernel_size=3).double()
+    for parameter in one_step.parameters():
+        torch.nn.init.normal_(parameter, std=0.5)
+    step = torch.autograd.functional.jacobian(
+        lambda v: one_step.transform(v.view(1, 1, 3, 2, 2), context)[0].reshape(12), z.reshape(12)
+    )  # channel-major order: (c h w)
+    assert (step.triu(1) == 0).all() and (step.tril(-1) != 0).any()
+
+
+def test_a_hierarchy_with_iaf_in_every_layer_carries_log_q_into_its_importance_weights():
+    torch.manual_seed(0)
+    model = HierarchicalVAE(
+        image_shape=(1, 28, 28),
+        latent_channels=(4, 3, 2),
+        resolutions=(1, 1, 7),
+        width=8,
+        posterior=IAF(length=1, hidden=(8,), context=4),
+        layer_flow=IAF(length=2, hidden=(8,), context=3),
+    ).double()
+    x = torch.rand(3, 1, 28, 28, dtype=F64).round()
+    with torch.no_grad():
+        out = model(x, samples=2)
+    assert model.kl_estimator == "mc" and all(layer.log_q is not None for layer in out.latents.values())
+    # Each layer's part of log w is its carried log q minus its prior's density at the draw.
+    for layer in out.latents.values():
+        torch.testing.assert_close(layer.log_ratio(), layer.log_q - layer.prior.log_prob(layer.flat_z()))
+    expected = out.log_px - sum(layer.log_ratio() for layer in out.latents.values())
+    torch.testing.assert_close(out.log_w(), rearrange(expected, "(k b) -> k b", k=2))
+    assert torch.isfinite(model.log_likelihood(x, samples=4)).all()
+
+
 # --- the KL ---------------------------------------------------------------------------------------------------------
 
 
@@ -265,9 +312,9 @@ def test_a_flows_monte_carlo_kl_is_unbiased():
         kl = vae(x, samples=20_000).kl
         moments, extra = vae.latent.parts(vae.network.encoder(x))
         made, h = vae.latent.posterior.steps[0], extra
-        gate = torch.sigmoid(made.output.bias[3:] + made.context(h)[0, 3:])
-        shift = (1 - gate) * (made.output.bias[:3] + made.context(h)[0, :3])
-        a = made.output.weight[:3] * made.output.mask[:3]
+        gate = torch.sigmoid(made.output.layer.bias[3:] + made.context(h)[0, 3:])
+        shift = (1 - gate) * (made.output.layer.bias[:3] + made.context(h)[0, :3])
+        a = made.output.layer.weight[:3] * made.output.mask[:3]
         t = torch.diag(gate) + torch.diag(1 - gate) @ a
         mean = t @ moments.mean[0] + shift
         scale_tril = t @ torch.diag((0.5 * moments.logvar[0]).exp())

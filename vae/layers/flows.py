@@ -18,7 +18,9 @@ carried with each draw (``vae.layers.posteriors.FlowDistribution``): none of the
                 log |det| = Σ_i log σ_i; h is a context vector from the encoder; the order is reversed between steps
 
 Planar and Sylvester flows are amortized: their parameters are a linear function of the layer's input, per example.
-IAF's networks are shared, and only its context comes from the encoder.
+IAF's networks are shared, and only its context comes from the encoder. ``ConvIAF`` is IAF on a feature map (a
+hierarchy's layers below the top): masked k×k convolutions over channels, the context a map from the layer's
+posterior head.
 
 Axes: s draws per row, b rows, d latent dimensions, m Sylvester's M, p parameters per row.
 """
@@ -29,7 +31,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from einops import einsum, rearrange
+from einops import einsum, rearrange, repeat
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
@@ -197,38 +199,57 @@ class Sylvester(FlowPosterior):
         return (eye.flip(-1) if step % 2 else eye).expand(z.shape[1], d, d)
 
 
-class MaskedLinear(nn.Linear):
-    """A linear map whose weight is multiplied by a fixed 0/1 ``mask`` (out, in)."""
+class Masked(nn.Module):
+    """A linear map (``kernel_size`` None) or a k×k convolution over channels whose weight is multiplied by a fixed 0/1
+    ``mask`` (out, in): on a feature map, output channel i sees the allowed input channels at every position of its
+    window."""
 
-    def __init__(self, mask: Tensor) -> None:
-        super().__init__(mask.shape[1], mask.shape[0])
-        self.register_buffer("mask", mask.to(self.weight.dtype))
+    def __init__(self, mask: Tensor, kernel_size: int | None = None) -> None:
+        super().__init__()
+        out, inp = mask.shape
+        if kernel_size is None:
+            self.layer: nn.Module = nn.Linear(inp, out)
+            self.register_buffer("mask", mask)
+        else:
+            self.layer = nn.Conv2d(inp, out, kernel_size, padding=kernel_size // 2)
+            self.register_buffer("mask", rearrange(mask, "o i -> o i 1 1"))
+        self.kernel_size = kernel_size
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight * self.mask, self.bias)
+        weight = self.layer.weight * self.mask
+        if self.kernel_size is None:
+            return F.linear(x, weight, self.layer.bias)
+        return F.conv2d(x, weight, self.layer.bias, padding=self.kernel_size // 2)
 
 
 class MADE(nn.Module):
-    """[m, s] = MADE(z, h), (…, d) each, with m_i and s_i depending on z_<i only (Germain et al. 2015: each unit has
-    a degree; a connection exists only from lower degrees, strictly lower into the outputs) and on the context h,
-    which enters the first hidden layer (or the outputs, with no hidden layer: a linear conditioner). ELU between
-    layers. The output's weights start at zero and s's bias at 2, so each step starts as z ← 0.88 z."""
+    """[m, s] = MADE(z, h), with m_i and s_i depending on z_<i only (Germain et al. 2015: each unit has a degree; a
+    connection exists only from lower degrees, strictly lower into the outputs) and on the context h, which enters the
+    first hidden layer (or the outputs, with no hidden layer: a linear conditioner). ELU between layers. The output's
+    weights start at zero and s's bias at 2, so each step starts as z ← 0.88 z.
 
-    def __init__(self, *, dim: int, hidden: tuple[int, ...], context: int) -> None:
+    On vectors (``kernel_size`` None) z is (…, d) and h (…, context). On feature maps z is (n, d, h, w), the order is
+    over channels, every layer a k×k masked convolution and h a (n, context, h, w) map: output channel i sees
+    channels < i at every position of its window, so the Jacobian is triangular with channels ordered first (IAF's
+    ResNet VAE)."""
+
+    def __init__(self, *, dim: int, hidden: tuple[int, ...], context: int, kernel_size: int | None = None) -> None:
         super().__init__()
         inputs = torch.arange(1, dim + 1)
         degrees, layers = inputs, []
         for width in hidden:
             next_degrees = torch.arange(width) % max(1, dim - 1) + 1
-            layers.append(MaskedLinear((next_degrees[:, None] >= degrees[None, :]).float()))
+            layers.append(Masked((next_degrees[:, None] >= degrees[None, :]).float(), kernel_size))
             degrees = next_degrees
         outputs = torch.cat([inputs, inputs])
         self.hidden = nn.ModuleList(layers)
-        self.output = MaskedLinear((outputs[:, None] > degrees[None, :]).float())
-        self.context = nn.Linear(context, hidden[0] if hidden else 2 * dim)
-        nn.init.zeros_(self.output.weight)
+        self.output = Masked((outputs[:, None] > degrees[None, :]).float(), kernel_size)
+        width = hidden[0] if hidden else 2 * dim
+        self.context = nn.Linear(context, width) if kernel_size is None else nn.Conv2d(context, width, 1)
+        self.maps = kernel_size is not None
+        nn.init.zeros_(self.output.layer.weight)
         with torch.no_grad():
-            self.output.bias.copy_(torch.cat([torch.zeros(dim), torch.full((dim,), 2.0)]))
+            self.output.layer.bias.copy_(torch.cat([torch.zeros(dim), torch.full((dim,), 2.0)]))
 
     def forward(self, z: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
         if not self.hidden:
@@ -238,8 +259,44 @@ class MADE(nn.Module):
             for layer in self.hidden[1:]:
                 x = F.elu(layer(x))
             out = self.output(x)
-        m, s = rearrange(out, "... (two d) -> two ... d", two=2)
+        if self.maps:
+            m, s = rearrange(out, "n (two d) h w -> two n d h w", two=2)
+        else:
+            m, s = rearrange(out, "... (two d) -> two ... d", two=2)
         return m, s
+
+
+def iaf_steps(steps: nn.ModuleList, z: Tensor, context: Tensor, *, axis: int) -> tuple[Tensor, Tensor]:
+    """IAF's steps on z, the order reversed along ``axis`` between steps: f(z) and log |det ∂f/∂z|, summed over all but
+    the leading ``axis`` axes."""
+    log_det = z.new_zeros(z.shape[:axis])
+    for k, made in enumerate(steps):
+        if k:
+            z = z.flip(axis)  # the next step's order is the reverse: a permutation, |det| = 1
+        m, s = made(z, context)
+        gate = torch.sigmoid(s)
+        z = gate * z + (1.0 - gate) * m
+        log_det = log_det + F.logsigmoid(s).flatten(axis).sum(dim=-1)
+    return z, log_det
+
+
+class ConvIAF(nn.Module):
+    """IAF on a feature-map layer of ``channels`` (a hierarchy's layers below the top): ``length`` steps, each a MADE
+    of masked k×k convolutions over channels of ``hidden`` widths, given a ``context`` map from the layer's posterior
+    head. ``transform`` takes draws (s, n, c, h, w) and the context (n, context, h, w)."""
+
+    def __init__(self, *, channels: int, length: int, hidden: tuple[int, ...], context: int, kernel_size: int) -> None:
+        super().__init__()
+        self.length = length
+        self.steps = nn.ModuleList(
+            MADE(dim=channels, hidden=hidden, context=context, kernel_size=kernel_size) for _ in range(length)
+        )
+
+    def transform(self, z: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+        draws = z.shape[0]
+        flat, given = rearrange(z, "s n c h w -> (s n) c h w"), repeat(context, "n c h w -> (s n) c h w", s=draws)
+        out, log_det = iaf_steps(self.steps, flat, given, axis=1)
+        return rearrange(out, "(s n) c h w -> s n c h w", s=draws), rearrange(log_det, "(s n) -> s n", s=draws)
 
 
 class IAF(FlowPosterior):
@@ -267,12 +324,4 @@ class IAF(FlowPosterior):
         )
 
     def transform(self, z: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        log_det = z.new_zeros(z.shape[:-1])
-        for k, made in enumerate(self.steps):
-            if k:
-                z = z.flip(-1)  # the next step's order is the reverse: a permutation, |det| = 1
-            m, s = made(z, params)
-            gate = torch.sigmoid(s)
-            z = gate * z + (1.0 - gate) * m
-            log_det = log_det + F.logsigmoid(s).sum(dim=-1)
-        return z, log_det
+        return iaf_steps(self.steps, z, params, axis=-1)

@@ -30,8 +30,9 @@ from vae.core.errors import ConfigError
 from vae.core.gaussian import LOGVAR_BOUND, GaussianMoments, full_precision, soft_clamp
 from vae.core.kl import Estimator, KLEstimator, KLRegularizer, factorised, resolve_estimator
 from vae.core.split import KLSplit, SplitEstimator, check_estimator, split_at
+from vae.layers.flows import ConvIAF
 from vae.layers.nets.conv import Conv
-from vae.layers.posteriors import DiagonalGaussian, Moments, Posterior
+from vae.layers.posteriors import DiagonalGaussian, FlowDistribution, Moments, Posterior
 from vae.layers.priors import Encode, Prior
 
 
@@ -203,7 +204,7 @@ class GaussianLatent(LatentLayer):
         self.positions = self.dim // self.units
         self.head = head
         posterior = DiagonalGaussian() if posterior is None else posterior
-        if not isinstance(posterior, DiagonalGaussian) and len(self.shape) > 1:
+        if not isinstance(posterior, DiagonalGaussian) and self.positions > 1:  # a 1×1 map is a vector
             raise ConfigError(
                 f"a posterior other than the diagonal Gaussian ({posterior.description}) takes a latent vector, and "
                 f"layer {name} is a {'×'.join(map(str, shape))} feature map: give it resolution 1 (or use the "
@@ -332,8 +333,12 @@ class TopDownLatent(LatentLayer):
                    residual_normal:    N(μ_p + Δμ, (σ_p·Δσ)²)  (NVAE), so the KL depends only on Δμ/σ_p and Δσ
         out        h + W_z z + r, r the prior head's residual features: the state passed down
 
-    prior_head (width → 2c + width channels), posterior_head (2·width → 2c) and project (c → width) replace the
-    default cells where given.
+    prior_head (width → 2c + width channels), posterior_head (2·width → 2c, + the flow's context channels) and project
+    (c → width) replace the default cells where given.
+
+    flow: an IAF on the posterior (``vae.layers.flows.ConvIAF``, IAF's own setting): the posterior head also gives
+    its context map, the draw is flowed, log q carried with it, and the KL is Monte Carlo; the stated posterior mean
+    is the flow at the Gaussian's mean.
 
     Both distributions factorise over (c, h, w): the KL has a closed form ("auto" and "analytic"); "mc" estimates it
     from ``kl_samples`` samples, as for any layer.
@@ -352,15 +357,22 @@ class TopDownLatent(LatentLayer):
         prior_head: nn.Module | None = None,
         posterior_head: nn.Module | None = None,
         project: nn.Module | None = None,
+        flow: ConvIAF | None = None,
+        flow_context: int = 0,
     ) -> None:
         super().__init__()
         self.name, self.units, self.positions = name, channels, positions
         self.width, self.residual_normal = width, residual_normal
         # The default cells (other maps of the same shapes may be given: linear ones make a linear-Gaussian model).
         self.prior_head = prior_head or cell(width, 2 * channels + width, zero_last=True)  # starts at N(0, I)
-        self.posterior_head = posterior_head or cell(2 * width, 2 * channels)
+        self.posterior_head = posterior_head or cell(2 * width, 2 * channels + flow_context)
         self.project = project or Conv(channels, width, kernel_size=1)
-        self.kl_estimator: Estimator = "mc" if kl_estimator == "mc" else "analytic"
+        self.flow = flow
+        if flow is not None:
+            if kl_estimator == "analytic":
+                raise ConfigError(f"kl_estimator 'analytic' needs a closed-form KL, and layer {name}'s IAF has none")
+            self.no_kl_per_unit = "undefined for a correlated posterior (an IAF)"
+        self.kl_estimator: Estimator = "mc" if kl_estimator == "mc" or flow is not None else "analytic"
         self.regularizer = KLRegularizer(estimator=kl_estimator, num_samples=kl_samples)
 
     def prior_parts(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -373,23 +385,41 @@ class TopDownLatent(LatentLayer):
         """h: the top-down state, features: the encoder's at this resolution, both (b, width, h, w). Returns the
         sample and the state passed down."""
         p_mean, p_log_std, residual = self.prior_parts(h)
+        posterior = self.posterior(h, features, p_mean, p_log_std)
+        prior = diagonal_gaussian(p_mean, p_log_std, 3)
+        if self.flow is None:
+            reg = self.regularizer(posterior, prior)
+            z, kl, per_unit, log_q, mean = reg.z, reg.kl, per_channel(reg.kl_per_dim), None, posterior.mean
+        else:  # E_q[log q − log p] over the draws, with log q carried from the change of variables
+            draws, log_qs = posterior.rsample_and_log_prob(torch.Size([self.regularizer.num_samples]))
+            kl = (log_qs - prior.log_prob(draws)).mean(dim=0)
+            z, per_unit, log_q = draws[0], None, log_qs[0]
+            with torch.no_grad():
+                mean = posterior.mean
+        sample = LatentSample(
+            z=z,
+            kl=kl,
+            kl_per_unit=per_unit,
+            posterior_mean=as_units(mean),
+            posterior=posterior,
+            prior=prior,
+            estimator=self.kl_estimator,
+            log_q=log_q,
+        )
+        return sample, h + self.project(z.to(h.dtype)) + residual
+
+    def posterior(self, h: Tensor, features: Tensor, p_mean: Tensor, p_log_std: Tensor) -> Distribution:
+        """q(z_l | x, z_>l), event shape (c, h, w): the diagonal Gaussian, or the IAF's flow of it."""
         q_out = self.posterior_head(torch.cat([h, features], dim=1))
-        q_mean, q_log_std = rearrange(q_out, "b (two c) h w -> two b c h w", two=2)
+        q_mean, q_log_std = rearrange(q_out[:, : 2 * self.units], "b (two c) h w -> two b c h w", two=2)
         q_log_std = soft_clamp(q_log_std, LOGVAR_BOUND / 2)
         if self.residual_normal:
             q_mean, q_log_std = p_mean + q_mean, p_log_std + q_log_std
-        posterior, prior = diagonal_gaussian(q_mean, q_log_std, 3), diagonal_gaussian(p_mean, p_log_std, 3)
-        reg = self.regularizer(posterior, prior)
-        sample = LatentSample(
-            z=reg.z,
-            kl=reg.kl,
-            kl_per_unit=per_channel(reg.kl_per_dim),
-            posterior_mean=as_units(q_mean),
-            posterior=posterior,
-            prior=prior,
-            estimator=reg.estimator,
-        )
-        return sample, h + self.project(reg.z.to(h.dtype)) + residual
+        gaussian = diagonal_gaussian(q_mean, q_log_std, 3)
+        if self.flow is None:
+            return gaussian
+        context, flow = full_precision(q_out[:, 2 * self.units :]), self.flow
+        return FlowDistribution(gaussian, lambda z0: flow.transform(z0, context))
 
     def generate(self, h: Tensor, features: Tensor | None = None, *, temperature: float = 1.0) -> Tensor:
         """The state passed down, without a KL: z_l at the posterior mean given ``features``, or, without them,
@@ -398,10 +428,7 @@ class TopDownLatent(LatentLayer):
         if features is None:
             z = p_mean + temperature * p_log_std.exp() * torch.randn_like(p_mean)
         else:
-            q_mean = rearrange(
-                self.posterior_head(torch.cat([h, features], dim=1)), "b (two c) h w -> two b c h w", two=2
-            )[0]
-            z = p_mean + q_mean if self.residual_normal else q_mean
+            z = self.posterior(h, features, p_mean, p_log_std).mean.to(h.dtype)  # the stated mean, for a flow
         return h + self.project(z) + residual
 
 

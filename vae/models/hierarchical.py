@@ -30,6 +30,7 @@ from vae.core.errors import ConfigError
 from vae.core.gaussian import full_precision
 from vae.core.kl import KLEstimator
 from vae.core.pixels import as_unit
+from vae.layers.flows import IAF, ConvIAF
 from vae.layers.latents import GaussianLatent, LatentSample, TopDownLatent, cell
 from vae.layers.likelihoods import Bernoulli, Likelihood
 from vae.layers.nets.conv import Conv, ConvTranspose, down, up
@@ -136,6 +137,9 @@ class HierarchicalVAE(LatentVariableModel):
         of ``vae.layers.priors``); kl_estimator / kl_samples: as for ``VAE``, for every layer.
     posterior: the top layer's posterior family, as for ``VAE`` (the diagonal Gaussian by default); a full covariance
         or a flow needs a top layer at resolution 1 (a vector).
+    layer_flow: an ``IAF`` (its ``length``, ``hidden`` widths and ``context`` channels) on the posterior of every layer
+        below the top, IAF's own setting: masked k×k convolutions over channels, the context map from each layer's
+        posterior head; their KLs become Monte Carlo. None (the default): diagonal Gaussians.
     image_shape, context_size: from the data (``LatentVariableModel``).
     """
 
@@ -154,6 +158,7 @@ class HierarchicalVAE(LatentVariableModel):
         likelihood: Likelihood | None = None,
         prior: Prior | None = None,
         posterior: Posterior | None = None,
+        layer_flow: IAF | None = None,
         kl_estimator: KLEstimator = "auto",
         kl_samples: int = 1,
     ) -> None:
@@ -210,6 +215,7 @@ class HierarchicalVAE(LatentVariableModel):
             features=2 * width_at(top) * top * top * self.aspect,
         )
         self.top_project = Conv(c_top, width_at(top), kernel_size=1)
+        context = 0 if layer_flow is None else layer_flow.context_size
         self.below = nn.ModuleList(
             TopDownLatent(
                 name=name,
@@ -220,7 +226,16 @@ class HierarchicalVAE(LatentVariableModel):
                 kl_estimator=kl_estimator,
                 kl_samples=kl_samples,
                 prior_head=cell(width_at(r), 2 * channels + width_at(r), zero_last=True, kernel_size=kernel(r)),
-                posterior_head=cell(2 * width_at(r), 2 * channels, kernel_size=kernel(r)),
+                posterior_head=cell(2 * width_at(r), 2 * channels + context, kernel_size=kernel(r)),
+                flow=None
+                if layer_flow is None
+                else ConvIAF(
+                    channels=channels,
+                    length=layer_flow.length,
+                    hidden=layer_flow.hidden,
+                    context=context,
+                    kernel_size=kernel(r),
+                ),
             )
             for name, channels, r in zip(names[1:], latent_channels[1:], resolutions[1:])
         )

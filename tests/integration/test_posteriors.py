@@ -1,0 +1,156 @@
+"""Posterior families and samplers through the `vae` commands, in this process, on the embedded digits, as a new user
+runs them (no W&B key): the shipped posterior configs train; a flow posterior's run reports its KL estimator (Monte
+Carlo, log q carried), evaluates with its inference gap and says why it has no KL per dimension, encodes its stated
+posterior mean, exports, loads with ``vae.load`` and resumes; `vae sample --sampler gmm|flow` fits a sampler to the
+training codes once, saves it and reuses it; and `vae compare` runs a study across posteriors."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import QUICKSTART, REPO, new_user, offline, run
+from exported import assert_same, run_exported
+
+import vae
+from vae.data.embedded import EmbeddedMNIST
+from vae.layers.flows import IAF
+
+POSTERIORS = REPO / "configs" / "posteriors"
+SHORT = ["--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "2", "--trainer.log_every_n_steps", "2"]
+
+
+def only_run(root):
+    (folder,) = (root / "runs" / "vae").iterdir()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def iaf_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("iaf")
+    env = new_user(root / "home")
+    config = ["--config", str(QUICKSTART), "--config", str(POSTERIORS / "iaf.yaml")]
+    result = run(["fit", *config, *SHORT, "--trainer.max_epochs", "2"], cwd=root, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root, env, only_run(root), result
+
+
+def test_a_flow_posterior_trains_evaluates_with_its_inference_gap_and_encodes_its_stated_mean(iaf_run):
+    root, env, folder, fitted = iaf_run
+    assert "KL estimator: mc (Monte Carlo, 1 sample(s), log q(z|x) carried through the flow)" in fitted.stdout
+    model = vae.load(folder)
+    assert isinstance(model.latent.posterior, IAF)
+    evaluated = run(["evaluate", str(folder), "--samples", "50", "--limit", "1"], cwd=root, env=env)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    (written,) = (folder / "checkpoints").glob("*.test.k50.json")
+    numbers = json.loads(written.read_text())
+    assert numbers["inference_gap"] == pytest.approx(numbers["log_likelihood"] - numbers["elbo"], abs=1e-6)
+    assert numbers["kl_per_dim"] is None
+    assert "n/a (undefined for a correlated posterior (IAF of 2 step(s)))" in evaluated.stdout
+    assert "inference gap" in evaluated.stdout
+
+    encoded = run(["encode", str(folder), "--out", "codes.npz", "--limit", "1"], cwd=root, env=env)
+    assert encoded.returncode == 0, encoded.stderr[-3000:]
+    codes = np.load(root / "codes.npz")
+    data = EmbeddedMNIST(val_size=500, test_size=500, binarize="dynamic", batch_size=len(codes["mean"]))
+    data.setup("test")
+    images, _ = next(iter(data.loader("test", shuffle=False)))
+    expected = model.encode(images).mean  # the flow at the Gaussian's mean
+    assert np.allclose(codes["mean"], expected.numpy(), atol=1e-5)
+
+
+def test_a_flow_posteriors_encoder_and_decoder_export(iaf_run, tmp_path):
+    root, env, folder, _ = iaf_run
+    exported = run(
+        ["export", str(folder), "--out", str(tmp_path / "export"), "--format", "torchscript"], cwd=root, env=env
+    )
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    model = vae.load(folder)
+    x = torch.rand(3, 1, 28, 28)
+    (mean, *_) = run_exported(tmp_path / "export" / "encoder.pt", x)
+    assert_same((mean,), (model.encode(x).mean,))  # the flow at the Gaussian's mean, as eager
+
+
+def test_vae_sample_fits_a_sampler_to_the_training_codes_once_and_reuses_it(iaf_run):
+    root, env, folder, _ = iaf_run
+    first = run(["sample", str(folder), "--sampler", "gmm", "--n", "9", "--out", "gmm.png"], cwd=root, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "fitted the gmm sampler to" in first.stdout and "from the gmm sampler" in first.stdout
+    (saved,) = (folder / "checkpoints").glob("*.sampler-gmm.pt")
+    again = run(["sample", str(folder), "--sampler", "gmm", "--n", "9", "--out", "again.png"], cwd=root, env=env)
+    assert again.returncode == 0 and "fitted" not in again.stdout
+    assert (root / "gmm.png").read_bytes() == (root / "again.png").read_bytes()  # the same sampler, the same seed
+    flow = run(["sample", str(folder), "--sampler", "flow", "--n", "4", "--out", "flow.png"], cwd=root, env=env)
+    assert flow.returncode == 0 and (root / "flow.png").is_file(), flow.stderr[-3000:]
+    # A sampler saved for another model (here: this one's, beside a checkpoint of other weights) is refused.
+    checkpoint = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)
+    name = next(iter(checkpoint["state_dict"]))
+    checkpoint["state_dict"][name] = checkpoint["state_dict"][name] + 0.01
+    stranger = folder / "checkpoints" / "other.ckpt"
+    torch.save(checkpoint, stranger)
+    stranger.with_suffix(".sampler-gmm.pt").write_bytes(saved.read_bytes())
+    refused = run(["sample", str(stranger), "--sampler", "gmm", "--out", "no.png"], cwd=root, env=env)
+    assert refused.returncode != 0 and not (root / "no.png").exists()
+    assert "was fitted to another model" in refused.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("posterior", ["full_covariance", "planar", "sylvester"])
+def test_the_shipped_posterior_configs_train(posterior, tmp_path):
+    config = ["--config", str(QUICKSTART), "--config", str(POSTERIORS / f"{posterior}.yaml")]
+    result = run(["fit", *config, *SHORT, "--trainer.max_epochs", "1"], cwd=tmp_path, env=new_user(tmp_path / "home"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    estimator = "analytic (closed form)" if posterior == "full_covariance" else "mc (Monte Carlo"
+    assert f"KL estimator: {estimator}" in result.stdout
+    model = vae.load(only_run(tmp_path))
+    x = torch.rand(4, 1, 28, 28)
+    assert torch.isfinite(model.log_likelihood(x, samples=8)).all()
+
+
+def test_a_resumed_flow_run_continues_exactly(tmp_path):
+    """Two epochs, stopped after the first and resumed, equal two unbroken epochs, weight for weight."""
+    config = ["--config", str(QUICKSTART), "--config", str(POSTERIORS / "sylvester.yaml"), *SHORT]
+    config += ["--trainer.deterministic", "true", "--model.model.latent_dim", "4"]
+    unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
+    for folder in (unbroken, broken):
+        folder.mkdir()
+    assert run(["fit", *config, "--trainer.max_epochs", "2"], cwd=unbroken, env=offline(unbroken)).returncode == 0
+    assert run(["fit", *config, "--trainer.max_epochs", "1"], cwd=broken, env=offline(broken)).returncode == 0
+    resumed = run(["fit", *config, "--trainer.max_epochs", "2", "--ckpt_path", "last"], cwd=broken, env=offline(broken))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = torch.load(only_run(unbroken) / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(only_run(broken) / "checkpoints" / "last.ckpt", weights_only=True)
+    for name, tensor in a["state_dict"].items():
+        assert torch.equal(tensor, b["state_dict"][name]), name
+
+
+def test_compare_runs_a_study_of_posteriors(tmp_path):
+    """Two runs of configs/studies/posteriors.yaml (the diagonal Gaussian and IAF), one short epoch each, as `vae
+    compare` starts them: the table names each run's model and carries its terms."""
+    shipped = yaml.safe_load((REPO / "configs" / "studies" / "posteriors.yaml").read_text())
+    assert set(shipped["runs"]) == {"diagonal", "full-covariance", "planar-8", "sylvester-4", "iaf-2"}
+    study = {**shipped, "config": str(QUICKSTART), "args": []}
+    study["runs"] = {name: shipped["runs"][name] for name in ("diagonal", "iaf-2")}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    out = tmp_path / "out"
+    args = [
+        "compare",
+        "--study",
+        str(path),
+        "--out",
+        str(out),
+        "--jobs",
+        "2",
+        "--",
+        "--trainer.max_epochs",
+        "1",
+        *SHORT,
+    ]
+    result = run(args, cwd=tmp_path, env=offline(tmp_path))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rows = {row["name"]: row for row in csv.DictReader((out / "results.csv").open())}
+    assert rows["iaf-2"]["model"].startswith("VAE(posterior=IAF(") and "DiagonalGaussian" in rows["diagonal"]["model"]
+    for row in rows.values():
+        assert float(row["elbo"]) == pytest.approx(-float(row["recon"]) - float(row["kl"]), abs=1e-3)
