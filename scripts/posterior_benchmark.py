@@ -12,8 +12,10 @@ of draws:
     gap        log (1/K) Σ_k w_k − (1/K) Σ_k log w_k       ≤ E KL(q(z|x) ‖ p(z|x)): how far q is from the true posterior
 
 each with its standard error over the images, and the differences from the diagonal posterior paired over the same
-images. Also the active units and the wall time of a training step (forward, backward and Adam on a batch of 128,
-timed after the run, mean ± standard error over ``--timed-steps``). Prints a Markdown table.
+images. Also the active units, the steps each run took in its wall time (and the step of its best checkpoint by
+validation ELBO, the one scored), and the wall time of a training step (forward, backward and Adam on a batch of 128,
+timed after the run, mean ± standard error over ``--timed-steps``; ``--time-only`` times them again on a quiet
+machine). Prints Markdown tables (``--report-only`` prints them again).
 
     python scripts/posterior_benchmark.py --minutes 15 --out runs/bench/posteriors
 """
@@ -105,7 +107,8 @@ def score(checkpoint: Path, *, test_images: int, samples: int, timed_steps: int)
         "active_units": result.active_units,
         "step_s": (seconds, seconds_se),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "steps": steps_of(checkpoint),
+        "steps": steps_of(checkpoint),  # the best checkpoint's (by validation ELBO)
+        "trained_steps": steps_of(checkpoint.parent / "last.ckpt"),  # all the run took in its wall time
     }
 
 
@@ -121,14 +124,21 @@ def main() -> None:
     parser.add_argument(
         "--time-only", action="store_true", help="time the steps of the runs already in --out again (a quiet machine)"
     )
+    parser.add_argument("--report-only", action="store_true", help="print the tables of the results in --out")
     args = parser.parse_args()
-    earlier = json.loads((args.out / "results.json").read_text()) if args.score_only or args.time_only else {}
+    if args.report_only:
+        report(json.loads((args.out / "results.json").read_text()), test_images=args.test_images, samples=args.samples)
+        return
+    results = args.out / "results.json"
+    earlier = json.loads(results.read_text()) if results.is_file() else {}  # runs not redone stay in the table
     rows = {}
     for name in args.only:
         if args.time_only:
             model = load_module(Path(earlier[name]["checkpoint"])).model
             batches = test_batches(Path(earlier[name]["checkpoint"]), 200)
-            rows[name] = {**earlier[name], "step_s": step_time(model, batches, steps=args.timed_steps)}
+            seconds = step_time(model, batches, steps=args.timed_steps)
+            trained = steps_of(Path(earlier[name]["checkpoint"]).parent / "last.ckpt")
+            rows[name] = {**earlier[name], "step_s": seconds, "trained_steps": trained}
             (args.out / "results.json").write_text(json.dumps({**earlier, **rows}, indent=1))
             continue
         if args.score_only:
@@ -138,13 +148,22 @@ def main() -> None:
         numbers = score(checkpoint, test_images=args.test_images, samples=args.samples, timed_steps=args.timed_steps)
         rows[name] = {"wall_s": wall, "checkpoint": str(checkpoint), **numbers}
         print(json.dumps({name: rows[name]}), flush=True)
-        (args.out / "results.json").write_text(json.dumps(rows, indent=1))
-    print(f"\ntest images: {args.test_images}; K = {args.samples}; nats per image, mean ± standard error\n")
-    print("| posterior | parameters | steps | test ELBO | test IW-NLL | inference gap | active units | s/step |")
+        (args.out / "results.json").write_text(json.dumps({**earlier, **rows}, indent=1))
+    report({**earlier, **rows}, test_images=args.test_images, samples=args.samples)
+
+
+def report(rows: dict, *, test_images: int, samples: int) -> None:
+    """The Markdown tables: each run's numbers, and the differences from the diagonal posterior, paired."""
+    print(f"\ntest images: {test_images}; K = {samples}; nats per image, mean ± standard error\n")
+    print(
+        "| posterior | parameters | steps trained (best at) | test ELBO | test IW-NLL | inference gap | active units "
+        "| s/step |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, r in rows.items():
         print(
-            f"| {name} | {r['parameters']:,} | {r['steps']:,} | {r['elbo'][0]:.2f} ± {r['elbo'][1]:.2f} "
+            f"| {name} | {r['parameters']:,} | {r.get('trained_steps', 0):,} ({r['steps']:,}) "
+            f"| {r['elbo'][0]:.2f} ± {r['elbo'][1]:.2f} "
             f"| {r['nll'][0]:.2f} ± {r['nll'][1]:.2f} | {r['gap'][0]:.2f} ± {r['gap'][1]:.2f} | {r['active_units']} "
             f"| {r['step_s'][0]:.4f} ± {r['step_s'][1]:.4f} |"
         )

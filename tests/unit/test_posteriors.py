@@ -20,7 +20,7 @@ from vae.layers.flows import IAF, ConvIAF, Planar, Sylvester, orthonormalise
 from vae.layers.likelihoods import Gaussian
 from vae.layers.nets import LinearNet
 from vae.layers.posteriors import FlowDensityError, FullCovariance
-from vae.layers.priors import LearnedFullGaussian, VampPrior
+from vae.layers.priors import FlowPrior, LearnedFullGaussian, VampPrior
 from vae.models.hierarchical import HierarchicalVAE
 from vae.models.vae import VAE
 
@@ -358,3 +358,18 @@ def test_bad_posteriors_are_one_line_errors(make, message):
     with pytest.raises(ConfigError, match=message) as error:
         make()
     assert "\n" not in str(error.value)
+
+
+def test_a_flows_log_q_and_kl_stay_float32_under_bf16_autocast():
+    torch.manual_seed(0)
+    model = VAE(
+        image_shape=(1, 28, 28),
+        latent_dim=4,
+        posterior=IAF(length=2, hidden=(16,), context=4),
+        prior=FlowPrior(transforms=1, hidden=(8,)),
+    )
+    x = torch.rand(4, 1, 28, 28).round()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        latent = model(x).latents["z"]
+    assert latent.log_q.dtype == latent.kl.dtype == latent.z.dtype == torch.float32
+    assert torch.isfinite(latent.kl).all()

@@ -307,8 +307,7 @@ class GaussianLatent(LatentLayer):
             draws, log_qs = posterior.rsample_and_log_prob(torch.Size([self.regularizer.num_samples]))
             kl = (log_qs - prior.log_prob(draws)).mean(dim=0)
             z, per_dim, estimator, log_q = draws[0], None, "mc", log_qs[0]
-            with torch.no_grad():
-                mean = posterior.mean
+            mean = posterior.mean.detach()  # statistics only (a no_grad block here trips torch's module tracker)
         return LatentSample(
             z=self.unflatten(z),
             kl=kl,
@@ -394,8 +393,7 @@ class TopDownLatent(LatentLayer):
             draws, log_qs = posterior.rsample_and_log_prob(torch.Size([self.regularizer.num_samples]))
             kl = (log_qs - prior.log_prob(draws)).mean(dim=0)
             z, per_unit, log_q = draws[0], None, log_qs[0]
-            with torch.no_grad():
-                mean = posterior.mean
+            mean = posterior.mean.detach()  # statistics only (a no_grad block here trips torch's module tracker)
         sample = LatentSample(
             z=z,
             kl=kl,

@@ -67,7 +67,7 @@ class FlowDistribution(Distribution):
         """Draws z (*sample_shape, b, d) and log q(z|x) at each (*sample_shape, b), reparameterised."""
         shape = torch.Size(sample_shape)
         z0 = self.base.rsample(torch.Size([int(shape.numel())]))  # (s, b, d)
-        z, log_det = self.transform(z0)
+        z, log_det = self.flowed(z0)
         log_q = self.base.log_prob(z0) - log_det
         return z.reshape(*shape, *z.shape[1:]), log_q.reshape(*shape, *log_q.shape[1:])
 
@@ -82,7 +82,12 @@ class FlowDistribution(Distribution):
 
     @property
     def mean(self) -> Tensor:
-        return self.transform(self.base.mean.unsqueeze(0))[0][0]
+        return self.flowed(self.base.mean.unsqueeze(0))[0][0]
+
+    def flowed(self, z0: Tensor) -> tuple[Tensor, Tensor]:
+        """The flow in float32 even under bf16/fp16 autocast: log q needs it, as every density here does."""
+        with torch.autocast(z0.device.type, enabled=False):
+            return self.transform(full_precision(z0))
 
 
 class Posterior(Configurable, nn.Module):
