@@ -10,6 +10,7 @@ from torch.distributions import MultivariateNormal
 
 from vae.core.errors import ConfigError, DataError
 from vae.layers.priors import FlowPrior
+from vae.models.hierarchical import HierarchicalVAE
 from vae.models.samplers import FlowSampler, fit_sampler, load_sampler, make_sampler, save_sampler
 from vae.models.vae import VAE
 
@@ -39,6 +40,18 @@ def test_a_flow_prior_trains_with_a_monte_carlo_kl_and_samples_at_a_temperature(
     assert vae.latent.prior.flow.transform.transforms[0].hyper[0].weight.grad.abs().sum() > 0
     cold = vae.latent.sample_prior(5, encode=vae.posterior, temperature=0.0)
     assert torch.allclose(cold, cold[:1].expand(5, -1)) and vae.sample(3).shape == (3, 1, 28, 28)
+
+
+def test_a_flow_prior_on_a_hierarchys_top_layer():
+    torch.manual_seed(0)
+    model = HierarchicalVAE(
+        image_shape=(1, 28, 28), latent_channels=(8, 4), resolutions=(1, 7), width=16, prior=FlowPrior(hidden=(16,))
+    )
+    x = torch.rand(3, 1, 28, 28).round()
+    top = model(x).latents["z2"]
+    assert model.top.kl_estimator == top.estimator == "mc"
+    torch.testing.assert_close(top.kl, top.posterior.log_prob(top.flat_z()) - top.prior.log_prob(top.flat_z()))
+    assert model.sample(2, temperature=0.5).shape == (2, 1, 28, 28)
 
 
 def gaussian_codes(n=20_000, d=3, seed=0):

@@ -146,6 +146,8 @@ class FullCovariance(Posterior):
     description = "full-covariance Gaussian"
 
     def build(self, *, dim: int, features: int) -> None:
+        if features < 1:
+            raise ConfigError("FullCovariance reads its Cholesky factor from the layer's input: give its size")
         self.register_buffer("rows", torch.tril_indices(dim, dim, offset=-1)[0], persistent=False)
         self.register_buffer("cols", torch.tril_indices(dim, dim, offset=-1)[1], persistent=False)
         self.off_diagonal = nn.Linear(features, dim * (dim - 1) // 2)
