@@ -127,9 +127,11 @@ def test_a_resumed_flow_run_continues_exactly(tmp_path):
         assert torch.equal(tensor, b["state_dict"][name]), name
 
 
+@pytest.mark.slow
 def test_compare_runs_a_study_of_posteriors(tmp_path):
     """Two runs of configs/studies/posteriors.yaml (the diagonal Gaussian and IAF), one short epoch each, as `vae
-    compare` starts them: the table names each run's model and carries its terms."""
+    compare` starts them: the table names each run's model and carries its terms (slow: the study machinery with
+    models is in the default suite through the quantizer study)."""
     shipped = yaml.safe_load((REPO / "configs" / "studies" / "posteriors.yaml").read_text())
     assert set(shipped["runs"]) == {"diagonal", "full-covariance", "planar-8", "sylvester-4", "iaf-2"}
     study = {**shipped, "config": str(QUICKSTART), "args": []}

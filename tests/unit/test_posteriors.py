@@ -373,3 +373,29 @@ def test_a_flows_log_q_and_kl_stay_float32_under_bf16_autocast():
         latent = model(x).latents["z"]
     assert latent.log_q.dtype == latent.kl.dtype == latent.z.dtype == torch.float32
     assert torch.isfinite(latent.kl).all()
+
+
+def test_an_iafs_output_is_in_the_bases_order_whatever_its_length():
+    """Steps that are the identity (m = 0, σ → 1) give back z for 1, 2 and 3 steps: the reversals between steps are
+    undone at the end, so the flowed mean f(μ)_i pairs with the base's variance σ_i²."""
+    for length in (1, 2, 3):
+        flow = IAF(length=length, hidden=(8,), context=2).bind(dim=4, features=3).double()
+        with torch.no_grad():
+            for made in flow.steps:
+                made.output.layer.bias[4:] = 40.0  # σ = sigmoid(40): 1 to double precision
+        z = torch.randn(1, 5, 4, dtype=F64)
+        out, _ = flow.transform(z, torch.randn(5, 2, dtype=F64))
+        torch.testing.assert_close(out, z, rtol=0, atol=1e-12)
+
+
+def test_dip_vae_is_refused_for_a_flow_posterior_before_training_and_factor_vae_trains_on_it():
+    from vae.objectives import ELBO
+    from vae.objectives.penalties import DIPVAE, FactorVAE
+
+    model = VAE(image_shape=(1, 28, 28), latent_dim=4, posterior=IAF(length=1, hidden=(8,), context=2))
+    with pytest.raises(ConfigError, match="needs a diagonal Gaussian posterior") as error:
+        ELBO(penalty=DIPVAE()).bind(model)
+    assert "\n" not in str(error.value)
+    objective = ELBO(penalty=FactorVAE(hidden=8, depth=1)).bind(model)
+    loss = objective(model(torch.rand(6, 1, 28, 28).round()), step=0, training=True)
+    assert torch.isfinite(loss.loss) and "factor_vae/tc" in loss.terms

@@ -112,9 +112,11 @@ def test_a_saved_sampler_is_refused_for_another_model_or_code_size(tmp_path):
     assert "\n" not in str(error.value)
     with pytest.raises(ConfigError, match="fitted to another model"):
         load_sampler(path, fingerprint="def", dim=3)
-    path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(DataError, match="not a sampler file"):
-        load_sampler(path, fingerprint="abc", dim=3)
+    for damaged in (path.read_bytes()[:100], b"", b"not a torch file at all\n" * 10):
+        path.write_bytes(damaged)
+        with pytest.raises(DataError, match="not a sampler file") as error:
+            load_sampler(path, fingerprint="abc", dim=3)
+        assert "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize(

@@ -200,7 +200,7 @@ def pythae_rates(
     except ImportError:
         return None
     ours_vae = make()
-    if not isinstance(ours_vae, VAE):  # pythae has no hierarchical VAE to compare with
+    if not isinstance(ours_vae, VAE) or not ours_vae.latent.diagonal:  # pythae's VAE: one diagonal Gaussian latent
         return None
     config = VAEConfig(input_dim=(1, 28, 28), latent_dim=ours_vae.latent_dim, reconstruction_loss="bce")
     if isinstance(ours_vae.network, PythaeMNISTConv):  # pythae's own networks, on its home ground

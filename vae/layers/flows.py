@@ -90,7 +90,7 @@ class Planar(FlowPosterior):
             u, w, b = step[:, :d], step[:, d : 2 * d], step[:, 2 * d :]
             wu = (w * u).sum(dim=-1, keepdim=True)
             w_u_hat = F.softplus(wu) - 1.0  # wᵀû = m(wᵀu) > −1
-            u_hat = u + (w_u_hat - wu) * w / w.square().sum(dim=-1, keepdim=True)
+            u_hat = u + (w_u_hat - wu) * w / w.square().sum(dim=-1, keepdim=True).clamp_min(1e-12)
             t = torch.tanh((z * w).sum(dim=-1, keepdim=True) + b)  # (s, b, 1)
             log_det = log_det + torch.log1p((1.0 - t.square()) * w_u_hat).squeeze(-1)
             z = z + u_hat * t
@@ -267,8 +267,8 @@ class MADE(nn.Module):
 
 
 def iaf_steps(steps: nn.ModuleList, z: Tensor, context: Tensor, *, axis: int) -> tuple[Tensor, Tensor]:
-    """IAF's steps on z, the order reversed along ``axis`` between steps: f(z) and log |det ∂f/∂z|, summed over all but
-    the leading ``axis`` axes."""
+    """IAF's steps on z, the order reversed along ``axis`` between steps (and the output put back in z's order): f(z)
+    and log |det ∂f/∂z|, summed over all but the leading ``axis`` axes."""
     log_det = z.new_zeros(z.shape[:axis])
     for k, made in enumerate(steps):
         if k:
@@ -277,6 +277,8 @@ def iaf_steps(steps: nn.ModuleList, z: Tensor, context: Tensor, *, axis: int) ->
         gate = torch.sigmoid(s)
         z = gate * z + (1.0 - gate) * m
         log_det = log_det + F.logsigmoid(s).flatten(axis).sum(dim=-1)
+    if len(steps) % 2 == 0:
+        z = z.flip(axis)  # back in the base's order: f(z)_i pairs with z_i (a code's mean with its variance)
     return z, log_det
 
 

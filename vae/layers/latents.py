@@ -160,6 +160,7 @@ class LatentLayer(nn.Module):
     factorises: bool = True  # whether its KL has a part per unit (``LatentSample.kl_per_unit``): not for a mixture
     clusters: bool = False  # whether its posterior assigns each example to a cluster (one categorical variable)
     no_kl_per_unit: str | None = None  # why the KL has no part per unit, in words, where a reader would look for one
+    diagonal: bool = False  # whether q is a diagonal Gaussian (posterior means and variances per unit)
 
     @property
     def kl_description(self) -> str:
@@ -217,6 +218,7 @@ class GaussianLatent(LatentLayer):
                 "(GaussianMixture, StandardNormal) or a Gaussian posterior"
             )
         self.posterior = posterior.bind(dim=self.dim, features=features)
+        self.diagonal = isinstance(posterior, DiagonalGaussian)
         self.prior = prior.bind(latent_dim=self.dim, image_shape=image_shape)
         self.prior_name = type(prior).__name__
         self.kl_estimator: Estimator = "analytic"
@@ -366,8 +368,9 @@ class TopDownLatent(LatentLayer):
         self.prior_head = prior_head or cell(width, 2 * channels + width, zero_last=True)  # starts at N(0, I)
         self.posterior_head = posterior_head or cell(2 * width, 2 * channels + flow_context)
         self.project = project or Conv(channels, width, kernel_size=1)
-        self.flow = flow
+        self.flow, self.diagonal = flow, flow is None
         if flow is not None:
+            self.factorises = False
             if kl_estimator == "analytic":
                 raise ConfigError(f"kl_estimator 'analytic' needs a closed-form KL, and layer {name}'s IAF has none")
             self.no_kl_per_unit = "undefined for a correlated posterior (an IAF)"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,7 @@ class FlowSampler(CodeSampler):
         cut = max(1, len(standard) // 10)
         check, train = standard[:cut], standard[cut:]
         optimizer = torch.optim.Adam(self.flow.parameters(), lr=1e-3)
-        best, best_state, waited = -math.inf, copy.deepcopy(self.flow.state_dict()), 0
+        best, best_state, waited = -math.inf, None, 0
         bar = tqdm(range(self.steps), desc="fitting the flow sampler", disable=None if progress else True, leave=False)
         with bar:
             for step in bar:
@@ -150,7 +151,8 @@ class FlowSampler(CodeSampler):
                         waited += 1
                         if waited == 10:
                             break
-        self.flow.load_state_dict(best_state)
+        if best_state is not None:  # else fewer than 50 steps: the last state
+            self.flow.load_state_dict(best_state)
         self.eval()
 
     def log_prob(self, codes: Tensor) -> Tensor:
@@ -218,10 +220,13 @@ def save_sampler(path: Path, sampler: CodeSampler, *, fingerprint: str) -> None:
 
 def load_sampler(path: Path, *, fingerprint: str, dim: int) -> CodeSampler:
     """A saved sampler, refused in one line if it was fitted to another model or to codes of another size."""
+    unreadable = (OSError, RuntimeError, KeyError, TypeError, ValueError, EOFError, pickle.UnpicklingError)
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
         kind, saved_dim, saved = content["kind"], int(content["dim"]), content["fingerprint"]
-    except (OSError, RuntimeError, KeyError, TypeError, ValueError) as error:
+        if content["format"] != FORMAT:
+            raise ValueError(f"format {content['format']}, this version reads {FORMAT}")
+    except unreadable as error:
         raise DataError(f"cannot read the sampler {path}: not a sampler file ({type(error).__name__})") from error
     if saved_dim != dim:
         raise ConfigError(
@@ -233,6 +238,10 @@ def load_sampler(path: Path, *, fingerprint: str, dim: int) -> CodeSampler:
             f"the sampler {path} was fitted to another model (fingerprint {saved}, this one {fingerprint}): fit one "
             "for this model (vae sample --sampler gmm|flow --refit)"
         )
-    sampler = make_sampler(kind, dim=dim, **content["settings"])
-    sampler.load_state_dict(content["state"])
+    try:
+        sampler = make_sampler(kind, dim=dim, **content["settings"])
+        sampler.load_state_dict(content["state"])
+    except (KeyError, TypeError, RuntimeError) as error:
+        reason = f"its settings or weights do not fit ({type(error).__name__})"
+        raise DataError(f"cannot read the sampler {path}: {reason}") from error
     return sampler.eval()

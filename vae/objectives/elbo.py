@@ -228,6 +228,11 @@ class ELBO(Objective):
                 "Gaussian prior on it (StandardNormal or LearnedGaussian): not a mixture, the VampPrior, or a prior "
                 "that depends on a label"
             )
+        if penalty.needs_diagonal_posterior and not top.diagonal:
+            raise ConfigError(
+                f"{type(penalty).__name__} reads the posterior means and variances of the top latent layer, which "
+                "needs a diagonal Gaussian posterior (not a full covariance or a flow)"
+            )
         penalty.bind(units=top.units * top.positions)
         return self
 

@@ -56,6 +56,7 @@ class Penalty(Configurable, nn.Module, ABC):
     estimator); term_names: the raw terms it returns."""
 
     needs_split: bool = False
+    needs_diagonal_posterior: bool = False  # reads the top layer's posterior means and variances (a diagonal Gaussian)
     term_names: tuple[str, ...] = ()
     units: int | None = None  # set by bind
 
@@ -172,7 +173,7 @@ class FactorVAE(Penalty):
         return [{"params": list(self.discriminator.parameters()), "lr": self.lr, "betas": self.betas}]
 
     def forward(self, top: LatentSample, split: KLSplit | None, *, samples: int, training: bool) -> Penalized:
-        z = full_precision(first_draw(top, samples)[0])  # (b, d)
+        z = full_precision(top.flat_z()[: len(top.z) // samples])  # (b, d), the first draw: any posterior will do
         frozen = {name: p.detach() for name, p in self.discriminator.named_parameters()}
         logits = functional_call(self.discriminator, frozen, (z,))  # the model's gradient only
         tc = (logits[:, 0] - logits[:, 1]).mean()
@@ -213,6 +214,7 @@ class DIPVAE(Penalty):
     """
 
     term_names = ("dip/off_diagonal", "dip/diagonal")
+    needs_diagonal_posterior = True
 
     def __init__(
         self, *, kind: Literal["i", "ii"] = "ii", lambda_od: float = 10.0, lambda_d: float | None = None

@@ -226,7 +226,10 @@ class FreeBits(Weighting):
         groups = []
         for name, per_unit in kl.per_unit.items():
             if per_unit is None:
-                raise ConfigError("FreeBits needs the KL per latent unit; this prior has none: use a factorised prior")
+                raise ConfigError(
+                    f"FreeBits per unit needs the KL of each latent unit, and layer {name} has none (a correlated "
+                    "posterior, or a prior that does not factorise): use per: layer"
+                )
             if per_unit.shape[-1] % self.group_size:
                 raise ConfigError(
                     f"FreeBits group_size {self.group_size} must divide the units of layer {name} "
