@@ -81,7 +81,7 @@ def test_free_bits_groups_and_schedules():
     assert out.kl_weight == 0.5 and out.loss.item() == pytest.approx(0.5 * (0.5 + 1.8))
     with pytest.raises(ConfigError, match=r"must divide the units of layer z \(4\)"):
         FreeBits(group_size=3)(torch.zeros(1), parts(kl_per_dim.sum(-1), kl_per_dim), step=0, training=True)
-    with pytest.raises(ConfigError, match="needs the KL per latent unit"):
+    with pytest.raises(ConfigError, match="needs the KL of each latent unit, and layer z has none"):
         FreeBits()(torch.zeros(1), parts(kl_per_dim.sum(-1), None), step=0, training=True)
 
 
