@@ -158,3 +158,25 @@ def test_compare_runs_a_study_of_posteriors(tmp_path):
     assert rows["iaf-2"]["model"].startswith("VAE(posterior=IAF(") and "DiagonalGaussian" in rows["diagonal"]["model"]
     for row in rows.values():
         assert float(row["elbo"]) == pytest.approx(-float(row["recon"]) - float(row["kl"]), abs=1e-3)
+
+
+def test_a_hierarchy_with_iaf_in_every_layer_trains_from_yaml(tmp_path):
+    """docs/posteriors.md's YAML: an IAF on the top layer (`posterior`) and on every layer below it (`layer_flow`)."""
+    overlay = {
+        "model": {
+            "model": {
+                "init_args": {
+                    "posterior": {"class_path": "vae.layers.flows.IAF", "init_args": {"length": 2, "context": 16}},
+                    "layer_flow": {"class_path": "vae.layers.flows.IAF", "init_args": {"hidden": [16], "context": 8}},
+                }
+            }
+        }
+    }
+    path = tmp_path / "overlay.yaml"
+    path.write_text(yaml.safe_dump(overlay))
+    config = ["--config", str(REPO / "configs" / "hvae_quickstart.yaml"), "--config", str(path), *SHORT]
+    result = run(["fit", *config, "--trainer.max_epochs", "1"], cwd=tmp_path, env=new_user(tmp_path / "home"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "KL estimator: mc (Monte Carlo, 1 sample(s), log q(z|x) carried through the flow)" in result.stdout
+    model = vae.load(only_run(tmp_path))
+    assert all(layer.flow is not None for layer in model.below) and isinstance(model.top.posterior, IAF)

@@ -170,6 +170,11 @@ class LatentLayer(nn.Module):
         return f"Monte Carlo, {self.regularizer.num_samples} sample(s)"
 
 
+def carried(layer: LatentLayer) -> str:
+    """The KL of a layer with a flow posterior, in words."""
+    return f"Monte Carlo, {layer.regularizer.num_samples} sample(s), log q(z|x) carried through the flow"
+
+
 class GaussianLatent(LatentLayer):
     """A Gaussian posterior from ``head`` (or a family built on it: a full covariance, a flow) against an unconditional
     prior over ``shape``.
@@ -226,9 +231,7 @@ class GaussianLatent(LatentLayer):
 
     @property
     def kl_description(self) -> str:
-        if not self.posterior.density:
-            return f"Monte Carlo, {self.regularizer.num_samples} sample(s), log q(z|x) carried through the flow"
-        return super().kl_description
+        return carried(self) if not self.posterior.density else super().kl_description
 
     def resolve(self, estimator: KLEstimator, encode: Encode) -> None:
         """Resolve "auto" for this prior now, and refuse "analytic" where it has no closed form, before training."""
@@ -376,6 +379,10 @@ class TopDownLatent(LatentLayer):
             self.no_kl_per_unit = "undefined for a correlated posterior (an IAF)"
         self.kl_estimator: Estimator = "mc" if kl_estimator == "mc" or flow is not None else "analytic"
         self.regularizer = KLRegularizer(estimator=kl_estimator, num_samples=kl_samples)
+
+    @property
+    def kl_description(self) -> str:
+        return carried(self) if self.flow is not None else super().kl_description
 
     def prior_parts(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(μ_p, log σ_p, residual features) from the top-down state h (b, width, h, w)."""
