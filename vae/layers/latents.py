@@ -300,19 +300,21 @@ class GaussianLatent(LatentLayer):
         and every output has K·b rows laid out "(k b)". prior: a prior of this batch's own in place of the layer's
         (a conditional p(z | y), ``vae.models.conditional``), batch shape (K·b,) laid out "(k b)"."""
         moments, extra = self.parts(h)
+        # The stated mean, once per example (a flow's costs a pass of the flow), before the K draws' repeat.
+        mean = moments.mean if self.posterior.density else self.posterior.distribution(moments, extra).mean.detach()
         if samples > 1:
             moments = moments.repeat(samples)
             extra = None if extra is None else repeat(extra, "b p -> (k b) p", k=samples)
+            mean = repeat(mean, "b d -> (k b) d", k=samples)
         posterior = self.posterior.distribution(moments, extra)
         prior = self.prior(encode) if prior is None else prior
         if self.posterior.density:
             reg = self.regularizer(posterior, prior)
-            z, kl, per_dim, estimator, log_q, mean = reg.z, reg.kl, reg.kl_per_dim, reg.estimator, None, moments.mean
+            z, kl, per_dim, estimator, log_q = reg.z, reg.kl, reg.kl_per_dim, reg.estimator, None
         else:  # E_q[log q(z|x) − log p(z)] over the draws, with log q carried from the change of variables
             draws, log_qs = posterior.rsample_and_log_prob(torch.Size([self.regularizer.num_samples]))
             kl = (log_qs - prior.log_prob(draws)).mean(dim=0)
             z, per_dim, estimator, log_q = draws[0], None, "mc", log_qs[0]
-            mean = posterior.mean.detach()  # statistics only (a no_grad block here trips torch's module tracker)
         return LatentSample(
             z=self.unflatten(z),
             kl=kl,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import math
 import pickle
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from vae.core.errors import ConfigError, DataError
 FORMAT = 1
 
 
-class CodeSampler(nn.Module):
+class CodeSampler(nn.Module, ABC):
     """A density over codes of ``dim`` dimensions, fitted to a model's codes (``fit``), that draws new ones."""
 
     kind: str
@@ -50,16 +51,17 @@ class CodeSampler(nn.Module):
         """The constructor's arguments besides ``dim``, as saved."""
         return {}
 
+    @abstractmethod
     def fit(self, codes: Tensor, *, seed: int = 0, progress: bool = True) -> None:
-        raise NotImplementedError
+        """Fit to codes (n, d), seeded; a progress bar where it takes long."""
 
+    @abstractmethod
     def log_prob(self, codes: Tensor) -> Tensor:
         """log-density of each code (n,), nats."""
-        raise NotImplementedError
 
+    @abstractmethod
     def sample(self, n: int, *, temperature: float = 1.0) -> Tensor:
         """n codes (n, d); ``temperature`` scales the spread (of each component, or of the flow's base)."""
-        raise NotImplementedError
 
 
 class GaussianMixtureSampler(CodeSampler):
