@@ -4,6 +4,10 @@
     vae evaluate runs/vae/<id>/checkpoints/last.ckpt --samples 100 --limit 1000 --images
     vae evaluate runs/vae/<id>/checkpoints/last.ckpt --disentanglement --points 2000   # data with known factors
 
+The log-likelihood is importance-weighted (K = ``--samples``, 5000 by default); a model with no posterior density whose
+ELBO is tight (a diffusion model, ``vae.models.VDM``) reports the ELBO averaged over K draws per image (20 by default)
+with its Monte-Carlo standard error, beside the standard error over the images that every estimate gets.
+
 The data come from the run's ``config.yaml`` (``<run>/config.yaml``, or ``--config``). The JSON lands beside
 the checkpoint (or in ``--out``) as ``<checkpoint>.<split>.k<K>.json`` (never overwriting: a number is added);
 ``--images`` writes the pictures of ``vae.models.pictures`` beside it too, with the latent means of the split as a
@@ -50,6 +54,9 @@ from vae.training.resume import run_id_of
 from vae.training.runs import check_writable, describe_write_failure, unique_path
 from vae.training.tracking import add_to_summary, check_wandb_mode, choose_wandb_mode, run_report
 
+IMPORTANCE_SAMPLES = 5000  # K of the importance-weighted log p(x), by default
+ELBO_DRAWS = 20  # draws of the ELBO per image where it is the estimate (a diffusion model's), by default
+
 
 def log_to_wandb(config: dict, checkpoint: Path, result: Evaluation, images: dict[str, Path]):
     """Add the numbers (and pictures) to the run's W&B summary under ``eval/<split>/``; the W&B run, None if the
@@ -61,6 +68,7 @@ def log_to_wandb(config: dict, checkpoint: Path, result: Evaluation, images: dic
     numbers |= {f"reconstruction/{name}": value for name, value in reconstruction.items()}
     numbers |= {f"quality/{name}": value for name, value in (result.quality or {}).items()}
     numbers |= dict(result.model_metrics or {})
+    numbers |= dict(result.kl_terms or {})  # a diffusion model's kl/prior and diffusion
     if len(result.kl_per_layer) > 1:  # a hierarchy: each layer's KL and active units
         numbers |= {f"kl/{name}": kl for name, kl in result.kl_per_layer.items()}
         numbers |= {f"active_units/{name}": n for name, n in result.active_units_per_layer.items()}
@@ -72,7 +80,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("checkpoint", type=Path, help="a checkpoint written by vae fit, or its run folder")
     parser.add_argument("--config", type=Path, help="the run's config (default: <run>/config.yaml)")
     parser.add_argument("--split", choices=("train", "val", "test"), default="test")
-    parser.add_argument("--samples", type=int, default=5000, help="importance samples K per image (default 5000)")
+    parser.add_argument(
+        "--samples",
+        type=int,
+        help=f"draws K per image: importance samples (default {IMPORTANCE_SAMPLES}), or, for a model whose log p(x) is "
+        f"its ELBO averaged over draws (a diffusion model), draws of the ELBO (default {ELBO_DRAWS})",
+    )
     parser.add_argument("--chunk", type=int, default=100, help="samples per chunk, bounding memory (default 100)")
     parser.add_argument("--batch-size", type=int, default=100, help="images per batch (default 100)")
     parser.add_argument("--limit", type=int, help="evaluate only the first N batches' images, for a quick look")
@@ -131,7 +144,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             check_wandb_mode()  # an explicit WANDB_MODE that cannot work: said now, not after the work
         features = quality_features(args) if args.quality else None  # missing weights: said now, not after the work
         module = load_module(checkpoint)
-        module.model.eval()  # the numbers and the pictures of the model as it is used: eval mode
+        module.model.eval()
+        samples = args.samples or (
+            ELBO_DRAWS if module.model.capabilities.likelihood_bound else IMPORTANCE_SAMPLES
+        )  # the numbers and the pictures of the model as it is used: eval mode
         data = load_data(config, config_path, batch_size=args.batch_size)
         if args.disentanglement and not isinstance(data, FactorDataModule):
             raise ConfigError(
@@ -145,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ]()
         batches = list(itertools.islice(loader, args.limit)) if args.limit else loader
         result = evaluate(
-            module.model, batches, num_samples=args.samples, chunk_size=args.chunk, split=args.split, device=device
+            module.model, batches, num_samples=samples, chunk_size=args.chunk, split=args.split, device=device
         )
         if args.disentanglement:
             scores = score_disentanglement(module.model, data, points=args.points, seed=args.seed, device=device)
@@ -166,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         exit_with_error(str(error), command="vae evaluate")
     print(result.table())
     numbers = json.dumps({"checkpoint": str(checkpoint), **asdict(result)}, indent=2) + "\n"
-    output = unique_path(out / f"{checkpoint.stem}.{args.split}.k{args.samples}.json")
+    output = unique_path(out / f"{checkpoint.stem}.{args.split}.k{samples}.json")
     try:
         out.mkdir(parents=True, exist_ok=True)
         output.write_text(numbers)
@@ -180,14 +196,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         x, labels = images_batch[:32].to(device), labels[:32].to(device)
         ranking = torch.tensor(result.kl_per_dim) if result.kl_per_dim is not None else None
         grids = all_pictures(module.model, x, ranking, context=labels, nrow=8)
-        encoded = encode_split(module.model, batches, device=device)
+        abilities = module.model.capabilities
+        encoded = encode_split(module.model, batches, device=device) if abilities.latent_code else None
         try:
+            if encoded is None:
+                raise ConfigError("the model has no code of each image")
             grids["latent_scatter"] = latent_scatter(encoded["mean"], encoded["labels"], method=args.embedding)
         except (UserError, ValueError, TypeError) as error:  # UMAP on too few points, say: the rest still gets written
             print(f"latent scatter skipped: {' '.join(str(error).split())[:200]}")
-        abilities = module.model.capabilities
         code = abilities.continuous_code and not abilities.conditional  # one continuous code, decodable as it is
-        if code and encoded["mean"].shape[1] == 2:
+        if code and encoded is not None and encoded["mean"].shape[1] == 2:
             grids["manifold"] = manifold(module.model)
         if code and isinstance(data, FactorDataModule):
             dims = informative_dimensions(module.model, data, points=args.points, seed=args.seed, device=device)

@@ -337,7 +337,11 @@ def fit_report(trainer: Trainer) -> str:
     vae = getattr(trainer.lightning_module, "model", None)
     if vae is not None:
         kinds = {(layer.kl_estimator, layer.kl_description) for layer in vae.layers}
-        if len(kinds) == 1:
+        if not vae.layers:  # KL terms of the model's own (a diffusion model's), or none
+            lines.append(
+                f"KL estimator: {vae.kl_estimator}" + (f" ({vae.kl_description})" if vae.kl_description else "")
+            )
+        elif len(kinds) == 1:
             ((estimator, description),) = kinds
             lines.append(f"KL estimator: {estimator} ({description})")
         else:  # a hierarchy whose top prior has no closed form; continuous and discrete layers under "mc"

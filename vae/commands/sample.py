@@ -14,6 +14,10 @@ aggregate posterior; ``vae.models.samplers``) instead of the prior, and decodes 
 the training split (a progress bar), prints how well it fits held-out codes and saves it beside the checkpoint
 (``<checkpoint>.sampler-gmm.pt``); later calls reuse it (``--refit`` fits it again). A saved sampler is refused for any
 other model.
+
+A diffusion model (``vae.models.VDM``) samples by ancestral sampling over ``--steps`` steps (its ``sampling_steps`` by
+default; a progress bar); ``--images`` also writes, beside the grid, the same draws at several numbers of steps and
+the denoising trajectory of a few samples (``<grid>.steps.png``, ``<grid>.trajectory.png``).
 """
 
 from __future__ import annotations
@@ -48,13 +52,19 @@ def sample_grid(
     temperature: float = 1.0,
     labels: Sequence[int] | None = None,
     seed: int = 0,
+    steps: int | None = None,
 ) -> torch.Tensor:
     """The grid of samples ``vae sample`` writes, (3, H, W) in [0, 1]: n images in a square grid, or, for a
     conditional model, one row of n images for each of ``labels`` (all its classes by default)."""
     device = next(model.parameters()).device
+    if steps is not None and not model.capabilities.sampling_steps:
+        raise ConfigError(
+            f"--steps is for a model that samples by a chain of steps (a diffusion model), not {type(model).__name__}"
+        )
+    chain = {"steps": steps} if steps is not None else {}
     if not model.capabilities.conditional:
         with seeded(model, seed):
-            return grid(model.sample(n, temperature=temperature), max(1, math.isqrt(n - 1) + 1))
+            return grid(model.sample(n, temperature=temperature, **chain), max(1, math.isqrt(n - 1) + 1))
     classes = list(range(model.context_size)) if labels is None else list(labels)
     bad = [label for label in classes if not 0 <= label < model.context_size]
     if bad:
@@ -114,10 +124,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--refit", action="store_true", help="fit the --sampler again, replacing the saved one")
     parser.add_argument("--config", type=Path, help="the run's config, for the training data (default: the run's)")
+    parser.add_argument("--steps", type=int, help="a diffusion model's sampling steps (default: its sampling_steps)")
+    parser.add_argument(
+        "--images",
+        action="store_true",
+        help="a diffusion model: also the draws at several step counts, and a trajectory",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     if args.n is not None and args.n < 1:
         parser.error(f"--n must be a positive integer, got {args.n}")
+    if args.steps is not None and args.steps < 1:
+        parser.error(f"--steps must be a positive integer, got {args.steps}")
     if not math.isfinite(args.temperature) or args.temperature < 0:
         parser.error(f"--temperature must be 0 or more (1: the model's own spread), got {args.temperature}")
     try:
@@ -129,8 +147,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.labels is not None and not model.capabilities.conditional:
             raise ConfigError("--labels is for a conditional model; this model is not conditional")
         n = args.n or (8 if model.capabilities.conditional else 64)
+        if args.images and not model.capabilities.sampling_steps:
+            raise ConfigError(
+                f"--images shows a chain of sampling steps, and {type(model).__name__} samples in one pass"
+            )
         if args.sampler == "prior":
-            image = sample_grid(model, n=n, temperature=args.temperature, labels=args.labels, seed=args.seed)
+            image = sample_grid(
+                model, n=n, temperature=args.temperature, labels=args.labels, seed=args.seed, steps=args.steps
+            )
         else:
             sampler = fitted_sampler(
                 model, checkpoint, args.sampler, refit=args.refit, config=args.config, device=device
@@ -139,6 +163,16 @@ def main(argv: Sequence[str] | None = None) -> None:
                 image = grid(model.decode(sampler.sample(n, temperature=args.temperature)), math.isqrt(n - 1) + 1)
         out.parent.mkdir(parents=True, exist_ok=True)
         save_image(image, out)
+        extra = []
+        if args.images:
+            counts = tuple(sorted({16, 64, args.steps})) if args.steps else ()  # () the model's: 16, 64, its default
+            drawn = model.sampling_pictures(
+                min(n, 16), seed=args.seed, temperature=args.temperature, step_counts=counts
+            )
+            for name, picture in drawn.items():
+                path = unique_path(out.with_suffix(f".{name}{out.suffix}"))
+                save_image(picture, path)
+                extra.append(path)
     except UserError as error:
         exit_with_error(str(error), command="vae sample")
     except OSError as error:
@@ -147,4 +181,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{len(args.labels or range(model.context_size))} classes × {n}" if model.capabilities.conditional else f"{n}"
     )
     source = "" if args.sampler == "prior" else f" from the {args.sampler} sampler"
-    print(f"{rows} samples{source} at temperature {args.temperature:g}: {out}")
+    chain = f", {args.steps or model.sampling_steps} steps" if model.capabilities.sampling_steps else ""
+    print(f"{rows} samples{source} at temperature {args.temperature:g}{chain}: {out}")
+    for path in extra:
+        print(f"written: {path}")

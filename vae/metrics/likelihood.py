@@ -173,7 +173,7 @@ class Evaluation:
     split: str
     num_examples: int
     num_samples: int
-    log_likelihood: float | None  # the importance-weighted estimate of log p(x), K = num_samples (None: no density)
+    log_likelihood: float | None  # the estimate of log p(x) from K = num_samples draws per image (None: none)
     bits_per_dim: float | None  # −log_likelihood / (D ln 2)
     elbo: float
     recon: float  # −E_q[log p(x|z)]
@@ -190,17 +190,30 @@ class Evaluation:
     model_metrics: dict[str, float] | None = None  # the model's own over the split (``split_metrics``)
     inference_gap: float | None = None  # log_likelihood − elbo: a lower bound on E_x[KL(q(z|x) ‖ p(z|x))]
     no_kl_per_dim: str | None = None  # why a single-layer model has no KL per dimension (a correlated posterior)
+    likelihood_estimator: str = "importance-weighted"  # or "elbo": the ELBO averaged over K draws (no density)
+    bits_per_dim_se: float | None = None  # the standard error of bits_per_dim over the images
+    estimator_se: float | None = None  # "elbo": the Monte-Carlo standard error of bits_per_dim (from the K draws)
+    kl_terms: dict[str, float] | None = None  # the model's KL terms (a diffusion model's kl/prior, diffusion)
+    latent_layers: bool = True  # False: no latent layers to count active units of (a diffusion model)
 
     def table(self) -> str:
         rows = [("split", f"{self.split} ({self.num_examples} images)")]
         if self.log_likelihood is not None and self.bits_per_dim is not None:
+            given = " | y" if self.conditional else ""
+            how = (
+                f"importance-weighted, K={self.num_samples}"
+                if self.likelihood_estimator == "importance-weighted"
+                else f"≥ the ELBO averaged over K={self.num_samples} draws (no posterior density)"
+            )
+            bits = f"{self.bits_per_dim:.4f}"
+            if self.bits_per_dim_se is not None:
+                bits += f" ± {self.bits_per_dim_se:.4f} (standard error over the images)"
             rows += [
-                (
-                    f"log p(x{' | y' if self.conditional else ''}), importance-weighted, K={self.num_samples}",
-                    f"{self.log_likelihood:.3f} nats",
-                ),
-                ("negative log-likelihood in bits/dim", f"{self.bits_per_dim:.4f}"),
+                (f"log p(x{given}), {how}", f"{self.log_likelihood:.3f} nats"),
+                ("negative log-likelihood in bits/dim", bits),
             ]
+            if self.estimator_se is not None:
+                rows.append(("  Monte-Carlo standard error of the estimate", f"{self.estimator_se:.5f} bits/dim"))
             if self.inference_gap is not None:
                 rows.append(
                     ("inference gap, log p(x) − ELBO (≤ E KL(q(z|x) || p(z|x)))", f"{self.inference_gap:.3f} nats")
@@ -211,8 +224,10 @@ class Evaluation:
             ("ELBO", f"{self.elbo:.3f} nats"),
             ("  reconstruction −E_q[log p(x|z" + (",y)]" if self.conditional else ")]"), f"{self.recon:.3f} nats"),
             ("  KL(q(z|x,y) || p(z|y))" if self.conditional else "  KL(q(z|x) || p(z))", f"{self.kl:.3f} nats"),
-            ("active units (Cov_x E_q[z_d] > 0.01)", f"{self.active_units}"),
         ]
+        rows += [(f"    {name}", f"{value:.3f} nats") for name, value in (self.kl_terms or {}).items()]
+        units = f"{self.active_units}" if self.latent_layers else "n/a (no latent layers with a code of each image)"
+        rows.append(("active units (Cov_x E_q[z_d] > 0.01)", units))
         if len(self.kl_per_layer) > 1:
             rows += [
                 (f"  layer {name}: KL, active units", f"{kl:.3f} nats, {self.active_units_per_layer[name]}")
@@ -222,6 +237,8 @@ class Evaluation:
             rows.append(("KL per dimension", ", ".join(f"{v:.2f}" for v in self.kl_per_dim)))
         elif self.no_kl_per_dim is not None:
             rows.append(("KL per dimension", f"n/a ({self.no_kl_per_dim})"))
+        if self.reconstruction is None and not self.latent_layers:
+            rows.append(("reconstructions", "n/a (the model has no code of each image to reconstruct from)"))
         if self.reconstruction is not None:
             r = self.reconstruction
             ssim = "n/a (images under 11×11)" if r["ssim"] is None else f"{r['ssim']:.4f}"
@@ -264,29 +281,40 @@ def _evaluate(
     device: torch.device | str,
 ) -> Evaluation:
     """``evaluate``'s work, inside ``inference``."""
-    if vae.capabilities.deterministic_encoder:  # one code per image: the estimate is exact with K = 1
+    abilities = vae.capabilities
+    if abilities.deterministic_encoder:  # one code per image: the estimate is exact with K = 1
         num_samples = 1
     stats = {
         layer.name: LatentStatistics(latent_dim=layer.units, positions=layer.positions).to(device)
         for layer in vae.layers
     }
     names = list(stats)
-    density = vae.capabilities.posterior_density
-    sums = torch.zeros(3 + len(names), dtype=torch.float64)  # count, log-likelihood, log p(x|z), KL of each layer
+    density, bound = abilities.posterior_density, abilities.likelihood_bound and not abilities.posterior_density
+    sums = torch.zeros(3 + len(names) + len(vae.kl_term_names), dtype=torch.float64)  # count, log p, log p(x|z), KLs
+    per_image: list[Tensor] = []  # each image's estimate of log p(x)
+    mc_variance = torch.zeros((), dtype=torch.float64)  # Σ over images of the variance of each image's estimate
     clusters: dict[str, list[Tensor]] = {layer.name: [] for layer in vae.layers if layer.clusters}
     labelled: list[Tensor] = []
-    reconstruction = Reconstruction().to(device)
+    reconstruction = Reconstruction().to(device) if abilities.latent_code else None
     own = vae.split_metrics()
     own = None if own is None else own.to(device)
     for images, labels in batches:
         x, labels = as_unit(images.to(device)), labels.to(device)
         out = vae(x, context=labels)
-        reconstruction.update(vae.reconstruct(x, context=labels), x)
-        log_likelihood = (
-            importance_weighted_log_likelihood(vae, x, num_samples=num_samples, chunk_size=chunk_size, context=labels)
-            if density
-            else torch.full((len(x),), math.nan, device=x.device)
-        )
+        if reconstruction is not None:
+            reconstruction.update(vae.reconstruct(x, context=labels), x)
+        if density:
+            log_likelihood = importance_weighted_log_likelihood(
+                vae, x, num_samples=num_samples, chunk_size=chunk_size, context=labels
+            )
+        elif bound:
+            draws = vae.elbo_draws(x, samples=num_samples, chunk_size=chunk_size, context=labels).double()
+            log_likelihood = draws.mean(dim=0)
+            if num_samples > 1:
+                mc_variance += (draws.var(dim=0) / num_samples).sum().cpu()
+        else:
+            log_likelihood = torch.full((len(x),), math.nan, device=x.device)
+        per_image.append(log_likelihood.double().cpu())
         if own is not None:
             own.update(out)
         for name, layer in out.latents.items():
@@ -295,7 +323,7 @@ def _evaluate(
                 clusters[name].append(layer.posterior_mean[:, 0].argmax(dim=-1).cpu())
         if clusters and labels.dim() == 1 and not labels.is_floating_point():
             labelled.append(labels.cpu())
-        kls = [out.latents[name].kl.sum() for name in names]
+        kls = [out.latents[name].kl.sum() for name in names] + [out.kl_terms[name].sum() for name in vae.kl_term_names]
         batch = torch.stack([x.new_tensor(float(len(x))), log_likelihood.sum(), out.log_px.sum(), *kls]).double()
         sums += batch.cpu()
     classes = len(torch.cat(labelled).unique()) if labelled else 0  # one class (CelebA's 0s) scores nothing
@@ -303,26 +331,31 @@ def _evaluate(
     if n == 0:
         raise ConfigError(f"the {split} split is empty: nothing to evaluate")
     log_likelihood, log_px, *kls = (float(v) / n for v in sums[1:])
+    layer_kls, term_kls = kls[: len(names)], kls[len(names) :]
+    estimated = density or bound
+    estimates = torch.cat(per_image)
+    to_bits = 1 / (math.prod(vae.image_shape) * math.log(2))
+    spread = float(estimates.std() / math.sqrt(n)) * to_bits if estimated and n > 1 else None
     # How far the posterior is from the true one: the importance-weighted log p(x) (≤ log p(x)) minus the ELBO, a lower
     # bound on E_x[KL(q(z|x) ‖ p(z|x))]; none for a deterministic encoder, whose estimate is the ELBO itself.
-    gap = log_likelihood - (log_px - sum(kls)) if density and not vae.capabilities.deterministic_encoder else None
+    gap = log_likelihood - (log_px - sum(kls)) if density and not abilities.deterministic_encoder else None
     summaries = {name: metric.compute() for name, metric in stats.items()}
     only = summaries[names[0]] if len(names) == 1 else None
     return Evaluation(
         split=split,
         num_examples=int(n),
         num_samples=num_samples,
-        log_likelihood=log_likelihood if density else None,
-        bits_per_dim=bits_per_dim(-log_likelihood, vae.image_shape) if density else None,
+        log_likelihood=log_likelihood if estimated else None,
+        bits_per_dim=bits_per_dim(-log_likelihood, vae.image_shape) if estimated else None,
         elbo=log_px - sum(kls),
         recon=-log_px,
         kl=sum(kls),
         active_units=sum(summary.active_units for summary in summaries.values()),
         kl_per_dim=only.kl_per_dim.tolist() if only is not None and only.kl_per_dim is not None else None,
-        kl_per_layer=dict(zip(names, kls)),
+        kl_per_layer=dict(zip(names, layer_kls)),
         active_units_per_layer={name: summary.active_units for name, summary in summaries.items()},
-        conditional=vae.capabilities.conditional,
-        reconstruction=reconstruction.compute(),
+        conditional=abilities.conditional,
+        reconstruction=None if reconstruction is None else reconstruction.compute(),
         inference_gap=gap,
         no_kl_per_dim=vae.layers[0].no_kl_per_unit if len(vae.layers) == 1 else None,
         model_metrics=None if own is None else {name: float(value) for name, value in own.compute().items()},
@@ -331,4 +364,9 @@ def _evaluate(
             if clusters and len(labelled) == len(next(iter(clusters.values()))) and classes > 1
             else None
         ),
+        likelihood_estimator="elbo" if bound else "importance-weighted",
+        bits_per_dim_se=spread,
+        estimator_se=float(mc_variance.sqrt() / n) * to_bits if bound and num_samples > 1 else None,
+        kl_terms=dict(zip(vae.kl_term_names, term_kls)) if vae.kl_term_names else None,
+        latent_layers=bool(vae.layers),
     )

@@ -130,6 +130,9 @@ class ModelOutput:
     settings: what the model used at this step that is logged beside the weights at training steps (the
         relaxation's temperature of discrete latents, ``temperature``).
     terms: the model's own loss terms by name (``Term``), as its ``term_names`` declares them.
+    kl_terms: parts of the KL that are no latent layer's, per example (K·b,) by the name they are logged under, as
+        the model's ``kl_term_names`` declares them (a diffusion model's ``kl/prior`` and ``diffusion``): they add to
+        ``kl`` and are weighed with it.
     """
 
     log_px: Tensor
@@ -138,16 +141,23 @@ class ModelOutput:
     samples: int = 1
     settings: dict[str, float] = field(default_factory=dict)
     terms: dict[str, Term] = field(default_factory=dict)
+    kl_terms: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def kl(self) -> Tensor:
-        """The total KL per example: the sum of the layers' KLs (K·b,); zero for a model without latent layers."""
-        if not self.latents:
+        """The total KL per example: the sum of the layers' KLs and the KL terms (K·b,); zero for a model with
+        neither (a plain autoencoder)."""
+        parts = [layer.kl for layer in self.latents.values()] + list(self.kl_terms.values())
+        if not parts:
             return torch.zeros_like(self.log_px)
-        return torch.stack([layer.kl for layer in self.latents.values()]).sum(dim=0)
+        return torch.stack(parts).sum(dim=0)
 
     def kl_parts(self) -> KLParts:
-        return KLParts.of(self.latents)
+        """What a KL weighting weighs: each layer's KL, and each KL term as a part of its own (no KL per unit)."""
+        parts = KLParts.of(self.latents)
+        for name, kl in self.kl_terms.items():
+            parts.per_layer[name], parts.per_unit[name], parts.sizes[name] = kl, None, 1
+        return parts
 
     def log_w(self) -> Tensor:
         """The log importance weights, (K, b): exact log densities of the samples, whatever the KL estimator."""
@@ -173,6 +183,14 @@ class Capabilities:
     needs_trained_prior: sampling needs a prior trained separately after the model (a quantized code's).
     deterministic_encoder: q(z|x) puts all its mass on one code (a quantized code's one-hot posterior): every
         importance sample is the same, so the importance-weighted log p(x) is the ELBO for every K, computed once.
+    latent_code: each image has a code that ``encode``, ``decode`` and ``reconstruct`` work with; a diffusion model,
+        whose latents are noisy copies of the image under a fixed encoder, has none (no reconstructions, latent
+        scatter, active units).
+    likelihood_bound: without a posterior density, log p(x) is reported as the ELBO averaged over draws
+        (``elbo_draws``), a lower bound whose Monte-Carlo error is known (a diffusion model's, whose bound is tight);
+        a model with neither (a plain autoencoder, which has no prior) reports none.
+    sampling_steps: sampling runs a chain whose number of steps is a choice (``sample(n, steps=...)``, ``vae sample
+        --steps``), and ``sampling_pictures`` shows it.
     """
 
     posterior_density: bool = True
@@ -183,6 +201,9 @@ class Capabilities:
     continuous_code: bool = False
     needs_trained_prior: bool = False
     deterministic_encoder: bool = False
+    latent_code: bool = True
+    likelihood_bound: bool = False
+    sampling_steps: bool = False
 
 
 class LatentVariableModel(Configurable, nn.Module, ABC):
@@ -199,6 +220,7 @@ class LatentVariableModel(Configurable, nn.Module, ABC):
 
     likelihood: nn.Module  # set by the model (a class attribute would hide the submodule)
     term_names: tuple[str, ...] = ()
+    kl_term_names: tuple[str, ...] = ()  # the names of its KL terms (``ModelOutput.kl_terms``), as logged
     code_vocabulary: int | None = None  # the values of each element of an integer code (indices 0 to K − 1); None:
     # the code is continuous
 
@@ -242,6 +264,11 @@ class LatentVariableModel(Configurable, nn.Module, ABC):
     def kl_estimator(self) -> Estimator:
         """The KL estimator in use: "analytic" if every layer has a closed form, else "mc"."""
         return "analytic" if all(layer.kl_estimator == "analytic" for layer in self.layers) else "mc"
+
+    @property
+    def kl_description(self) -> str | None:
+        """How the KL terms of a model without latent layers are computed, for the run's summary (None: no terms)."""
+        return None
 
     @abstractmethod
     def forward(
@@ -296,6 +323,19 @@ class LatentVariableModel(Configurable, nn.Module, ABC):
     def log_weights(self, x: Tensor, num_samples: int, *, context: Tensor | None = None) -> Tensor:
         """log w_k for ``num_samples`` posterior samples of each example, (K, b)."""
         return self.forward(x, samples=num_samples, context=context).log_w()
+
+    @inferring
+    def elbo_draws(self, x: Tensor, *, samples: int, chunk_size: int = 100, context: Tensor | None = None) -> Tensor:
+        """Single-draw estimates of the ELBO, log p(x|z) − KL, for ``samples`` draws per example (K, b), nats, drawn
+        ``chunk_size`` at a time: their mean is the ELBO's estimate, their spread its Monte-Carlo error. What ``vae
+        evaluate`` reports as log p(x) for a model without a posterior density (a diffusion model)."""
+        if samples < 1 or chunk_size < 1:
+            raise ConfigError(f"samples and chunk_size must be positive integers, got {samples} and {chunk_size}")
+        draws = []
+        for start in range(0, samples, chunk_size):
+            out = self.forward(x, samples=min(chunk_size, samples - start), context=context)
+            draws.append(rearrange(out.log_px - out.kl, "(k b) -> k b", k=out.samples))
+        return torch.cat(draws)
 
     @inferring
     def log_likelihood(

@@ -333,11 +333,35 @@ def latent_scatter(means: Tensor, labels: Tensor | None = None, *, method: str =
     axis = {"z": "z", "PCA": "PC", "UMAP": "UMAP "}[how]
     ax.set(xlabel=f"{axis}1", ylabel=f"{axis}2")
     ax.set_title(f"latent means of {len(points)} images ({means.shape[1]}-D{'' if how == 'z' else ', ' + how})")
+    return figure_image(fig)
+
+
+def figure_image(fig: Any) -> Tensor:
+    """A matplotlib figure as an RGB image (3, H, W) in [0, 1]; the figure is closed."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     fig.canvas.draw()
     image = torch.from_numpy(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
     plt.close(fig)
     return rearrange(image, "h w c -> c h w").float() / 255
+
+
+def curves(x: Tensor, ys: dict[str, Tensor], *, xlabel: str, ylabel: str, title: str) -> Tensor:
+    """Curves y(x) on one axis, one per named tensor of ``ys`` (each shaped as x), as an RGB image (3, H, W)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for name, y in ys.items():
+        ax.plot(x.double().cpu().numpy(), y.double().cpu().numpy(), label=name)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    if len(ys) > 1:
+        ax.legend()
+    return figure_image(fig)
 
 
 @torch.no_grad()

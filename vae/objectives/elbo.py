@@ -16,7 +16,9 @@ Terms logged under ``{stage}/<name>``, in nats per example (summed over pixels a
 
     recon      −E_q[log p(x|z)]
     kl         Σ_l D_KL, raw and unweighted            kl/<layer>   each layer's, for more than one layer
+               (and the model's KL terms: a diffusion model's kl/prior and diffusion, which add up to kl)
     elbo       −recon − kl, unweighted (higher is better)
+    bits_per_dim   −elbo / (D ln 2), D = c·h·w: the negative ELBO in bits per dimension (lower is better)
     loss       what is minimised
     iwae       the IWAE bound (the ``IWAE`` objective)
     kl_split/{mi,tc,dwkl}   the top layer's KL split (``vae.core.split``), at validation and test, and at training
@@ -95,12 +97,13 @@ class Loss:
 
 
 def raw_terms(out: ModelOutput) -> dict[str, Tensor]:
-    """recon, kl, elbo, for more than one layer kl/<layer>, and the model's own terms: batch means (over all K·b
-    rows), unweighted."""
+    """recon, kl, elbo, for more than one layer kl/<layer>, the model's KL terms and its own terms: batch means (over
+    all K·b rows), unweighted."""
     log_px, kl = out.log_px.mean(), out.kl.mean()
     terms = {"recon": -log_px, "kl": kl, "elbo": log_px - kl}
     if len(out.latents) > 1:
         terms |= {f"kl/{name}": layer.kl.mean() for name, layer in out.latents.items()}
+    terms |= {name: value.mean() for name, value in out.kl_terms.items()}
     return terms | {name: term.value.mean() for name, term in out.terms.items()}
 
 
@@ -134,6 +137,8 @@ class Objective(Configurable, nn.Module, ABC):
         self.penalty = None
         self.layer_names: tuple[str, ...] = ()
         self.model_terms: tuple[str, ...] = ()
+        self.kl_terms: tuple[str, ...] = ()
+        self.dims = 0
         self.splits = False
 
     def bind(self, model: LatentVariableModel) -> Objective:
@@ -141,6 +146,8 @@ class Objective(Configurable, nn.Module, ABC):
         own term names), before the optimizer exists; refuse a model it cannot train, in one line."""
         self.layer_names = model.layer_names
         self.model_terms = tuple(model.term_names)
+        self.kl_terms = tuple(model.kl_term_names)
+        self.dims = math.prod(model.image_shape)
         self.splits = model.capabilities.kl_split and self.kl_split != "off"
         return self
 
@@ -149,7 +156,15 @@ class Objective(Configurable, nn.Module, ABC):
         per_layer = tuple(f"kl/{name}" for name in self.layer_names) if len(self.layer_names) > 1 else ()
         split = tuple(f"kl_split/{name}" for name in SPLIT_NAMES) if self.splits else ()
         extra = tuple(n for n in self.penalty.term_names if n not in split) if self.penalty is not None else ()
-        return ("recon", "kl", "elbo", "loss", *per_layer, *split, *extra, *self.model_terms)
+        bits = ("bits_per_dim",) if self.dims else ()
+        return ("recon", "kl", "elbo", *bits, "loss", *per_layer, *self.kl_terms, *split, *extra, *self.model_terms)
+
+    def raw_terms(self, out: ModelOutput) -> dict[str, Tensor]:
+        """``raw_terms``, and the negative ELBO in bits per dimension, −elbo / (D ln 2), once bound to a model."""
+        terms = raw_terms(out)
+        if self.dims:
+            terms["bits_per_dim"] = -terms["elbo"] / (self.dims * math.log(2))
+        return terms
 
     def split(self, out: ModelOutput, *, training: bool, dataset_size: int | None) -> KLSplit | None:
         """The top layer's KL split for this batch, where it is logged (validation, test) or needed (a penalty), it
@@ -237,7 +252,7 @@ class ELBO(Objective):
         return self
 
     def forward(self, out: ModelOutput, *, step: int, training: bool, dataset_size: int | None = None) -> Loss:
-        terms = raw_terms(out)
+        terms = self.raw_terms(out)
         parts = out.kl_parts()
         weights: dict[str, Tensor | float] = {}
         if training and step < self.kl_balancing_steps and len(parts.per_layer) > 1:
@@ -289,7 +304,7 @@ class IWAE(Objective):
         bound = iwae_bound(out.log_w()).mean()
         own, own_weights = model_terms_loss(out)
         loss = -bound + own
-        terms = {**raw_terms(out), "loss": loss, "iwae": bound}
+        terms = {**self.raw_terms(out), "loss": loss, "iwae": bound}
         split = self.split(out, training=training, dataset_size=dataset_size)
         if split is not None:
             terms |= split.terms()
