@@ -67,6 +67,17 @@ def step_posterior(z_t: Tensor, x: Tensor, gamma_s: Tensor, gamma_t: Tensor) -> 
     return alpha_s / alpha_t * (z_t - c * sigma_t * eps), c * sigma_s.square()
 
 
+def step_kl(eps: Tensor, eps_hat: Tensor, gamma_s: Tensor, gamma_t: Tensor) -> Tensor:
+    """KL(q(z_s | z_t, x) ‖ p(z_s | z_t)) per image (b,), nats, for z_t = α_t x + σ_t ε and the network's ε̂ (b, c, h, w):
+    the two Gaussians share their variance c·σ_s² (``step_posterior``) and their means differ by α_s·c·(x − x̂), so the
+    closed form's variance terms cancel and
+
+        KL = ‖α_s c (x − x̂)‖² / (2 c σ_s²) = ½ (SNR(s) − SNR(t)) ‖x − x̂‖² = ½ (SNR(s)/SNR(t) − 1) ‖ε − ε̂‖²,
+
+    computed with expm1(γ_t − γ_s), exact where the two times are close (T = 1000)."""
+    return 0.5 * torch.expm1(gamma_t - gamma_s) * (eps - eps_hat).square().sum(dim=(1, 2, 3))
+
+
 def sample_times(n: int, how: TimeSampling, *, device: torch.device | str) -> Tensor:
     """n times in [0, 1): ``stratified`` (VDM's low-discrepancy sampler: (u + i/n) mod 1 from one uniform u, each
     time uniform, the n of them evenly spread), ``antithetic`` (pairs u, 1 − u) or ``uniform`` (independent)."""
@@ -249,19 +260,17 @@ class VDM(LatentVariableModel):
         """The diffusion term per image (b,), nats, from one draw of (t, ε) each, and the network's ε̂: continuous time,
         or T steps (``timesteps``). The schedule's shape gets the gradient of the squared loss (``SquaredGradient``)."""
         variance: dict[str, Tensor] = {}
-        t = sample_times(len(v), self.time_sampling, device=v.device)
+        t = sample_times(len(v), self.time_sampling, device=v.device).to(v.dtype)  # float64 data: float64 times
         T = self.timesteps
         if T is not None:
             t = (torch.floor(t * T).clamp(max=T - 1) + 1) / T  # t = i/T, i ∈ {1, …, T}
         z_t, gamma_t, eps = self.noisy(v, t, variance)
         eps_hat = full_precision(self.denoiser()(z_t, gamma_t))
-        squared = (eps - eps_hat).square().sum(dim=(1, 2, 3))
         if T is None:
             slope = self.schedule(t, variance=variance)[1]
-            loss = 0.5 * slope * squared
-        else:
-            gamma_s = self.schedule(t - 1 / T, variance=variance)[0]
-            loss = 0.5 * T * torch.expm1(gamma_t - gamma_s) * squared
+            loss = 0.5 * slope * (eps - eps_hat).square().sum(dim=(1, 2, 3))
+        else:  # T · the KL of one step drawn uniformly: an unbiased estimate of the sum of the T steps' KLs
+            loss = T * step_kl(eps, eps_hat, self.schedule(t - 1 / T, variance=variance)[0], gamma_t)
         variance["value"] = loss.detach()
         return loss, eps_hat
 
@@ -304,7 +313,7 @@ class VDM(LatentVariableModel):
         ``keep`` evenly spaced steps (the denoising trajectory)."""
         if steps < 1:
             raise ConfigError(f"sampling needs at least one step, got {steps}")
-        device = next(self.parameters()).device
+        device = self.ema_step.device
         network = self.denoiser()
         z = torch.randn(n, *self.image_shape, device=device) * temperature
         shown = set(torch.linspace(steps, 1, keep).round().long().tolist()) if keep else set()
@@ -361,8 +370,7 @@ class VDM(LatentVariableModel):
     @torch.no_grad()
     def schedule_picture(self) -> Tensor:
         """log-SNR(t) = −γ(t) over t ∈ [0, 1], as a plot."""
-        device = next(self.parameters()).device
-        t = torch.linspace(0, 1, 201, device=device)
+        t = torch.linspace(0, 1, 201, device=self.ema_step.device)
         gamma = self.schedule.gamma(t)
         title = f"log-SNR from {-float(gamma[0]):.2f} (t = 0) to {-float(gamma[-1]):.2f} (t = 1)"
         return pictures.curves(t, {"log SNR": -gamma}, xlabel="t", ylabel="log SNR(t) = −γ(t)", title=title)
