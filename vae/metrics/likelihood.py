@@ -201,15 +201,15 @@ class Evaluation:
         if self.log_likelihood is not None and self.bits_per_dim is not None:
             given = " | y" if self.conditional else ""
             how = (
-                f"importance-weighted, K={self.num_samples}"
+                f", importance-weighted, K={self.num_samples}"
                 if self.likelihood_estimator == "importance-weighted"
-                else f"≥ the ELBO averaged over K={self.num_samples} draws (no posterior density)"
+                else f" ≥ ELBO, averaged over K={self.num_samples} draws"
             )
             bits = f"{self.bits_per_dim:.4f}"
             if self.bits_per_dim_se is not None:
                 bits += f" ± {self.bits_per_dim_se:.4f} (standard error over the images)"
             rows += [
-                (f"log p(x{given}), {how}", f"{self.log_likelihood:.3f} nats"),
+                (f"log p(x{given}){how}", f"{self.log_likelihood:.3f} nats"),
                 ("negative log-likelihood in bits/dim", bits),
             ]
             if self.estimator_se is not None:
