@@ -10,7 +10,8 @@ from conftest import tiny_trainer
 
 from vae.data.embedded import EmbeddedMNIST
 from vae.layers.nets.mlp import MLPNet
-from vae.models import VAE, HierarchicalVAE
+from vae.layers.nets.unet import UNet
+from vae.models import VAE, VDM, HierarchicalVAE
 from vae.objectives import ELBO
 from vae.training.module import VAEModule
 
@@ -85,3 +86,27 @@ def test_two_processes_train_like_one_at_the_same_global_batch(tmp_path):
     for name, tolerance in {"val/elbo": 3.0, "val/recon": 3.0, "val/kl": 2.0, "train/loss": 10.0}.items():
         assert two[name] == pytest.approx(one[name], abs=tolerance), (name, one[name], two[name])
     assert two["val/active_units"] == one["val/active_units"] == 4
+
+
+@pytest.mark.slow
+def test_a_diffusion_models_terms_are_reduced_across_processes(tmp_path):
+    """A VDM validated with the same weights on one process and on two: its prior term, a closed form of each image,
+    agrees to float rounding; the diffusion term to its Monte-Carlo noise (the processes draw their own t and ε); and
+    two processes train it (slow: four process starts)."""
+
+    def validate(devices: int, batch_size: int, train: bool = False) -> dict[str, float]:
+        pl.seed_everything(0, verbose=False)
+        network = UNet(channels=(8, 16), fourier=())
+        model = VDM(image_shape=DIGITS, network=network, levels=2, ema_decay=0.9, sampling_steps=2)
+        module = VAEModule(model=model, objective=ELBO())
+        data = EmbeddedMNIST(batch_size=batch_size, val_size=333, binarize="static")
+        settings = {"max_epochs": 1, "limit_train_batches": 4, "num_sanity_val_steps": 0}
+        trainer = tiny_trainer(tmp_path, devices=devices, strategy="ddp_spawn" if devices > 1 else "auto", **settings)
+        (trainer.fit if train else trainer.validate)(module, datamodule=data)
+        return {name: float(value) for name, value in trainer.callback_metrics.items() if value.numel() == 1}
+
+    one, two = validate(1, 64), validate(2, 32)
+    assert two["val/kl/prior"] == pytest.approx(one["val/kl/prior"], rel=1e-5)
+    assert two["val/diffusion"] == pytest.approx(one["val/diffusion"], rel=0.05)
+    trained = validate(2, 32, train=True)
+    assert trained["val/kl"] == pytest.approx(trained["val/kl/prior"] + trained["val/diffusion"], rel=1e-5)

@@ -84,7 +84,7 @@ class RunResult:
     recon: float
     kl: float
     elbo: float
-    active_units: float
+    active_units: float | None  # None: the model has no latent layers to count (a diffusion model)
     wall_time: float
     kl_per_dim: list[float]
     run_file: Path
@@ -93,6 +93,7 @@ class RunResult:
     kl_split: dict[str, float] = field(default_factory=dict)  # mi, tc, dwkl where logged
     disentanglement: dict[str, float] = field(default_factory=dict)  # for data with known factors
     model: str = ""  # the run's own model, where it has one
+    bits_per_dim: float | None = None  # −elbo in bits per dimension, where logged
     model_metrics: dict[str, float] = field(default_factory=dict)  # the model's own (codebook/usage, ...)
 
 
@@ -335,7 +336,8 @@ def summarise(
         recon=last("val/recon"),
         kl=last("val/kl"),
         elbo=last("val/elbo"),
-        active_units=last("val/active_units"),
+        active_units=last("val/active_units") if history.values("val/active_units") else None,
+        bits_per_dim=last("val/bits_per_dim") if history.values("val/bits_per_dim") else None,
         wall_time=wall,
         kl_per_dim=[last(k) for k in dims],
         run_file=run_file,
@@ -381,7 +383,7 @@ def run_study(study: Study, out: Path, *, jobs: int = 1, gpus: int = 0) -> list[
             raise
 
 
-COLUMNS = ("name", "weighting", "penalty", "model", "recon", "kl", "elbo", "active_units", "wall_time")
+COLUMNS = ("name", "weighting", "penalty", "model", "recon", "kl", "elbo", "bits_per_dim", "active_units", "wall_time")
 SPLIT = ("mi", "tc", "dwkl")
 
 
@@ -398,21 +400,23 @@ def write_tables(results: list[RunResult], out: Path) -> None:
             row = asdict(r)
             values = {**{f"kl_split_{k}": v for k, v in r.kl_split.items()}, **r.model_metrics, **r.disentanglement}
             writer.writerow(
-                [row[c] if isinstance(row[c], str) else f"{row[c]:.4f}" for c in COLUMNS]
+                [row[c] if isinstance(row[c], str) else "" if row[c] is None else f"{row[c]:.4f}" for c in COLUMNS]
                 + [f"{values[c]:.4f}" if c in values else "" for c in extra]
             )
     layered = any(r.kl_per_layer for r in results)  # a hierarchy: each layer's KL too
     penalised = any(r.penalty for r in results)
     modelled = any(r.model for r in results)
     header = "| run | weighting |" + (" penalty |" if penalised else "") + (" model |" if modelled else "")
-    header += " recon (nats) | KL (nats) | ELBO (nats) | active units | wall time (s) |"
+    header += " recon (nats) | KL (nats) | ELBO (nats) | bits/dim | active units | wall time (s) |"
     header += (" KL per layer (nats) |" if layered else "") + (" MI | TC | DWKL |" if split else "")
     header += "".join(f" {name} |" for name in metrics)
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in results:
         cells = [r.name, f"`{r.weighting}`"] + ([f"`{r.penalty}`" if r.penalty else "—"] if penalised else [])
         cells += [f"`{r.model}`" if r.model else "—"] if modelled else []
-        cells += [f"{r.recon:.2f}", f"{r.kl:.2f}", f"{r.elbo:.2f}", f"{r.active_units:.0f}", f"{r.wall_time:.0f}"]
+        bits = "—" if r.bits_per_dim is None else f"{r.bits_per_dim:.4f}"
+        units = "n/a" if r.active_units is None else f"{r.active_units:.0f}"
+        cells += [f"{r.recon:.2f}", f"{r.kl:.2f}", f"{r.elbo:.2f}", bits, units, f"{r.wall_time:.0f}"]
         if layered:
             cells.append(", ".join(f"{name} {kl:.2f}" for name, kl in r.kl_per_layer.items()))
         if split:

@@ -68,9 +68,9 @@ def step_posterior(z_t: Tensor, x: Tensor, gamma_s: Tensor, gamma_t: Tensor) -> 
 
 
 def step_kl(eps: Tensor, eps_hat: Tensor, gamma_s: Tensor, gamma_t: Tensor) -> Tensor:
-    """KL(q(z_s | z_t, x) ‖ p(z_s | z_t)) per image (b,), nats, for z_t = α_t x + σ_t ε and the network's ε̂ (b, c, h, w):
-    the two Gaussians share their variance c·σ_s² (``step_posterior``) and their means differ by α_s·c·(x − x̂), so the
-    closed form's variance terms cancel and
+    """KL(q(z_s | z_t, x) ‖ p(z_s | z_t)) per image (b,), nats, for z_t = α_t x + σ_t ε and the network's ε̂
+    (b, c, h, w): the two Gaussians share their variance c·σ_s² (``step_posterior``) and their means differ by
+    α_s·c·(x − x̂), so the closed form's variance terms cancel and
 
         KL = ‖α_s c (x − x̂)‖² / (2 c σ_s²) = ½ (SNR(s) − SNR(t)) ‖x − x̂‖² = ½ (SNR(s)/SNR(t) − 1) ‖ε − ε̂‖²,
 
