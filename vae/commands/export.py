@@ -335,6 +335,11 @@ def export(
         raise ConfigError(f"export takes a LatentVariableModel (vae.load gives one), got {type(model).__name__}")
     if batch < 2:
         raise ConfigError(f"the export's example batch must be 2 or more (a batch of 1 fixes the size), got {batch}")
+    if not model.capabilities.latent_code:
+        raise ConfigError(
+            f"{type(model).__name__} has no code of an image, so no encoder or decoder to export (a diffusion "
+            "model's latents are noisy images): share its checkpoint, which vae.load opens"
+        )
     folder = Path(folder)
     planned = planned_files(folder, formats, parts)
     refuse_existing(planned, overwrite=overwrite)
