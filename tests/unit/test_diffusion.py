@@ -175,6 +175,13 @@ def test_a_learned_schedule_increases_for_any_parameters_with_its_exact_derivati
         assert torch.allclose(slope, autograd, rtol=1e-9, atol=1e-12)
 
 
+def test_a_fixed_schedules_endpoints_follow_the_model_to_its_device_and_dtype():
+    for schedule in (LinearSchedule(gamma_min=-7.0, gamma_max=3.0), CosineSchedule(gamma_min=-7.0, gamma_max=3.0)):
+        schedule.to(torch.float64)
+        assert all(end.dtype == torch.float64 for end in schedule.endpoints())  # buffers: where the model goes
+        assert not schedule.state_dict()  # computed from the config, never saved
+
+
 def test_fixed_schedules_have_their_endpoints_and_exact_derivatives():
     t = torch.linspace(0, 1, 101, dtype=torch.float64, requires_grad=True)
     for schedule in (LinearSchedule(gamma_min=-7.0, gamma_max=3.0), CosineSchedule(gamma_min=-7.0, gamma_max=3.0)):
@@ -185,6 +192,7 @@ def test_fixed_schedules_have_their_endpoints_and_exact_derivatives():
 
 
 def test_the_learned_shape_gets_the_gradient_of_the_squared_loss_and_the_endpoints_that_of_the_loss():
+    """The shape's gradient is ∇ mean(L²) / mean(L): the squared loss's direction at the loss's own scale."""
     v = gaussian_data(64, seed=6).double()
 
     def gradients(squared: bool, trick: bool) -> dict[str, torch.Tensor]:
@@ -192,7 +200,7 @@ def test_the_learned_shape_gets_the_gradient_of_the_squared_loss_and_the_endpoin
         model = gaussian_vdm(LearnedSchedule(hidden=8)).double()
         model.schedule.learns_shape = trick
         loss, _ = model.diffusion_loss(v)
-        (loss.square() if squared else loss).mean().backward()
+        (loss.square() / loss.detach().mean() if squared else loss).mean().backward()
         return {name: p.grad.clone() for name, p in model.schedule.named_parameters()}
 
     trained, plain, of_square = gradients(False, True), gradients(False, False), gradients(True, False)

@@ -39,10 +39,12 @@ def check_endpoints(gamma_min: float, gamma_max: float, owner: str) -> None:
 
 
 class SquaredGradient(torch.autograd.Function):
-    """The identity on s(t) whose backward multiplies the gradient of each example's loss L_i by 2·L_i, so that what
-    flows to the schedule's shape is the gradient of Σ L_i² (the estimator's second moment, whose expectation differs
-    from the variance by (E L)², which the shape cannot change) instead of Σ L_i. ``losses`` holds L (b,), set after
-    the loss is computed and before the backward pass."""
+    """The identity on s(t) whose backward multiplies the gradient of each example's loss L_i by 2·L_i / mean(L), so
+    that what flows to the schedule's shape is the gradient of Σ L_i² (the estimator's second moment, whose
+    expectation differs from the variance by (E L)², which the shape cannot change) instead of Σ L_i, divided by the
+    batch's mean loss: the same direction, at the scale of the loss's own gradient (so that gradient clipping and
+    skipping, which read the total norm, are not set by the thousands of nats an 8-bit image's loss runs to).
+    ``losses`` holds L (b,), set after the loss is computed and before the backward pass."""
 
     @staticmethod
     def forward(ctx, s: Tensor, losses: dict[str, Tensor]) -> Tensor:  # type: ignore[override]
@@ -54,7 +56,8 @@ class SquaredGradient(torch.autograd.Function):
         losses = ctx.losses.get("value")
         if losses is None:  # no loss handed over: the plain gradient
             return grad, None
-        return grad * 2 * losses.reshape(grad.shape).to(grad.dtype), None
+        scale = 2 * losses / losses.mean().abs().clamp_min(1e-12)
+        return grad * scale.reshape(grad.shape).to(grad.dtype), None
 
 
 class NoiseSchedule(Configurable, nn.Module, ABC):
@@ -98,9 +101,10 @@ class LinearSchedule(NoiseSchedule):
         super().__init__()
         check_endpoints(gamma_min, gamma_max, "LinearSchedule")
         self.gamma_min, self.gamma_max = gamma_min, gamma_max
+        self.register_buffer("ends", torch.tensor([gamma_min, gamma_max]), persistent=False)  # on the model's device
 
     def endpoints(self) -> tuple[Tensor, Tensor]:
-        return torch.tensor(self.gamma_min), torch.tensor(self.gamma_max)
+        return self.ends[0], self.ends[1]
 
     def shape(self, t: Tensor) -> tuple[Tensor, Tensor]:
         return t, torch.ones_like(t)
@@ -118,9 +122,10 @@ class CosineSchedule(NoiseSchedule):
         check_endpoints(gamma_min, gamma_max, "CosineSchedule")
         self.gamma_min, self.gamma_max = gamma_min, gamma_max
         self.u_0, self.u_1 = math.atan(math.exp(gamma_min / 2)), math.atan(math.exp(gamma_max / 2))
+        self.register_buffer("ends", torch.tensor([gamma_min, gamma_max]), persistent=False)  # on the model's device
 
     def endpoints(self) -> tuple[Tensor, Tensor]:
-        return torch.tensor(self.gamma_min), torch.tensor(self.gamma_max)
+        return self.ends[0], self.ends[1]
 
     def shape(self, t: Tensor) -> tuple[Tensor, Tensor]:
         u = self.u_0 + (self.u_1 - self.u_0) * t
@@ -139,7 +144,8 @@ class LearnedSchedule(NoiseSchedule):
 
     whose weights are positive (softplus of the parameters), so that s increases strictly for any parameters (l₁'s
     weight is positive, the rest non-negative). It is trained to reduce the variance of the diffusion loss's estimator
-    (its gradient is that of the squared loss, ``SquaredGradient``); the expected loss does not depend on it.
+    (its gradient is that of the squared loss, over the mean loss, ``SquaredGradient``); the expected loss does not
+    depend on it.
 
     gamma_min, gamma_max: the endpoints' starting values (VDM's −13.3 and 5.0).
     hidden: the width of l₂ and l₃ (VDM's 1024).

@@ -260,7 +260,7 @@ class VDM(LatentVariableModel):
         """The diffusion term per image (b,), nats, from one draw of (t, ε) each, and the network's ε̂: continuous time,
         or T steps (``timesteps``). The schedule's shape gets the gradient of the squared loss (``SquaredGradient``)."""
         variance: dict[str, Tensor] = {}
-        t = sample_times(len(v), self.time_sampling, device=v.device).to(v.dtype)  # float64 data: float64 times
+        t = sample_times(len(v), self.time_sampling, device=v.device).to(v.dtype)  # the data's precision
         T = self.timesteps
         if T is not None:
             t = (torch.floor(t * T).clamp(max=T - 1) + 1) / T  # t = i/T, i ∈ {1, …, T}
@@ -323,7 +323,7 @@ class VDM(LatentVariableModel):
             gamma_t, gamma_s = self.schedule.gamma(t), self.schedule.gamma(t - 1 / steps)
             alpha_t, sigma_t = alpha_sigma(rearrange(gamma_t, "b -> b 1 1 1"))
             eps_hat = full_precision(network(z, gamma_t))
-            x_hat = ((z - sigma_t * eps_hat) / alpha_t).clamp(-1, 1)
+            x_hat = ((z - sigma_t * eps_hat) / alpha_t).clamp(-1, 1)  # inside the data's range, as DDPM's sampler
             if i in shown:
                 trajectory.append(self.from_data(x_hat))
             mean, variance = step_posterior(z, x_hat, gamma_s, gamma_t)
