@@ -65,6 +65,8 @@ def test_a_vdm_logs_its_three_terms_raw_like_every_vae(vdm_run):
     assert low > high  # the log-SNR falls from t = 0 to t = 1
     for name in ("samples", "schedule", "denoising"):
         assert (folder / "images" / f"{name}_epoch001.png").stat().st_size > 1000
+    plotted = run(["plot", str(folder), "--out", str(root / "curves.png")], cwd=root, env=new_user(root / "home"))
+    assert "KL per layer or term" in plotted.stdout  # the curves draw kl/prior and diffusion in one panel
     model = vae.load(folder)
     assert isinstance(model, VDM) and isinstance(model.schedule, LearnedSchedule)
     assert int(model.ema_updates) == 8  # one update of the average per training step

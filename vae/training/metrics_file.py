@@ -90,7 +90,12 @@ PANELS = (  # (title, y label, the metrics drawn in it: a name, or a prefix endi
     ("KL, raw", "D_KL(q ‖ p) (nats)", ("train/kl", "val/kl", "test/kl")),
     ("ELBO", "ELBO (nats, unweighted)", ("train/elbo", "val/elbo", "test/elbo")),
     ("KL weight", "weight", ("train/kl_weight", "train/kl_weight/")),
-    ("KL per layer", "nats", ("train/kl/", "val/kl/", "test/kl/")),
+    # each layer's KL, or a model's KL terms: a diffusion model's kl/prior and diffusion (docs/metrics.md)
+    (
+        "KL per layer or term",
+        "nats",
+        ("train/kl/", "val/kl/", "test/kl/", "train/diffusion", "val/diffusion", "test/diffusion"),
+    ),
 )
 
 
