@@ -71,9 +71,12 @@ def test_evaluate_refuses_disentanglement_without_factors(tcvae_run, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_a_tiny_study_of_a_penalty_is_scored(tmp_path):
     """A one-run study (FactorVAE) through the real `vae compare`, as the README's study line runs: the table has
-    the run's penalty, its KL split and its disentanglement metrics, and the plots are drawn."""
+    the run's penalty, its KL split and its disentanglement metrics, and the plots are drawn (slow: the study
+    machinery is in the default suite through tests/integration/test_compare.py, the disentanglement scores through
+    this file's `vae evaluate --disentanglement`)."""
     study = tmp_path / "study.yaml"
     study.write_text(
         yaml.safe_dump(

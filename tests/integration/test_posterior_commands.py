@@ -130,8 +130,9 @@ def test_a_resumed_flow_run_continues_exactly(tmp_path):
 @pytest.mark.slow
 def test_compare_runs_a_study_of_posteriors(tmp_path):
     """Two runs of configs/studies/posteriors.yaml (the diagonal Gaussian and IAF), one short epoch each, as `vae
-    compare` starts them: the table names each run's model and carries its terms (slow: the study machinery with
-    models is in the default suite through the quantizer study)."""
+    compare` starts them: the table names each run's model and carries its terms (slow: the study machinery is in the
+    default suite through tests/integration/test_compare.py; studies of models, here and in the quantizers' and the
+    diffusion schedules' slow tests)."""
     shipped = yaml.safe_load((REPO / "configs" / "studies" / "posteriors.yaml").read_text())
     assert set(shipped["runs"]) == {"diagonal", "full-covariance", "planar-8", "sylvester-4", "iaf-2"}
     study = {**shipped, "config": str(QUICKSTART), "args": []}

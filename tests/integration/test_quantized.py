@@ -217,9 +217,12 @@ def test_a_prior_on_a_missing_run_a_vae_run_or_a_changed_first_stage_is_refused_
     assert line.startswith("error: model.model.fingerprint cannot change when resuming"), line
 
 
+@pytest.mark.slow
 def test_compare_runs_a_study_of_quantizers_and_tables_their_codebook_usage(tmp_path):
     """Two runs of configs/studies/quantizers.yaml (FSQ and the fixed VQ), one short epoch each, as `vae compare`
-    starts them: the table carries each run's model and its codebook usage, perplexity and unused codes."""
+    starts them: the table carries each run's model and its codebook usage, perplexity and unused codes (slow: the
+    study machinery is in the default suite through tests/integration/test_compare.py, a model's own split metrics
+    through this file's training tests)."""
     shipped = yaml.safe_load((REPO / "configs" / "studies" / "quantizers.yaml").read_text())
     study = {**shipped, "config": str(REPO / "configs" / "vq_quickstart.yaml"), "args": []}
     study["runs"] = {name: shipped["runs"][name] for name in ("vq-256", "fsq-1000")}
