@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from support import FIT, QUICKSTART, REPO, new_user, offline, run  # noqa: F401 (the tests import them from here)
+from support import FIT, QUICKSTART, REPO, new_user, offline, only_run, run, study_rows, unbroken_and_resumed  # noqa: F401 (the tests import them from here)
 
 DATA = REPO / "tests" / "data"
 

@@ -10,6 +10,7 @@ the working folder. Its exit status is what the process would have exited with.
 
 from __future__ import annotations
 
+import csv
 import io
 import logging
 import os
@@ -22,6 +23,9 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
@@ -153,6 +157,40 @@ def run(args: list[str], *, cwd: Path, env: dict[str, str]) -> Result:
         os.environ.clear()
         os.environ.update(environ)
     return Result(code, texts["out"], texts["err"])
+
+
+def only_run(root: Path) -> Path:
+    """The one run folder a fit in ``root`` left (``root/runs/vae/<run id>``)."""
+    (folder,) = (root / "runs" / "vae").iterdir()
+    return folder
+
+
+def unbroken_and_resumed(fit: list[str], root: Path, *, epochs: int = 2) -> tuple[dict, dict]:
+    """`vae <fit> --trainer.max_epochs <epochs>` straight, and to ``epochs`` − 1 then resumed (``--ckpt_path last``)
+    to ``epochs``, each in a folder of its own under ``root``, W&B offline: the two last checkpoints, as loaded."""
+    straight, broken = root / "unbroken", root / "broken"
+    for folder in (straight, broken):
+        folder.mkdir()
+    steps = [(straight, [str(epochs)]), (broken, [str(epochs - 1)]), (broken, [str(epochs), "--ckpt_path", "last"])]
+    for folder, tail in steps:
+        result = run([*fit, "--trainer.max_epochs", *tail], cwd=folder, env=offline(folder))
+        assert result.returncode == 0, result.stderr[-3000:]
+    return tuple(torch.load(next(f.rglob("last.ckpt")), weights_only=True) for f in (straight, broken))
+
+
+def study_rows(study: dict, runs: list[str], root: Path, *, config: Path, fit: list[str]) -> tuple[dict, Path]:
+    """A shipped study cut to ``runs`` over ``config``, through `vae compare` with ``fit``'s arguments for every run
+    (two at a time), W&B offline: its results.csv rows by run name, and its output folder."""
+    cut = {**study, "config": str(config), "args": [], "runs": {name: study["runs"][name] for name in runs}}
+    path = root / "study.yaml"
+    path.write_text(yaml.safe_dump(cut))
+    out = root / "out"
+    result = run(
+        ["compare", "--study", str(path), "--out", str(out), "--jobs", "2", "--", *fit], cwd=root, env=offline(root)
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    with open(out / "results.csv", newline="") as f:
+        return {row["name"]: row for row in csv.DictReader(f)}, out
 
 
 def copy_of(folder: Path, target: Path) -> Path:

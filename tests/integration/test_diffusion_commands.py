@@ -5,7 +5,6 @@ standard errors and says, in a word, what a diffusion model has no meaning for; 
 number of steps and writes the chain's pictures; `vae encode` refuses in one line; `vae.load` gives the model back;
 a resumed run equals an unbroken one and `vae compare` runs the schedules' study (slow)."""
 
-import csv
 import json
 import math
 import re
@@ -13,11 +12,12 @@ import re
 import pytest
 import torch
 import yaml
-from conftest import REPO, new_user, offline, run
+from conftest import REPO, new_user, only_run, run, study_rows, unbroken_and_resumed
 
 import vae
 from vae.layers.schedules import LearnedSchedule
 from vae.models import VDM
+from vae.training.metrics_file import read_metrics
 from vae.training.tracking import read_history
 
 CONFIG = REPO / "configs" / "vdm_quickstart.yaml"
@@ -28,11 +28,6 @@ SHORT = [
     "--model.model.init_args.sampling_steps", "4",  # the epoch's sample grid: 4 steps, a few images
     "--images.num_samples", "4",
 ]  # fmt: skip
-
-
-def only_run(root):
-    (folder,) = (root / "runs" / "vae").iterdir()
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -128,16 +123,8 @@ def test_bad_diffusion_settings_are_one_line_errors(tmp_path):
 def test_a_resumed_vdm_run_continues_exactly(tmp_path):
     """Two epochs, stopped after the first and resumed, equal two unbroken epochs, weight for weight, the moving
     average and its step count included (slow: three fits)."""
-    config = ["--config", str(CONFIG), *SHORT, "--trainer.deterministic", "true"]
-    unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
-    for folder in (unbroken, broken):
-        folder.mkdir()
-    assert run(["fit", *config, "--trainer.max_epochs", "2"], cwd=unbroken, env=offline(unbroken)).returncode == 0
-    assert run(["fit", *config, "--trainer.max_epochs", "1"], cwd=broken, env=offline(broken)).returncode == 0
-    resumed = run(["fit", *config, "--trainer.max_epochs", "2", "--ckpt_path", "last"], cwd=broken, env=offline(broken))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    a = torch.load(only_run(unbroken) / "checkpoints" / "last.ckpt", weights_only=True)
-    b = torch.load(only_run(broken) / "checkpoints" / "last.ckpt", weights_only=True)
+    fit = ["fit", "--config", str(CONFIG), *SHORT, "--trainer.deterministic", "true"]
+    a, b = unbroken_and_resumed(fit, tmp_path)
     assert any(name.startswith("model.average.") for name in a["state_dict"])
     for name, tensor in a["state_dict"].items():
         assert torch.equal(tensor, b["state_dict"][name]), name
@@ -149,29 +136,22 @@ def test_compare_runs_the_study_of_schedules(tmp_path):
     table carries their ELBO's terms and bits/dim, and says they have no active units (slow: two fits)."""
     shipped = yaml.safe_load((REPO / "configs" / "studies" / "diffusion.yaml").read_text())
     assert set(shipped["runs"]) == {"learned", "linear", "cosine", "discrete-10"}
-    study = {**shipped, "config": str(CONFIG), "args": []}
-    study["runs"] = {name: shipped["runs"][name] for name in ("learned", "cosine")}
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(study))
-    out = tmp_path / "out"
-    args = [
-        "compare",
-        "--study",
-        str(path),
-        "--out",
-        str(out),
-        "--jobs",
-        "2",
-        "--",
-        "--trainer.max_epochs",
-        "1",
-        *SHORT,
-    ]
-    result = run(args, cwd=tmp_path, env=offline(tmp_path))
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    rows = {row["name"]: row for row in csv.DictReader((out / "results.csv").open())}
+    fit = ["--trainer.max_epochs", "1", *SHORT]
+    rows, out = study_rows(shipped, ["learned", "cosine"], tmp_path, config=CONFIG, fit=fit)
     assert rows["cosine"]["model"].startswith("VDM(") and "CosineSchedule" in rows["cosine"]["model"]
     for row in rows.values():
         assert float(row["elbo"]) == pytest.approx(-float(row["recon"]) - float(row["kl"]), abs=1e-3)
         assert row["active_units"] == "" and float(row["bits_per_dim"]) > 0
     assert "| n/a |" in (out / "results.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_vdm_trains_under_bf16_mixed_precision(tmp_path):
+    """The bf16 path through `vae fit` (the network's layers in bf16, the latents, schedule and terms in float32):
+    finite terms that add up as in float32 (slow: bf16 is emulated on a CPU without bf16 instructions)."""
+    args = ["fit", "--config", str(CONFIG), *SHORT, "--trainer.max_epochs", "1", "--trainer.precision", "bf16-mixed"]
+    result = run(args, cwd=tmp_path, env=new_user(tmp_path / "home"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    series = read_metrics(only_run(tmp_path) / "metrics.csv")
+    (prior,), (diffusion,), (kl,) = ([v for _, v in series[f"val/{k}"]] for k in ("kl/prior", "diffusion", "kl"))
+    assert all(math.isfinite(v) for v in (prior, diffusion, kl)) and kl == pytest.approx(prior + diffusion, rel=1e-5)

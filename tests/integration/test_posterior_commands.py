@@ -4,14 +4,13 @@ Carlo, log q carried), evaluates with its inference gap and says why it has no K
 posterior mean, exports, loads with ``vae.load`` and resumes; `vae sample --sampler gmm|flow` fits a sampler to the
 training codes once, saves it and reuses it; and `vae compare` runs a study across posteriors."""
 
-import csv
 import json
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import QUICKSTART, REPO, new_user, offline, run
+from conftest import QUICKSTART, REPO, new_user, only_run, run, study_rows, unbroken_and_resumed
 from exported import assert_same, run_exported
 
 import vae
@@ -20,11 +19,6 @@ from vae.layers.flows import IAF
 
 POSTERIORS = REPO / "configs" / "posteriors"
 SHORT = ["--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "2", "--trainer.log_every_n_steps", "2"]
-
-
-def only_run(root):
-    (folder,) = (root / "runs" / "vae").iterdir()
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -112,17 +106,8 @@ def test_the_shipped_posterior_configs_train(posterior, tmp_path):
 def test_a_resumed_flow_run_continues_exactly(tmp_path):
     """Two epochs, stopped after the first and resumed, equal two unbroken epochs, weight for weight (slow: three
     fits; a flow keeps no state beyond its weights, which the default suite's resume tests cover)."""
-    config = ["--config", str(QUICKSTART), "--config", str(POSTERIORS / "sylvester.yaml"), *SHORT]
-    config += ["--trainer.deterministic", "true"]
-    unbroken, broken = tmp_path / "unbroken", tmp_path / "broken"
-    for folder in (unbroken, broken):
-        folder.mkdir()
-    assert run(["fit", *config, "--trainer.max_epochs", "2"], cwd=unbroken, env=offline(unbroken)).returncode == 0
-    assert run(["fit", *config, "--trainer.max_epochs", "1"], cwd=broken, env=offline(broken)).returncode == 0
-    resumed = run(["fit", *config, "--trainer.max_epochs", "2", "--ckpt_path", "last"], cwd=broken, env=offline(broken))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    a = torch.load(only_run(unbroken) / "checkpoints" / "last.ckpt", weights_only=True)
-    b = torch.load(only_run(broken) / "checkpoints" / "last.ckpt", weights_only=True)
+    fit = ["fit", "--config", str(QUICKSTART), "--config", str(POSTERIORS / "sylvester.yaml"), *SHORT]
+    a, b = unbroken_and_resumed([*fit, "--trainer.deterministic", "true"], tmp_path)
     for name, tensor in a["state_dict"].items():
         assert torch.equal(tensor, b["state_dict"][name]), name
 
@@ -135,27 +120,9 @@ def test_compare_runs_a_study_of_posteriors(tmp_path):
     diffusion schedules' slow tests)."""
     shipped = yaml.safe_load((REPO / "configs" / "studies" / "posteriors.yaml").read_text())
     assert set(shipped["runs"]) == {"diagonal", "full-covariance", "planar-8", "sylvester-4", "iaf-2"}
-    study = {**shipped, "config": str(QUICKSTART), "args": []}
-    study["runs"] = {name: shipped["runs"][name] for name in ("diagonal", "iaf-2")}
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(study))
-    out = tmp_path / "out"
-    args = [
-        "compare",
-        "--study",
-        str(path),
-        "--out",
-        str(out),
-        "--jobs",
-        "2",
-        "--",
-        "--trainer.max_epochs",
-        "1",
-        *SHORT,
-    ]
-    result = run(args, cwd=tmp_path, env=offline(tmp_path))
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    rows = {row["name"]: row for row in csv.DictReader((out / "results.csv").open())}
+    rows, _ = study_rows(
+        shipped, ["diagonal", "iaf-2"], tmp_path, config=QUICKSTART, fit=["--trainer.max_epochs", "1", *SHORT]
+    )
     assert rows["iaf-2"]["model"].startswith("VAE(posterior=IAF(") and "DiagonalGaussian" in rows["diagonal"]["model"]
     for row in rows.values():
         assert float(row["elbo"]) == pytest.approx(-float(row["recon"]) - float(row["kl"]), abs=1e-3)

@@ -5,7 +5,6 @@ one-hot posterior), encodes integer codes and exports; a resumed run continues t
 exactly as an unbroken one; and a prior pointed at a missing run, a run that is not a VQ model, or a first stage whose
 weights changed is refused in one line, with nothing written; and `vae compare` runs a study of quantizers."""
 
-import csv
 import json
 import math
 import shutil
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import REPO, offline, run
+from conftest import REPO, offline, only_run, run, study_rows, unbroken_and_resumed
 from exported import ONNX_EXPORT, assert_same, run_exported
 
 import vae
@@ -36,11 +35,6 @@ SMALL_PRIOR = [
     "0.01",
 ]
 RESTARTING = ["--model.model.init_args.quantizer.init_args.restart_after", "2"]
-
-
-def only_run(root):
-    (folder,) = (root / "runs" / "vae").iterdir()
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -150,15 +144,7 @@ def test_the_codes_encode_as_integers_and_export_to_both_formats(prior_run):
 def test_a_resumed_vq_run_continues_its_codebook_exactly(tmp_path):
     """Two epochs straight, and one epoch then a resume to two: the same EMA statistics, codebook, unused-step
     counts, restarts and weights, bit for bit."""
-    straight, broken = tmp_path / "straight", tmp_path / "broken"
-    args = ["fit", "--config", VQ, *SHORT, *RESTARTING, "--trainer.max_epochs"]
-    for root in (straight, broken):
-        root.mkdir()
-    assert run([*args, "2"], cwd=straight, env=offline(straight)).returncode == 0
-    assert run([*args, "1"], cwd=broken, env=offline(broken)).returncode == 0
-    resumed = run([*args, "2", "--ckpt_path", "last"], cwd=broken, env=offline(broken))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    one, two = (torch.load(next(root.rglob("last.ckpt")), weights_only=True) for root in (straight, broken))
+    one, two = unbroken_and_resumed(["fit", "--config", VQ, *SHORT, *RESTARTING], tmp_path)
     assert one["global_step"] == two["global_step"] == 8
     assert int(one["state_dict"]["model.latent.quantizer.restarts"]) > 0  # the resumed part restarted codes too
     for name, tensor in one["state_dict"].items():
@@ -224,16 +210,10 @@ def test_compare_runs_a_study_of_quantizers_and_tables_their_codebook_usage(tmp_
     study machinery is in the default suite through tests/integration/test_compare.py, a model's own split metrics
     through this file's training tests)."""
     shipped = yaml.safe_load((REPO / "configs" / "studies" / "quantizers.yaml").read_text())
-    study = {**shipped, "config": str(REPO / "configs" / "vq_quickstart.yaml"), "args": []}
-    study["runs"] = {name: shipped["runs"][name] for name in ("vq-256", "fsq-1000")}
-    path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump(study))
-    out = tmp_path / "out"
-    args = ["compare", "--study", str(path), "--out", str(out), "--jobs", "2"]
-    args += ["--", "--trainer.max_epochs", "1", *SHORT]
-    result = run(args, cwd=tmp_path, env=offline(tmp_path))
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    rows = {row["name"]: row for row in csv.DictReader((out / "results.csv").open())}
+    fit = ["--trainer.max_epochs", "1", *SHORT]
+    rows, out = study_rows(
+        shipped, ["vq-256", "fsq-1000"], tmp_path, config=REPO / "configs" / "vq_quickstart.yaml", fit=fit
+    )
     assert rows["fsq-1000"]["model"] == "VQVAE(quantizer=FSQ(levels=[8, 5, 5, 5]))"
     for name, codes in (("vq-256", 256), ("fsq-1000", 1000)):
         usage, unused = float(rows[name]["codebook/usage"]), float(rows[name]["codebook/unused"])
