@@ -237,6 +237,7 @@ class GaussianLatent(LatentLayer):
         """Resolve "auto" for this prior now, and refuse "analytic" where it has no closed form, before training."""
         with torch.no_grad():
             prior = self.prior(encode)
+        self.prior_diagonal = diagonal_normal(prior) is not None
         if not self.posterior.density:
             if estimator == "analytic":
                 raise ConfigError(
@@ -247,6 +248,7 @@ class GaussianLatent(LatentLayer):
             self.kl_splits, self.factorises, self.kl_estimator = False, False, "mc"
             self.no_kl_per_unit = f"undefined for a correlated posterior ({self.posterior.description})"
             return
+        self.prior_diagonal = diagonal_normal(prior) is not None
         posterior = self.posterior.reference()
         self.kl_splits = splittable(posterior, prior)
         self.factorises = factorised(posterior, prior)
@@ -286,6 +288,29 @@ class GaussianLatent(LatentLayer):
     def prior_distribution(self, encode: Encode) -> Distribution:
         """p(z), event shape (d,) (flattened for a feature map)."""
         return self.prior(encode)
+
+    def laws(self, h: Tensor | None, encode: Encode) -> tuple[Distribution, Distribution | None]:
+        """p(z) and, given the head's input h, q(z|h) (None without it), both over the flattened layer (d,)."""
+        posterior = None
+        if h is not None:
+            moments, extra = self.parts(h)
+            posterior = self.posterior.distribution(moments, extra)
+        return self.prior(encode), posterior
+
+    def coding_refusal(self) -> str | None:
+        """Why a bits-back coder cannot take this layer (its posterior or its prior does not factorize per dimension),
+        or None."""
+        if not self.diagonal:
+            return (
+                f"layer {self.name}'s posterior ({self.posterior.description}) does not factorize per dimension; "
+                "bits-back coding here needs the diagonal Gaussian"
+            )
+        if not self.prior_diagonal:
+            return (
+                f"layer {self.name}'s prior ({self.prior_name}) is not a diagonal Gaussian; bits-back coding here "
+                "needs a prior that factorizes per dimension (StandardNormal, LearnedGaussian)"
+            )
+        return None
 
     def unflatten(self, z: Tensor) -> Tensor:
         if len(self.shape) == 1:
@@ -395,9 +420,7 @@ class TopDownLatent(LatentLayer):
     def forward(self, h: Tensor, features: Tensor) -> tuple[LatentSample, Tensor]:
         """h: the top-down state, features: the encoder's at this resolution, both (b, width, h, w). Returns the
         sample and the state passed down."""
-        p_mean, p_log_std, residual = self.prior_parts(h)
-        posterior = self.posterior(h, features, p_mean, p_log_std)
-        prior = diagonal_gaussian(p_mean, p_log_std, 3)
+        prior, posterior, residual = self.laws(h, features)
         if self.flow is None:
             reg = self.regularizer(posterior, prior)
             z, kl, per_unit, log_q, mean = reg.z, reg.kl, per_channel(reg.kl_per_dim), None, posterior.mean
@@ -416,7 +439,18 @@ class TopDownLatent(LatentLayer):
             estimator=self.kl_estimator,
             log_q=log_q,
         )
-        return sample, h + self.project(z.to(h.dtype)) + residual
+        return sample, self.descend(h, z, residual)
+
+    def laws(self, h: Tensor, features: Tensor | None) -> tuple[Distribution, Distribution | None, Tensor]:
+        """p(z_l | z_>l), q(z_l | x, z_>l) given the encoder's ``features`` (None without them), and the prior head's
+        residual features, from the top-down state h."""
+        p_mean, p_log_std, residual = self.prior_parts(h)
+        posterior = None if features is None else self.posterior(h, features, p_mean, p_log_std)
+        return diagonal_gaussian(p_mean, p_log_std, 3), posterior, residual
+
+    def descend(self, h: Tensor, z: Tensor, residual: Tensor) -> Tensor:
+        """The state passed down once z_l is chosen: h + W_z z + r."""
+        return h + self.project(z.to(h.dtype)) + residual
 
     def posterior(self, h: Tensor, features: Tensor, p_mean: Tensor, p_log_std: Tensor) -> Distribution:
         """q(z_l | x, z_>l), event shape (c, h, w): the diagonal Gaussian, or the IAF's flow of it."""

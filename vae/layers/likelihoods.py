@@ -12,6 +12,11 @@ The Bernoulli is a proper likelihood for binary images; on grey levels in [0, 1]
 cross-entropy, which is not a normalised density over [0, 1] (compare likelihoods on binarized data,
 or use the Gaussian). The Gaussian's σ is fixed, or one learned scalar shared by all pixels
 (the σ-VAE of Rivera et al. 2021), kept above ``min_sigma``.
+
+A discrete likelihood (``levels``: 2 for the Bernoulli, 256 for the discretized logistics) also gives the probability
+of every value of every pixel, channel by channel (``value_table``): what an entropy coder codes the image under
+(``vae.coding``). Channel c's table reads only the channels before it (the mixture couples them), so a decoder that has
+decoded those gets the same numbers, bit for bit.
 """
 
 from __future__ import annotations
@@ -29,7 +34,13 @@ from vae.core.spec import Configurable
 
 
 class Likelihood(Configurable, nn.Module, ABC):
-    """Base class: a decoder output ``params`` (b, param_channels(c), h, w) defines p(x|z)."""
+    """Base class: a decoder output ``params`` (b, param_channels(c), h, w) defines p(x|z).
+
+    levels: the values each pixel takes under a discrete likelihood (the value v stands for the grey level
+        v / (levels − 1)); None for a continuous one, which has no probability of a pixel's value.
+    """
+
+    levels: int | None = None
 
     def param_channels(self, channels: int) -> int:
         """How many decoder output channels the likelihood reads for images with ``channels`` channels."""
@@ -43,9 +54,48 @@ class Likelihood(Configurable, nn.Module, ABC):
     def mean(self, params: Tensor) -> Tensor:
         """E[x|z], clamped to the image range [0, 1] for display."""
 
+    def symbols(self, x: Tensor) -> Tensor:
+        """Images (b, c, h, w), floats in [0, 1] or uint8, as the values this likelihood codes (integers in [0, levels),
+        int64); a one-line error for images it does not model (grey levels under a Bernoulli, a continuous
+        likelihood)."""
+        if self.levels is None:
+            raise ConfigError(
+                f"a {type(self).__name__} likelihood is continuous: it gives no probability of a pixel's value, which "
+                "coding needs (use a model with a Bernoulli or discretized logistic likelihood)"
+            )
+        top = self.levels - 1
+        if x.dtype == torch.uint8:  # k/255: exact grey levels for 256 values, only 0 and 255 for 2
+            scaled = x.double() * top / 255.0
+        else:
+            scaled = x.double() * top
+        values = scaled.round().long()
+        fits = ((scaled - values).abs() <= 1e-3) & (values >= 0) & (values <= top)
+        if not bool(fits.all()):
+            raise ConfigError(
+                f"a {type(self).__name__} likelihood models "
+                + (
+                    "binary images (0 and 1), and these have grey levels: binarize them (the data's binarize option) "
+                    "or use a model trained on 8-bit images"
+                    if self.levels == 2
+                    else f"images of {self.levels} grey levels in [0, 1], and these are not"
+                )
+            )
+        return values
+
+    def value_table(self, params: Tensor, x: Tensor, channel: int) -> Tensor:
+        """P(x_c = v | z, x_<c) for channel c = ``channel`` at every pixel and value v, (b, h, w, levels), float64,
+        each row summing to 1; it reads only x's channels before c (values in [0, 1])."""
+        raise ConfigError(f"a {type(self).__name__} likelihood has no table of pixel values")
+
 
 class Bernoulli(Likelihood):
     """Independent Bernoulli pixels with the decoder's output as logits."""
+
+    levels = 2
+
+    def value_table(self, params: Tensor, x: Tensor, channel: int) -> Tensor:
+        logits = params[:, channel].double()
+        return torch.stack([torch.sigmoid(-logits), torch.sigmoid(logits)], dim=-1)
 
     def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
         log_px = -F.binary_cross_entropy_with_logits(params, x, reduction="none")  # (b, c, h, w)
@@ -107,6 +157,16 @@ def discretized_logistic_log_prob(x: Tensor, mean: Tensor, log_scale: Tensor) ->
 LOG_SCALE_MIN = -7.0  # s ≥ e^−7: far below one bin (2/255), so the bound never limits the fit
 
 
+def grey_levels(like: Tensor) -> Tensor:
+    """The 256 grey levels v/255, float64, on ``like``'s device: (256,)."""
+    return torch.arange(256, dtype=torch.float64, device=like.device) / 255.0
+
+
+def normalised(log_p: Tensor) -> Tensor:
+    """Probabilities from log-probabilities over the last axis, renormalised to sum to 1 (float64)."""
+    return torch.softmax(log_p, dim=-1)
+
+
 class DiscretizedLogistic(Likelihood):
     """Independent discretized logistic pixels over 256 values: the decoder outputs a mean and a log-scale
     per channel (2c channels). For 8-bit images: bits/dim from it are comparable with the literature."""
@@ -118,9 +178,15 @@ class DiscretizedLogistic(Likelihood):
         mean, log_scale = rearrange(params, "b (two c) h w -> two b c h w", two=2)
         return mean, log_scale.clamp_min(LOG_SCALE_MIN)
 
+    levels = 256
+
     def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
         mean, log_scale = self.split(params)
         return reduce(discretized_logistic_log_prob(x, mean, log_scale), "b c h w -> b", "sum")
+
+    def value_table(self, params: Tensor, x: Tensor, channel: int) -> Tensor:
+        mean, log_scale = (part[:, channel, ..., None] for part in self.split(params.double()))  # (b, h, w, 1)
+        return normalised(discretized_logistic_log_prob(grey_levels(params), mean, log_scale))
 
     def mean(self, params: Tensor) -> Tensor:
         return ((self.split(params)[0] + 1.0) / 2.0).clamp(0.0, 1.0)
@@ -134,6 +200,8 @@ class DiscretizedLogisticMixture(Likelihood):
     The decoder outputs K·(1 + 2c + c(c−1)/2) channels: per component a mixture logit, c means, c log-scales
     and the c(c−1)/2 coupling coefficients.
     """
+
+    levels = 256
 
     def __init__(self, *, num_components: int = 10) -> None:
         super().__init__()
@@ -168,6 +236,23 @@ class DiscretizedLogisticMixture(Likelihood):
         per_channel = discretized_logistic_log_prob(x[:, None], means, log_scales)  # (b, k, c, h, w)
         log_mix = reduce(per_channel, "b k c h w -> b k h w", "sum") + torch.log_softmax(logits, dim=1)
         return reduce(torch.logsumexp(log_mix, dim=1), "b h w -> b", "sum")
+
+    def value_table(self, params: Tensor, x: Tensor, channel: int) -> Tensor:
+        """Channel c's mixture over the values, each component weighted by π_k Π_{j<c} P_k(x_j) (its posterior weight
+        given the channels before c)."""
+        logits, means, log_scales, coeffs = self.split(params.double())
+        x = x.double()
+        means = self.coupled_means(means[:, :, : channel + 1], coeffs, x[:, : channel + 1])  # reads x_<c only
+        log_weights = torch.log_softmax(logits, dim=1)  # (b, k, h, w)
+        for j in range(channel):
+            log_weights = log_weights + discretized_logistic_log_prob(
+                x[:, None, j], means[:, :, j], log_scales[:, :, j]
+            )
+        log_weights = log_weights - torch.logsumexp(log_weights, dim=1, keepdim=True)
+        per_value = discretized_logistic_log_prob(
+            grey_levels(params), means[:, :, channel, ..., None], log_scales[:, :, channel, ..., None]
+        )  # (b, k, h, w, 256)
+        return normalised(torch.logsumexp(log_weights[..., None] + per_value, dim=1))
 
     def mean(self, params: Tensor) -> Tensor:
         """The mixture-weighted means, without the channel coupling (for display)."""

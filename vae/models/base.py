@@ -168,6 +168,26 @@ class ModelOutput:
 
 
 @dataclass(frozen=True)
+class LayerLaw:
+    """One latent layer as a coder meets it in the generative order (``LatentVariableModel.walk``), for b examples.
+
+    name: the layer's name (a code sequence's position, for an autoregressive prior over codes).
+    prior: p(z_l | z_>l): a diagonal Gaussian (``Independent(Normal)``) or a ``Categorical`` over the layer's values.
+    posterior: q(z_l | x, z_>l) of the same family, when the walk is given the images; None without them.
+    code: where q(z_l | x, z_>l) puts all its mass on one value (a quantized code), that value (b, ...) in place of a
+        posterior; None otherwise.
+    """
+
+    name: str
+    prior: Distribution
+    posterior: Distribution | None = None
+    code: Tensor | None = None
+
+
+Choose = Callable[[LayerLaw], Tensor]  # a layer's law → the z_l to go on with, in the prior's event shape
+
+
+@dataclass(frozen=True)
 class Capabilities:
     """What a model can do: what commands and objectives ask it, in place of looking at its class.
 
@@ -298,6 +318,18 @@ class LatentVariableModel(Configurable, nn.Module, ABC):
     @abstractmethod
     def decode(self, z: Tensor, *, context: Tensor | None = None) -> Tensor:
         """E[x|z] for codes z (b, d) as ``encode`` gives them, (b, c, h, w)."""
+
+    def coding_refusal(self) -> str | None:
+        """Why this model's latents cannot be chosen layer by layer (``walk``), in one line; None where they can."""
+        return f"{type(self).__name__} has no generative pass whose latents a coder can choose"
+
+    def walk(self, n: int, *, x: Tensor | None, choose: Choose) -> Tensor:
+        """The generative pass for n examples with every latent chosen by the caller (a bits-back coder): layer by layer
+        from the top, ``choose`` receives the layer's ``LayerLaw`` (its prior given the layers chosen above and, given
+        the images x in [0, 1], its posterior) and returns z_l; the result is the likelihood's parameters given them
+        all, (n, param channels, h, w). Deterministic: the same x and choices give the same numbers, bit for bit, on
+        the same machine and batch. A model that cannot (``coding_refusal``) raises a one-line error."""
+        raise ConfigError(self.coding_refusal() or f"{type(self).__name__} does not implement walk")
 
     def networks(self) -> list[nn.Module]:
         """The deterministic networks, for ``torch.compile`` (``--model.compile``): the model's direct submodules by

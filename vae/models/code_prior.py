@@ -33,7 +33,7 @@ from vae.core.errors import ConfigError, UserError
 from vae.core.pixels import as_unit
 from vae.core.spec import to_spec
 from vae.core.trust import build
-from vae.models.base import Capabilities, Encoding, LatentVariableModel, ModelOutput, inferring
+from vae.models.base import Capabilities, Choose, Encoding, LatentVariableModel, ModelOutput, inferring
 from vae.models.quantized import VQVAE
 
 
@@ -234,6 +234,13 @@ class CodePrior(LatentVariableModel):
     @inferring
     def sample(self, n: int, *, temperature: float = 1.0, context: Tensor | None = None) -> Tensor:
         return self.first_stage.decode(self.network.sample(n, temperature=temperature, top_k=self.top_k))
+
+    def coding_refusal(self) -> str | None:
+        return None
+
+    def walk(self, n: int, *, x: Tensor | None, choose: Choose) -> Tensor:
+        """The first stage's codes, one position at a time under the learned prior."""
+        return self.first_stage.walk(n, x=x, choose=choose, prior=self.network)
 
     def encode(self, x: Tensor, *, context: Tensor | None = None) -> Encoding:
         return self.first_stage.encode(x)

@@ -37,7 +37,7 @@ from vae.layers.nets.conv import Conv, ConvTranspose, down, up
 from vae.layers.posteriors import DiagonalGaussian, Moments, Posterior
 from vae.layers.priors import Prior, StandardNormal
 from vae.models import pictures
-from vae.models.base import Capabilities, Encoding, LatentVariableModel, ModelOutput, inferring
+from vae.models.base import Capabilities, Choose, Encoding, LatentVariableModel, LayerLaw, ModelOutput, inferring
 
 
 class ResBlock(nn.Module):
@@ -346,6 +346,30 @@ class HierarchicalVAE(LatentVariableModel):
         if samples > 1:
             x = repeat(x, "b c h w -> (k b) c h w", k=samples)
         return ModelOutput(log_px=self.likelihood.log_prob(params, x), latents=latents, params=params, samples=samples)
+
+    def coding_refusal(self) -> str | None:
+        if any(layer.flow is not None for layer in self.below):
+            return "its layers below the top have IAF posteriors (layer_flow), which do not factorize per dimension"
+        return self.top.coding_refusal()
+
+    def walk(self, n: int, *, x: Tensor | None, choose: Choose) -> Tensor:
+        """The top-down pass with each layer's z chosen by ``choose`` (HiLLoC's order: from the top, each layer's laws
+        given the layers chosen above it)."""
+        refusal = self.coding_refusal()
+        if refusal is not None:
+            raise ConfigError(refusal)
+        features = None if x is None else self.bottom_up(as_unit(x))
+        h = self.start(n)
+        given = None if features is None else torch.cat([h, features[self.resolutions[0]]], dim=1)
+        prior, posterior = self.top.laws(given, self.top_posterior)
+        z = self.top.unflatten(choose(LayerLaw(name=self.top.name, prior=prior, posterior=posterior)))
+        h = self.decoder_blocks[0](h + self.top_project(z.to(h.dtype)))
+        for layer, resolution, block in zip(self.below, self.resolutions[1:], self.decoder_blocks[1:]):
+            h = self.resize(h, resolution)
+            prior, posterior, residual = layer.laws(h, None if features is None else features[resolution])
+            z = choose(LayerLaw(name=layer.name, prior=prior, posterior=posterior))
+            h = block(layer.descend(h, z, residual))
+        return self.decode_state(h)
 
     @torch.no_grad()
     def generate(

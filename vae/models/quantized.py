@@ -18,6 +18,7 @@ from collections.abc import Callable
 import torch
 from einops import rearrange
 from torch import Tensor, nn
+from torch.distributions import Categorical
 from torchmetrics import Metric
 
 from vae.core.errors import ConfigError
@@ -26,7 +27,7 @@ from vae.core.pixels import as_unit
 from vae.layers.likelihoods import Bernoulli, Likelihood
 from vae.layers.nets.conv import bottom_shape, down, up
 from vae.layers.quantizers import CodeLatent, Quantized, Quantizer, VectorQuantizer, indices_of, tokens_of
-from vae.models.base import Capabilities, Encoding, LatentVariableModel, ModelOutput, Term, inferring
+from vae.models.base import Capabilities, Choose, Encoding, LatentVariableModel, LayerLaw, ModelOutput, Term, inferring
 from vae.models.pictures import heat_map
 
 
@@ -206,6 +207,31 @@ class VQVAE(LatentVariableModel):
             raise ConfigError(f"code indices must lie in [0, {self.quantizer.codebook_size - 1}]")
         indices = indices_of(tokens, depth=self.quantizer.depth, height=self.grid[0], width=self.grid[1])
         return self.likelihood.mean(full_precision(self.decoder(self.quantizer.lookup(indices))))
+
+    def coding_refusal(self) -> str | None:
+        return None
+
+    def walk(
+        self, n: int, *, x: Tensor | None, choose: Choose, prior: Callable[[Tensor], Tensor] | None = None
+    ) -> Tensor:
+        """The codes chosen under the uniform prior p(c) = 1/K (one law over all n·q of them), or, given ``prior`` (a
+        callable from code sequences (b, i) to logits (b, i, K), a learned prior's), one position at a time, each law
+        given the codes before it; given the images x, each law carries x's code (q(c|x) is one-hot)."""
+        code = None if x is None else self.codes(x)  # (b, n·q)
+        size, length = self.quantizer.codebook_size, self.latent.length
+        if prior is None:
+            uniform = Categorical(logits=torch.zeros(n, length, size, device=self.decoder[0].weight.device))
+            tokens = choose(LayerLaw(name="codes", prior=uniform, code=code))
+        else:
+            tokens = torch.zeros(n, length, dtype=torch.long, device=self.decoder[0].weight.device)
+            for i in range(length):  # the same prefix passes coding and decoding: the same numbers
+                logits = full_precision(prior(tokens[:, : i + 1])[:, i])  # (b, K): reads the codes before i only
+                law = LayerLaw(
+                    name=f"codes/{i}", prior=Categorical(logits=logits), code=None if code is None else code[:, i]
+                )
+                tokens[:, i] = choose(law)
+        indices = indices_of(tokens, depth=self.quantizer.depth, height=self.grid[0], width=self.grid[1])
+        return full_precision(self.decoder(self.quantizer.lookup(indices)))
 
     def sample(self, n: int, *, temperature: float = 1.0, context: Tensor | None = None) -> Tensor:
         raise ConfigError(

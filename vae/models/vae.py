@@ -23,7 +23,16 @@ from vae.layers.likelihoods import Bernoulli, Likelihood
 from vae.layers.nets import ConvNet, Network
 from vae.layers.posteriors import DiagonalGaussian, Moments, Posterior
 from vae.layers.priors import Prior, StandardNormal
-from vae.models.base import Capabilities, Encoding, LatentVariableModel, ModelOutput, inferring, renamed_keys
+from vae.models.base import (
+    Capabilities,
+    Choose,
+    Encoding,
+    LatentVariableModel,
+    LayerLaw,
+    ModelOutput,
+    inferring,
+    renamed_keys,
+)
 
 
 class VAE(LatentVariableModel):
@@ -128,6 +137,18 @@ class VAE(LatentVariableModel):
     @inferring
     def decode(self, z: Tensor, *, context: Tensor | None = None) -> Tensor:
         return self.likelihood.mean(self.network.decoder(z))
+
+    def coding_refusal(self) -> str | None:
+        return self.latent.coding_refusal()
+
+    def walk(self, n: int, *, x: Tensor | None, choose: Choose) -> Tensor:
+        refusal = self.coding_refusal()
+        if refusal is not None:
+            raise ConfigError(refusal)
+        h = None if x is None else self.network.encoder(as_unit(x))
+        prior, posterior = self.latent.laws(h, self.posterior)
+        z = choose(LayerLaw(name=self.latent.name, prior=prior, posterior=posterior))
+        return full_precision(self.network.decoder(z))
 
     @inferring
     def sample(self, n: int, *, temperature: float = 1.0, context: Tensor | None = None) -> Tensor:

@@ -1,0 +1,437 @@
+"""Bits-back coding with asymmetric numeral systems (BB-ANS: Townsend, Bird & Barber 2019; HiLLoC for hierarchies:
+Townsend et al. 2020): a trained latent-variable model with a discrete likelihood as a lossless compressor, whose rate
+is the negative ELBO it was trained on.
+
+The coder keeps a stack of bits (constriction's ``AnsCoder``: last in, first out). To add an image x:
+
+    1. pop  ẑ under Q(ẑ | x)     decoding ẑ from the stack takes −log Q(ẑ|x) bits off it: the bits back
+    2. push x under p(x | ẑ)     −log p(x|ẑ) bits on: the reconstruction term
+    3. push ẑ under P(ẑ)         −log P(ẑ) bits on
+
+so the stack grows by −log p(x|ẑ) − log P(ẑ) + log Q(ẑ|x), whose mean over ẑ ~ Q is the reconstruction term plus the
+KL: the negative ELBO, with discretized latents, in bits. A hierarchy pops its layers from the top down (each given the
+ones above: ``LatentVariableModel.walk``) and pushes them back under their priors in reverse. Decoding runs the steps
+backwards: pop ẑ under P (the layers from the top), pop x under p(x|ẑ), push ẑ under Q(ẑ|x), which puts back exactly
+the bits step 1 took.
+
+Discretization (HiLLoC's dynamic discretization): each Gaussian latent is cut into K = 2^latent_bits buckets of equal
+mass under its own prior p(z_l | z_>l), which the decoder knows when it reaches the layer, so P(bucket) = 1/K; a
+bucket stands for the point at its middle quantile, and Q(bucket) is the posterior's mass in it. Categorical latents are
+coded as they are; a deterministic code (a quantized model's) is pushed under its prior with nothing popped.
+
+Initial bits: the first pop needs bits on the stack before anything was pushed. The stack starts with seeded random
+words, D·latent_bits bits for D latent dimensions (the most a posterior over K buckets can take), paid once per file; on
+decoding they must come back exactly, a check of the whole run. Images go a batch at a time (every network pass
+batched), the batches growing 1, 2, 4, ... to ``batch_size`` so that only one image's pop meets the initial bits.
+
+Every probability is computed in float64 from the networks' float32 outputs and quantized by constriction; decoding
+needs the very same numbers, so the batches, the chunks of pixel tables and the thread count are part of the file
+(``vae.coding.container``), and the decoded images are checked against the digests of the originals.
+
+Axes: b images, c channels, h height, w width, d latent dimensions, k values (buckets, codes, grey levels).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import constriction
+import numpy as np
+import torch
+from einops import rearrange, reduce
+from torch import Tensor
+from torch.distributions import Categorical as TorchCategorical
+from torch.distributions import Distribution, Independent, Normal
+
+from vae.core.errors import ConfigError, UserError
+from vae.models.base import LatentVariableModel, LayerLaw, inference
+
+AnsCoder = constriction.stream.stack.AnsCoder  # a native module: its submodules are attributes, not importable
+Uniform = constriction.stream.model.Uniform
+# constriction's quantization of a categorical: every value keeps a nonzero probability.
+CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
+PIXEL_ROWS = 8  # images per pixel table: bounds the memory of a mixture's tables (rows·k·h·w·256 float64)
+TABLE_ROWS = 1 << 14  # latent dimensions per bucket-table chunk computed at once
+
+
+class CodingError(UserError):
+    """A file that does not decode to what was coded: another model's numbers, or damage the checksum missed."""
+
+
+@dataclass(frozen=True)
+class Costs:
+    """What each image put on the stack, in bits (b,), from the probabilities it was coded with.
+
+    bits_back: −log2 Q(ẑ|x), taken off the stack by the pop (0 for a deterministic code).
+    latents: −log2 P(ẑ), pushed.
+    pixels: −log2 p(x|ẑ), pushed.
+    """
+
+    bits_back: np.ndarray
+    latents: np.ndarray
+    pixels: np.ndarray
+
+    @property
+    def net(self) -> np.ndarray:
+        """pixels + latents − bits back: the single-sample negative ELBO with discretized latents, in bits."""
+        return self.pixels + self.latents - self.bits_back
+
+    @classmethod
+    def joined(cls, parts: list[Costs]) -> Costs:
+        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in ("bits_back", "latents", "pixels")))
+
+
+@dataclass(frozen=True)
+class Coded:
+    """A coded stack: its words (uint32), the batch sizes in coding order, the initial words it started from, each
+    batch's CRC-32 of its values, and what every image cost."""
+
+    words: np.ndarray
+    batches: list[int]
+    initial_words: int
+    checksums: list[int]
+    costs: Costs
+
+
+def ramp(count: int, batch_size: int) -> list[int]:
+    """Batch sizes 1, 2, 4, ... up to ``batch_size``, then ``batch_size``, summing to ``count``."""
+    sizes, size = [], 1
+    while count > 0:
+        sizes.append(min(size, batch_size, count))
+        count -= sizes[-1]
+        size *= 2
+    return sizes
+
+
+def seeded_words(count: int, seed: int) -> np.ndarray:
+    """``count`` seeded random 32-bit words (the last one nonzero, as the coder needs of its top word)."""
+    words = np.random.default_rng(seed).integers(0, 2**32, size=count, dtype=np.uint32)
+    if count:
+        words[-1] |= np.uint32(1)
+    return words
+
+
+def checksum(symbols: Tensor) -> int:
+    """CRC-32 of a batch's values, as int16 bytes in (b, c, h, w) order."""
+    return zlib.crc32(symbols.to(torch.int16).cpu().numpy().tobytes())
+
+
+def interval_mass(a: Tensor, b: Tensor) -> Tensor:
+    """Φ(b) − Φ(a) for a ≤ b, Φ the standard normal CDF, accurate in both tails (the upper as Φ(−a) − Φ(−b))."""
+    ndtr = torch.special.ndtr
+    return torch.where(a > 0, ndtr(-a) - ndtr(-b), ndtr(b) - ndtr(a))
+
+
+def information(table: np.ndarray, values: np.ndarray, rows: int) -> np.ndarray:
+    """−log2 of each value's probability under its row of ``table`` (n, k), summed per example: (rows,)."""
+    bits = -np.log2(np.maximum(table[np.arange(len(values)), values], 1e-300))
+    return reduce(bits, "(b d) -> b", "sum", b=rows)
+
+
+def normalised_rows(p: Tensor) -> np.ndarray:
+    """Rows of probabilities (n, k) as the float64 array constriction takes, each scaled to sum to 1."""
+    p = p.double().clamp_min(0)
+    return (p / p.sum(dim=-1, keepdim=True)).cpu().numpy()
+
+
+class Latent:
+    """One layer's law (``LayerLaw``) for b examples, ready to code: a diagonal Gaussian cut into 2^bits buckets of
+    equal prior mass, or a categorical over its values as it is."""
+
+    def __init__(self, law: LayerLaw, rows: int, bits: int) -> None:
+        self.law, self.rows, self.bits = law, rows, bits
+        prior = law.prior
+        normal = prior.base_dist if isinstance(prior, Independent) else prior
+        if isinstance(normal, Normal):
+            self.kind, self.event = "gaussian", tuple(prior.event_shape)
+            self.buckets = 2**bits
+            self.p_loc, self.p_scale = self.flat_gaussian(prior)
+            self.dims = self.p_loc.shape[1]
+        elif isinstance(prior, TorchCategorical):
+            self.kind, self.event = "categorical", tuple(prior.batch_shape[1:])
+            self.buckets = prior.probs.shape[-1]
+            self.dims = int(np.prod(self.event, dtype=np.int64))
+        else:
+            raise ConfigError(
+                f"layer {law.name}'s prior is a {type(prior).__name__}: bits-back coding needs a prior that factorizes "
+                "per dimension (a diagonal Gaussian or a categorical)"
+            )
+        posterior = law.posterior
+        if posterior is not None:
+            family = TorchCategorical if self.kind == "categorical" else Normal
+            inner = posterior.base_dist if isinstance(posterior, Independent) else posterior
+            if not isinstance(inner, family):
+                raise ConfigError(
+                    f"layer {law.name}'s posterior is a {type(posterior).__name__}: bits-back coding needs a posterior "
+                    "of the prior's family that factorizes per dimension (a diagonal Gaussian)"
+                )
+
+    def flat_gaussian(self, d: Distribution) -> tuple[Tensor, Tensor]:
+        """A diagonal Gaussian's means and scales, (b, d) float64, broadcast over the batch."""
+        normal = d.base_dist if isinstance(d, Independent) else d
+        shape = (self.rows, *d.event_shape)
+        loc = torch.broadcast_to(normal.loc, shape).double()
+        scale = torch.broadcast_to(normal.scale, shape).double()
+        return rearrange(loc, "b ... -> b (...)"), rearrange(scale, "b ... -> b (...)")
+
+    @property
+    def size(self) -> int:
+        """Latent dimensions coded for all b examples."""
+        return self.rows * self.dims
+
+    def quantiles(self) -> Tensor:
+        """Φ⁻¹ at the K + 1 bucket edges j/K (±∞ at the ends), (K + 1,) float64."""
+        edges = torch.arange(self.buckets + 1, dtype=torch.float64, device=self.p_loc.device) / self.buckets
+        return torch.special.ndtri(edges)
+
+    def posterior_table(self) -> np.ndarray:
+        """Q(value | x) for every example and dimension, (b·d, k) float64."""
+        posterior = self.law.posterior
+        if posterior is None:
+            raise ConfigError(f"layer {self.law.name} has no posterior here")
+        if self.kind == "categorical":
+            return normalised_rows(rearrange(posterior.probs, "b ... k -> (b ...) k"))
+        q_loc, q_scale = (rearrange(t, "b d -> (b d)") for t in self.flat_gaussian(posterior))
+        p_loc, p_scale = (rearrange(t, "b d -> (b d)") for t in (self.p_loc, self.p_scale))
+        quantiles = self.quantiles()
+        table = np.empty((self.size, self.buckets), dtype=np.float64)
+        for start in range(0, self.size, TABLE_ROWS):
+            rows = slice(start, start + TABLE_ROWS)
+            # The bucket edges μ_p + σ_p Φ⁻¹(j/K) in the posterior's standard units.
+            edges = ((p_loc[rows] - q_loc[rows]) / q_scale[rows])[:, None] + (p_scale[rows] / q_scale[rows])[
+                :, None
+            ] * quantiles  # (n, K + 1)
+            table[rows] = normalised_rows(interval_mass(edges[:, :-1], edges[:, 1:]))
+        return table
+
+    def prior_table(self) -> np.ndarray:
+        """P(value) for a categorical layer, (b·d, k) float64 (a Gaussian layer's buckets are uniform)."""
+        return normalised_rows(rearrange(self.law.prior.probs, "b ... k -> (b ...) k"))
+
+    def value(self, indices: np.ndarray) -> Tensor:
+        """The latent that the chosen values stand for, in the prior's event shape: a bucket's middle quantile
+        μ_p + σ_p Φ⁻¹((i + ½)/K), or a categorical's index."""
+        device = self.law.prior.mean.device if self.kind == "gaussian" else self.law.prior.probs.device
+        index = torch.as_tensor(indices, dtype=torch.long, device=device)
+        if self.kind == "categorical":
+            return index.reshape(self.rows, *self.event)
+        middle = torch.special.ndtri((index.double() + 0.5) / self.buckets)
+        z = self.p_loc + self.p_scale * rearrange(middle, "(b d) -> b d", b=self.rows)
+        return z.float().reshape(self.rows, *self.event)
+
+    def indices_of(self, code: Tensor) -> np.ndarray:
+        """A deterministic code's values as the coder's symbols, (b·d,) int32."""
+        return code.reshape(-1).cpu().numpy().astype(np.int32)
+
+    def pop_posterior(self, coder: AnsCoder) -> tuple[np.ndarray, np.ndarray]:
+        table = self.posterior_table()
+        indices = coder.decode(CATEGORICAL, table)
+        return indices, information(table, indices, self.rows)
+
+    def push_posterior(self, coder: AnsCoder, indices: np.ndarray) -> None:
+        coder.encode_reverse(indices, CATEGORICAL, self.posterior_table())
+
+    def push_prior(self, coder: AnsCoder, indices: np.ndarray) -> np.ndarray:
+        """Push the values under the prior; their information per example, (b,)."""
+        if self.kind == "gaussian":
+            coder.encode_reverse(indices, Uniform(self.buckets))
+            return np.full(self.rows, float(self.dims * self.bits))
+        table = self.prior_table()
+        coder.encode_reverse(indices, CATEGORICAL, table)
+        return information(table, indices, self.rows)
+
+    def pop_prior(self, coder: AnsCoder) -> np.ndarray:
+        if self.kind == "gaussian":
+            return coder.decode(Uniform(self.buckets), self.size)
+        return coder.decode(CATEGORICAL, self.prior_table())
+
+
+class BitsBackCoder:
+    """Codes images under a trained model by bits-back coding (see the module's docstring).
+
+    model: a model whose latents a coder can choose (``LatentVariableModel.walk``; ``coding_refusal`` says why not)
+        and whose likelihood is discrete (``Likelihood.levels``).
+    latent_bits: each Gaussian latent is cut into 2^latent_bits buckets of equal prior mass.
+    batch_size: images per network pass (after the ramp 1, 2, 4, ...).
+    seed: the seed of the initial words.
+    """
+
+    def __init__(
+        self, model: LatentVariableModel, *, latent_bits: int = 10, batch_size: int = 64, seed: int = 0
+    ) -> None:
+        if not 1 <= latent_bits <= 16:
+            raise ConfigError(f"latent_bits must be in [1, 16], got {latent_bits}")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size}")
+        refusal = model.coding_refusal()
+        if refusal is not None:
+            raise ConfigError(f"this model cannot be coded: {refusal}")
+        if model.likelihood.levels is None:
+            model.likelihood.symbols(torch.zeros(1))  # the likelihood's own one-line refusal
+        self.model, self.latent_bits, self.batch_size, self.seed = model, latent_bits, batch_size, seed
+        self.levels: int = model.likelihood.levels
+        self.device = next(iter(model.parameters())).device
+
+    def unit(self, symbols: Tensor) -> Tensor:
+        """Values (b, c, h, w) as the images the model reads: v / (levels − 1), float32."""
+        return symbols.float() / (self.levels - 1)
+
+    def latent_dims(self) -> int:
+        """The latent dimensions coded with bits back per image (their number sets the initial bits): a walk with
+        every latent at its middle bucket, which also refuses a layer this coder cannot take, in one line."""
+        dims = 0
+
+        def probe(law: LayerLaw) -> Tensor:
+            nonlocal dims
+            latent = Latent(law, 1, self.latent_bits)
+            dims += latent.dims if law.code is None else 0
+            if law.code is not None:
+                return law.code
+            return latent.value(np.full(latent.size, latent.buckets // 2, dtype=np.int32))
+
+        with inference(self.model):
+            self.model.walk(1, x=torch.zeros(1, *self.model.image_shape, device=self.device), choose=probe)
+        return dims
+
+    def initial_word_count(self) -> int:
+        return max(1, math.ceil(self.latent_dims() * self.latent_bits / 32))
+
+    def encode(self, symbols: Tensor, *, progress: Callable[[int], None] | None = None) -> Coded:
+        """Code values (n, c, h, w) (``Likelihood.symbols`` of the images) on a new stack; ``progress`` is told each
+        batch's size as it is done."""
+        count = self.initial_word_count()
+        coder = AnsCoder(seeded_words(count, self.seed), seal=False)
+        batches = ramp(len(symbols), self.batch_size)
+        costs, checksums, start = [], [], 0
+        with inference(self.model):
+            for size in batches:
+                batch = symbols[start : start + size].to(self.device)
+                costs.append(self.encode_batch(coder, batch))
+                checksums.append(checksum(batch))
+                start += size
+                if progress is not None:
+                    progress(size)
+        return Coded(
+            words=coder.get_compressed(),
+            batches=batches,
+            initial_words=count,
+            checksums=checksums,
+            costs=Costs.joined(costs) if costs else Costs(*(np.zeros(0),) * 3),
+        )
+
+    def encode_batch(self, coder: AnsCoder, symbols: Tensor) -> Costs:
+        n = len(symbols)
+        x = self.unit(symbols)
+        chosen: list[tuple[Latent, np.ndarray]] = []
+        back = np.zeros(n)
+
+        def choose(law: LayerLaw) -> Tensor:
+            nonlocal back
+            latent = Latent(law, n, self.latent_bits)
+            if law.code is not None:
+                indices = latent.indices_of(law.code)
+            else:
+                indices, bits = latent.pop_posterior(coder)
+                back = back + bits
+            chosen.append((latent, indices))
+            return latent.value(indices)
+
+        params = self.model.walk(n, x=x, choose=choose)
+        pixels = self.push_pixels(coder, params, x, symbols)
+        latents = np.zeros(n)
+        for latent, indices in reversed(chosen):
+            latents = latents + latent.push_prior(coder, indices)
+        return Costs(bits_back=back, latents=latents, pixels=pixels)
+
+    def chunks(self, n: int) -> list[slice]:
+        return [slice(start, min(start + PIXEL_ROWS, n)) for start in range(0, n, PIXEL_ROWS)]
+
+    def pixel_table(self, params: Tensor, x: Tensor, channel: int) -> np.ndarray:
+        """p(x_c | ẑ, x_<c) of a chunk, (b·h·w, levels) float64."""
+        table = self.model.likelihood.value_table(params, x, channel)
+        return normalised_rows(rearrange(table, "b h w k -> (b h w) k"))
+
+    def push_pixels(self, coder: AnsCoder, params: Tensor, x: Tensor, symbols: Tensor) -> np.ndarray:
+        bits = np.zeros(len(x))
+        for channel in reversed(range(x.shape[1])):  # the decoder pops channel 0 first
+            for rows in reversed(self.chunks(len(x))):
+                table = self.pixel_table(params[rows], x[rows], channel)
+                values = rearrange(symbols[rows, channel], "b h w -> (b h w)").cpu().numpy().astype(np.int32)
+                coder.encode_reverse(values, CATEGORICAL, table)
+                bits[rows] += information(table, values, rows.stop - rows.start)
+        return bits
+
+    def pop_pixels(self, coder: AnsCoder, params: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        c, h, w = self.model.image_shape
+        symbols = torch.zeros(n, c, h, w, dtype=torch.long, device=self.device)
+        x = torch.zeros(n, c, h, w, device=self.device)
+        for channel in range(c):
+            for rows in self.chunks(n):
+                values = coder.decode(CATEGORICAL, self.pixel_table(params[rows], x[rows], channel))
+                decoded = rearrange(torch.as_tensor(values, dtype=torch.long), "(b h w) -> b h w", h=h, w=w)
+                symbols[rows, channel] = decoded.to(self.device)
+                x[rows, channel] = self.unit(symbols[rows, channel])
+        return symbols, x
+
+    def decode(
+        self,
+        words: np.ndarray,
+        *,
+        batches: list[int],
+        initial_words: int,
+        checksums: list[int] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Tensor:
+        """The values coded in ``words`` (n, c, h, w), the batches decoded last first; a ``CodingError`` where a batch's
+        checksum or the initial words do not come back."""
+        coder = AnsCoder(np.ascontiguousarray(words, dtype=np.uint32), seal=False)
+        decoded: list[Tensor] = []
+        with inference(self.model):
+            for index in reversed(range(len(batches))):
+                symbols = self.decode_batch(coder, batches[index])
+                if checksums is not None and checksum(symbols) != checksums[index]:
+                    raise CodingError(
+                        f"batch {index + 1} of {len(batches)} decoded to other images than were coded: this machine "
+                        "computes the model's probabilities differently (another torch, CPU kind or device), or the "
+                        "file was damaged"
+                    )
+                decoded.append(symbols.cpu())
+                if progress is not None:
+                    progress(len(symbols))
+        rest = coder.get_compressed()
+        if not np.array_equal(rest, seeded_words(initial_words, self.seed)):
+            raise CodingError("the initial bits did not come back after decoding: the file does not match this model")
+        return torch.cat(decoded[::-1]) if decoded else torch.zeros(0, *self.model.image_shape, dtype=torch.long)
+
+    def decode_batch(self, coder: AnsCoder, n: int) -> Tensor:
+        popped: list[np.ndarray] = []
+
+        def from_prior(law: LayerLaw) -> Tensor:
+            latent = Latent(law, n, self.latent_bits)
+            indices = latent.pop_prior(coder)
+            popped.append(indices)
+            return latent.value(indices)
+
+        params = self.model.walk(n, x=None, choose=from_prior)
+        symbols, x = self.pop_pixels(coder, params, n)
+        replay: Iterator[np.ndarray] = iter(popped)
+        chosen: list[tuple[Latent, np.ndarray]] = []
+
+        def again(law: LayerLaw) -> Tensor:
+            latent, indices = Latent(law, n, self.latent_bits), next(replay)
+            if law.code is not None and not np.array_equal(latent.indices_of(law.code), indices):
+                raise CodingError(
+                    f"layer {law.name}: the decoded images do not encode to the decoded codes: the file does not match "
+                    "this model, or this machine computes it differently"
+                )
+            chosen.append((latent, indices))
+            return latent.value(indices)
+
+        self.model.walk(n, x=x, choose=again)
+        for latent, indices in reversed(chosen):
+            if latent.law.code is None:
+                latent.push_posterior(coder, indices)
+        return symbols
