@@ -20,9 +20,11 @@ bucket stands for the point at its middle quantile, and Q(bucket) is the posteri
 coded as they are; a deterministic code (a quantized model's) is pushed under its prior with nothing popped.
 
 Initial bits: the first pop needs bits on the stack before anything was pushed. The stack starts with seeded random
-words, D·latent_bits bits for D latent dimensions (the most a posterior over K buckets can take), paid once per file; on
-decoding they must come back exactly, a check of the whole run. Images go a batch at a time (every network pass
-batched), the batches growing 1, 2, 4, ... to ``batch_size`` so that only one image's pop meets the initial bits.
+words, 1.25·D·latent_bits bits for D latent dimensions (D·latent_bits is the most a posterior over K buckets takes on
+average), paid once per file; on decoding they must come back exactly, a check of the whole run. Images go a batch at a
+time (every network pass batched); a batch is only as large as the stack can pay for (1.25·D·latent_bits an image), so
+the batches grow from one image to ``batch_size`` as the stack does, and no pop finds it empty (an empty stack gives
+zeros: still lossless, but the latents it picks cost far more).
 
 Every probability is computed in float64 from the networks' float32 outputs and quantized by constriction; decoding
 needs the very same numbers, so the batches, the chunks of pixel tables and the thread count are part of the file
@@ -55,6 +57,7 @@ Uniform = constriction.stream.model.Uniform
 CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
 PIXEL_ROWS = 8  # images per pixel table: bounds the memory of a mixture's tables (rows·k·h·w·256 float64)
 TABLE_ROWS = 1 << 14  # latent dimensions per bucket-table chunk computed at once
+MARGIN = 1.25  # the stack holds this many times the most a batch's pops can take on average (D·latent_bits each)
 
 
 class CodingError(UserError):
@@ -94,16 +97,6 @@ class Coded:
     initial_words: int
     checksums: list[int]
     costs: Costs
-
-
-def ramp(count: int, batch_size: int) -> list[int]:
-    """Batch sizes 1, 2, 4, ... up to ``batch_size``, then ``batch_size``, summing to ``count``."""
-    sizes, size = [], 1
-    while count > 0:
-        sizes.append(min(size, batch_size, count))
-        count -= sizes[-1]
-        size *= 2
-    return sizes
 
 
 def seeded_words(count: int, seed: int) -> np.ndarray:
@@ -296,21 +289,21 @@ class BitsBackCoder:
             self.model.walk(1, x=torch.zeros(1, *self.model.image_shape, device=self.device), choose=probe)
         return dims
 
-    def initial_word_count(self) -> int:
-        return max(1, math.ceil(self.latent_dims() * self.latent_bits / 32))
-
     def encode(self, symbols: Tensor, *, progress: Callable[[int], None] | None = None) -> Coded:
         """Code values (n, c, h, w) (``Likelihood.symbols`` of the images) on a new stack; ``progress`` is told each
         batch's size as it is done."""
-        count = self.initial_word_count()
+        need = MARGIN * self.latent_dims() * self.latent_bits  # the most one image's pop can take, with a margin
+        count = max(1, math.ceil(need / 32))
         coder = AnsCoder(seeded_words(count, self.seed), seal=False)
-        batches = ramp(len(symbols), self.batch_size)
-        costs, checksums, start = [], [], 0
+        costs, checksums, batches, start = [], [], [], 0
         with inference(self.model):
-            for size in batches:
+            while start < len(symbols):
+                room = int(coder.num_bits() // need) if need else self.batch_size
+                size = min(self.batch_size, len(symbols) - start, max(1, room))
                 batch = symbols[start : start + size].to(self.device)
                 costs.append(self.encode_batch(coder, batch))
                 checksums.append(checksum(batch))
+                batches.append(size)
                 start += size
                 if progress is not None:
                     progress(size)

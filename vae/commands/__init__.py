@@ -26,6 +26,8 @@ COMMANDS = {
     "encode": "vae.commands.encode",
     "export": "vae.commands.export",
     "plot": "vae.commands.plot",
+    "compress": "vae.commands.compress",
+    "decompress": "vae.commands.decompress",
 }
 
 
