@@ -1,4 +1,4 @@
-"""The code in README.md, docs/kl.md, docs/disentanglement.md and docs/diffusion.md runs as written."""
+"""The code in README.md and docs/kl.md, disentanglement.md, diffusion.md and compression.md runs as written."""
 
 import re
 
@@ -15,7 +15,9 @@ def python_blocks(path):
     return [re.sub(rf"^{indent}", "", code, flags=re.M) for indent, code in blocks]
 
 
-@pytest.mark.parametrize("page", ["README.md", "docs/kl.md", "docs/disentanglement.md", "docs/diffusion.md"])
+@pytest.mark.parametrize(
+    "page", ["README.md", "docs/kl.md", "docs/disentanglement.md", "docs/diffusion.md", "docs/compression.md"]
+)
 def test_python_examples_run(page):
     blocks = python_blocks(REPO / page)
     assert blocks, f"no python examples found in {page}"

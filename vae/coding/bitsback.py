@@ -262,10 +262,8 @@ class BitsBackCoder:
         refusal = model.coding_refusal()
         if refusal is not None:
             raise ConfigError(f"this model cannot be coded: {refusal}")
-        if model.likelihood.levels is None:
-            model.likelihood.symbols(torch.zeros(1))  # the likelihood's own one-line refusal
+        self.levels = model.likelihood.discrete_levels()  # a continuous likelihood is refused here
         self.model, self.latent_bits, self.batch_size, self.seed = model, latent_bits, batch_size, seed
-        self.levels: int = model.likelihood.levels
         self.device = next(iter(model.parameters())).device
 
     def unit(self, symbols: Tensor) -> Tensor:

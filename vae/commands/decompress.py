@@ -76,13 +76,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
         torch.set_num_threads(field(header, "coder", "threads"))  # as compressing; the command restores the caller's
         torch.use_deterministic_algorithms(True)
-        count = field(header, "images", "count")
+        count, batches = field(header, "images", "count"), field(header, "coder", "batches")
+        if sum(batches) != count:
+            raise DataError(f"{args.file} is damaged: its batches hold {sum(batches)} images, its header says {count}")
         start = time.perf_counter()
         with tqdm(total=count, desc="decompressing", unit="image", leave=False, disable=None) as bar:
             try:
                 values = coder.decode(
                     container.words,
-                    batches=field(header, "coder", "batches"),
+                    batches=batches,
                     initial_words=field(header, "coder", "initial_words"),
                     checksums=field(header, "coder", "checksums"),
                     progress=bar.update,

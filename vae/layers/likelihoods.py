@@ -54,16 +54,20 @@ class Likelihood(Configurable, nn.Module, ABC):
     def mean(self, params: Tensor) -> Tensor:
         """E[x|z], clamped to the image range [0, 1] for display."""
 
-    def symbols(self, x: Tensor) -> Tensor:
-        """Images (b, c, h, w), floats in [0, 1] or uint8, as the values this likelihood codes (integers in [0, levels),
-        int64); a one-line error for images it does not model (grey levels under a Bernoulli, a continuous
-        likelihood)."""
+    def discrete_levels(self) -> int:
+        """``levels``, or a one-line error for a continuous likelihood."""
         if self.levels is None:
             raise ConfigError(
                 f"a {type(self).__name__} likelihood is continuous: it gives no probability of a pixel's value, which "
                 "coding needs (use a model with a Bernoulli or discretized logistic likelihood)"
             )
-        top = self.levels - 1
+        return self.levels
+
+    def symbols(self, x: Tensor) -> Tensor:
+        """Images (b, c, h, w), floats in [0, 1] or uint8, as the values this likelihood codes (integers in [0, levels),
+        int64); a one-line error for images it does not model (grey levels under a Bernoulli, a continuous
+        likelihood)."""
+        top = self.discrete_levels() - 1
         if x.dtype == torch.uint8:  # k/255: exact grey levels for 256 values, only 0 and 255 for 2
             scaled = x.double() * top / 255.0
         else:
