@@ -56,7 +56,7 @@ Uniform = constriction.stream.model.Uniform
 # constriction's quantization of a categorical: every value keeps a nonzero probability.
 CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
 PIXEL_ROWS = 8  # images per pixel table: bounds the memory of a mixture's tables (rows·k·h·w·256 float64)
-TABLE_ROWS = 1 << 14  # latent dimensions per bucket-table chunk computed at once
+TABLE_ELEMENTS = 1 << 20  # bucket-table entries computed at once (8 MiB of float64 a temporary)
 MARGIN = 1.25  # the stack holds this many times the most a batch's pops can take on average (D·latent_bits each)
 
 
@@ -112,10 +112,15 @@ def checksum(symbols: Tensor) -> int:
     return zlib.crc32(symbols.to(torch.int16).cpu().numpy().tobytes())
 
 
-def interval_mass(a: Tensor, b: Tensor) -> Tensor:
-    """Φ(b) − Φ(a) for a ≤ b, Φ the standard normal CDF, accurate in both tails (the upper as Φ(−a) − Φ(−b))."""
-    ndtr = torch.special.ndtr
-    return torch.where(a > 0, ndtr(-a) - ndtr(-b), ndtr(b) - ndtr(a))
+def bucket_masses(edges: Tensor) -> Tensor:
+    """Φ(e_{i+1}) − Φ(e_i) between increasing edges (n, K + 1), Φ the standard normal CDF: (n, K), accurate in both
+    tails (above 0 as Φ(−e_i) − Φ(−e_{i+1}), where Φ(e) is too near 1 to subtract), from erfc (Φ(e) = ½ erfc(−e/√2):
+    four times faster than ndtr in float64)."""
+    scaled = edges * -math.sqrt(0.5)
+    lower = torch.special.erfc(scaled)  # 2Φ(e)
+    upper = torch.special.erfc(scaled.neg_())  # 2Φ(−e)
+    masses = torch.where(edges[:, :-1] > 0, upper[:, :-1] - upper[:, 1:], lower[:, 1:] - lower[:, :-1])
+    return masses.mul_(0.5)
 
 
 def information(table: np.ndarray, values: np.ndarray, rows: int) -> np.ndarray:
@@ -125,9 +130,9 @@ def information(table: np.ndarray, values: np.ndarray, rows: int) -> np.ndarray:
 
 
 def normalised_rows(p: Tensor) -> np.ndarray:
-    """Rows of probabilities (n, k) as the float64 array constriction takes, each scaled to sum to 1."""
-    p = p.double().clamp_min(0)
-    return (p / p.sum(dim=-1, keepdim=True)).cpu().numpy()
+    """Rows of probabilities (n, k) that sum to 1 up to rounding, as the float64 array constriction takes (it scales
+    each row to sum to 1 exactly, and gives every value a nonzero probability)."""
+    return p.double().clamp_min(0).cpu().numpy()
 
 
 class Latent:
@@ -191,13 +196,14 @@ class Latent:
         p_loc, p_scale = (rearrange(t, "b d -> (b d)") for t in (self.p_loc, self.p_scale))
         quantiles = self.quantiles()
         table = np.empty((self.size, self.buckets), dtype=np.float64)
-        for start in range(0, self.size, TABLE_ROWS):
-            rows = slice(start, start + TABLE_ROWS)
+        step = max(1, TABLE_ELEMENTS // self.buckets)
+        for start in range(0, self.size, step):
+            rows = slice(start, start + step)
             # The bucket edges μ_p + σ_p Φ⁻¹(j/K) in the posterior's standard units.
             edges = ((p_loc[rows] - q_loc[rows]) / q_scale[rows])[:, None] + (p_scale[rows] / q_scale[rows])[
                 :, None
             ] * quantiles  # (n, K + 1)
-            table[rows] = normalised_rows(interval_mass(edges[:, :-1], edges[:, 1:]))
+            table[rows] = normalised_rows(bucket_masses(edges))
         return table
 
     def prior_table(self) -> np.ndarray:

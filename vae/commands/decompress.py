@@ -23,6 +23,7 @@ from vae.coding.bitsback import BitsBackCoder, CodingError
 from vae.coding.container import Container
 from vae.coding.images import check_destination, write_images
 from vae.commands.common import check_device
+from vae.commands.compress import deterministic
 from vae.core.checkpoints import fingerprint
 from vae.core.errors import ArgumentParser, ConfigError, DataError, UserError, exit_with_error
 from vae.core.spec import to_spec
@@ -74,8 +75,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         coder = BitsBackCoder(
             model, latent_bits=field(header, "coder", "latent_bits"), seed=field(header, "coder", "seed")
         )
-        torch.set_num_threads(field(header, "coder", "threads"))  # as compressing; the command restores the caller's
-        torch.use_deterministic_algorithms(True)
+        deterministic(field(header, "coder", "threads"), device)  # as compressing
         count, batches = field(header, "images", "count"), field(header, "coder", "batches")
         if sum(batches) != count:
             raise DataError(f"{args.file} is damaged: its batches hold {sum(batches)} images, its header says {count}")
