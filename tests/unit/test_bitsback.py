@@ -35,7 +35,11 @@ def round_trip(model: LatentVariableModel, values: Tensor, **settings) -> tuple[
     coder = BitsBackCoder(model.eval(), **settings)
     coded = coder.encode(values)
     back = coder.decode(
-        coded.words, batches=coded.batches, initial_words=coded.initial_words, checksums=coded.checksums
+        coded.words,
+        batches=coded.batches,
+        initial_words=coded.initial_words,
+        checksums=coded.checksums,
+        digest_of_values=coded.digest,
     )
     assert back.dtype == torch.long and torch.equal(back, values)
     assert sum(coded.batches) == len(values) and max(coded.batches) <= coder.batch_size
@@ -235,7 +239,11 @@ def test_another_model_never_decodes_silently():
     other = BitsBackCoder(VAE(image_shape=(1, 28, 28), latent_dim=8).eval())  # other weights
     with pytest.raises(CodingError, match="decoded to other images"):
         other.decode(coded.words, batches=coded.batches, initial_words=coded.initial_words, checksums=coded.checksums)
-    with pytest.raises(CodingError, match="initial bits did not come back"):  # without the checksums, the end check
+    with pytest.raises(CodingError, match="SHA-256 differs"):  # without the batches' checksums: the digest at the end
+        other.decode(
+            coded.words, batches=coded.batches, initial_words=coded.initial_words, digest_of_values=coded.digest
+        )
+    with pytest.raises(CodingError, match="initial bits did not come back"):  # and without it, the initial bits
         other.decode(coded.words, batches=coded.batches, initial_words=coded.initial_words)
 
 

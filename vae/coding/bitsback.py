@@ -35,6 +35,7 @@ Axes: b images, c channels, h height, w width, d latent dimensions, k values (bu
 
 from __future__ import annotations
 
+import hashlib
 import math
 import zlib
 from collections.abc import Callable, Iterator
@@ -90,12 +91,14 @@ class Costs:
 @dataclass(frozen=True)
 class Coded:
     """A coded stack: its words (uint32), the batch sizes in coding order, the initial words it started from, each
-    batch's CRC-32 of its values, and what every image cost."""
+    batch's 16-bit checksum of its values (an early stop), a digest of all the values (the guarantee), and what every
+    image cost."""
 
     words: np.ndarray
     batches: list[int]
     initial_words: int
     checksums: list[int]
+    digest: str
     costs: Costs
 
 
@@ -107,9 +110,18 @@ def seeded_words(count: int, seed: int) -> np.ndarray:
     return words
 
 
+def value_bytes(symbols: Tensor) -> bytes:
+    return symbols.to(torch.int16).cpu().numpy().tobytes()
+
+
 def checksum(symbols: Tensor) -> int:
-    """CRC-32 of a batch's values, as int16 bytes in (b, c, h, w) order."""
-    return zlib.crc32(symbols.to(torch.int16).cpu().numpy().tobytes())
+    """A batch's 16-bit checksum: the low half of the CRC-32 of its values (int16 bytes, (b, c, h, w) order)."""
+    return zlib.crc32(value_bytes(symbols)) & 0xFFFF
+
+
+def digest(symbols: Tensor) -> str:
+    """SHA-256 of all the values (int16 bytes, (n, c, h, w) order), its first 128 bits in hex."""
+    return hashlib.sha256(value_bytes(symbols)).hexdigest()[:32]
 
 
 def bucket_masses(edges: Tensor) -> Tensor:
@@ -316,6 +328,7 @@ class BitsBackCoder:
             batches=batches,
             initial_words=count,
             checksums=checksums,
+            digest=digest(symbols),
             costs=Costs.joined(costs) if costs else Costs(*(np.zeros(0),) * 3),
         )
 
@@ -380,10 +393,11 @@ class BitsBackCoder:
         batches: list[int],
         initial_words: int,
         checksums: list[int] | None = None,
+        digest_of_values: str | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> Tensor:
         """The values coded in ``words`` (n, c, h, w), the batches decoded last first; a ``CodingError`` where a batch's
-        checksum or the initial words do not come back."""
+        checksum, the values' digest or the initial words do not come back."""
         coder = AnsCoder(np.ascontiguousarray(words, dtype=np.uint32), seal=False)
         decoded: list[Tensor] = []
         with inference(self.model):
@@ -398,10 +412,12 @@ class BitsBackCoder:
                 decoded.append(symbols.cpu())
                 if progress is not None:
                     progress(len(symbols))
-        rest = coder.get_compressed()
-        if not np.array_equal(rest, seeded_words(initial_words, self.seed)):
+        values = torch.cat(decoded[::-1]) if decoded else torch.zeros(0, *self.model.image_shape, dtype=torch.long)
+        if digest_of_values is not None and digest(values) != digest_of_values:
+            raise CodingError("the images decoded differ from those coded (their SHA-256 differs)")
+        if not np.array_equal(coder.get_compressed(), seeded_words(initial_words, self.seed)):
             raise CodingError("the initial bits did not come back after decoding: the file does not match this model")
-        return torch.cat(decoded[::-1]) if decoded else torch.zeros(0, *self.model.image_shape, dtype=torch.long)
+        return values
 
     def decode_batch(self, coder: AnsCoder, n: int) -> Tensor:
         popped: list[np.ndarray] = []

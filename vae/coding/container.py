@@ -4,8 +4,8 @@
     byte 5        the format version (``FORMAT``)
     bytes 6–9     the header's length n, uint32 little-endian
     n bytes       the header: UTF-8 JSON, zlib-compressed (the model's fingerprint, the images' shape, count and
-                  names, the coder's settings, the batches and each one's CRC-32 of its values, the versions of
-                  constriction and torch)
+                  names, the coder's settings, the batches and each one's 16-bit checksum, a SHA-256 of all the
+                  values, the versions of constriction and torch)
     4·m bytes     the coded stack: m uint32 words, little-endian
     32 bytes      SHA-256 of everything before it
 

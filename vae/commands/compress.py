@@ -128,6 +128,7 @@ def header_of(model, checkpoint: Path, images: Images, values, scale, coded: Cod
             "latent_bits": coder.latent_bits,
             "batches": coded.batches,
             "checksums": coded.checksums,
+            "digest": coded.digest,
             "initial_words": coded.initial_words,
             "seed": coder.seed,
             "threads": threads,

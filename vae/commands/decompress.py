@@ -5,8 +5,9 @@
 
 The model is the run the file names (``--run`` for another copy of it); one whose fingerprint (a hash of its weights
 and config) differs from the file's is refused. Decoding repeats the compression's batches and thread count; each
-batch's images are checked against the checksums in the file and the initial bits must come back, so that another
-machine's arithmetic (another torch, CPU kind or device) or a damaged file is a one-line error, never wrong images.
+batch's images are checked against its checksum in the file, all of them against their SHA-256, and the initial bits
+must come back, so that another machine's arithmetic (another torch, CPU kind or device) or a damaged file is a
+one-line error, never wrong images.
 Nothing is written unless every image decoded.
 """
 
@@ -87,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     batches=batches,
                     initial_words=field(header, "coder", "initial_words"),
                     checksums=field(header, "coder", "checksums"),
+                    digest_of_values=field(header, "coder", "digest"),
                     progress=bar.update,
                 )
             except CodingError as error:
