@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import torch
 from einops import rearrange, repeat
+from PIL import Image
 from torch import Tensor, nn
 from torch.distributions import Categorical
 
 from vae.coding.baselines import baseline_bits
 from vae.coding.bitsback import BitsBackCoder, CodingError, Latent, bucket_masses
 from vae.coding.container import FORMAT, Container
+from vae.coding.images import read_images
 from vae.core.errors import ConfigError, DataError
 from vae.data.embedded import load_embedded_mnist
 from vae.layers.flows import IAF
@@ -314,3 +316,39 @@ def test_standard_compressors_are_measured_on_the_raw_values():
     raw = 48 * 784  # bit-packed: 1 bit per pixel before compression
     assert all(0 < bits < 2 * raw for name, bits in sizes.items() if name != "png")
     assert baseline_bits(DIGITS.long(), levels=256)["lzma"] > sizes["lzma"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "channels", "kept"),
+    [
+        ("1", 1, True),
+        ("L", 1, True),
+        ("RGB", 3, True),
+        ("L", 3, False),  # grey to a colour model: refused, not converted
+        ("RGB", 1, False),
+        ("RGBA", 3, False),  # alpha would be lost
+        ("LA", 1, False),
+        ("P", 3, False),  # a palette: converting changes the file's values
+        ("I;16", 1, False),  # 16-bit: 8-bit values would not come back
+        ("I", 1, False),
+        ("CMYK", 3, False),
+    ],
+)
+def test_image_files_are_read_exactly_or_refused(tmp_path, mode, channels, kept):
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)
+    image = Image.fromarray(array).convert(mode) if mode not in ("I;16", "I") else None
+    if mode == "I;16":
+        image = Image.fromarray(rng.integers(0, 65536, (28, 28), dtype=np.uint16))
+    elif mode == "I":
+        image = Image.fromarray(rng.integers(0, 2**20, (28, 28)).astype(np.int32))
+    suffix = ".tif" if mode in ("CMYK", "I") else ".png"
+    image.save(tmp_path / f"a{suffix}")
+    if not kept:
+        with pytest.raises(DataError, match="a" + suffix):
+            read_images(tmp_path, channels)
+        return
+    read = read_images(tmp_path, channels)
+    expected = np.asarray(Image.open(tmp_path / f"a{suffix}").convert("L" if channels == 1 else "RGB"))
+    assert read.names == [f"a{suffix}"] and read.values.dtype == torch.uint8
+    assert np.array_equal(rearrange(read.values[0].numpy(), "c h w -> h w c").squeeze(), expected)
