@@ -200,7 +200,7 @@ def test_buckets_have_equal_prior_mass_and_the_posterior_table_is_its_mass_in_ea
         torch.distributions.Normal(torch.tensor([[1.25]]), torch.tensor([[0.375]])), 1
     )
     latent = Latent(LayerLaw(name="z", prior=prior, posterior=posterior), rows=1, bits=4)
-    table = latent.posterior_table()[0]
+    table = latent.posterior_table(slice(0, 1))[0]
     inner = 0.5 + 2.0 * torch.special.ndtri(torch.arange(1, 16, dtype=torch.float64) / 16)  # μ_p + σ_p Φ⁻¹(j/K)
     edges = [-math.inf, *inner.tolist(), math.inf]
     normal = torch.distributions.Normal(torch.tensor(1.25, dtype=torch.float64), 0.375)

@@ -57,7 +57,7 @@ Uniform = constriction.stream.model.Uniform
 # constriction's quantization of a categorical: every value keeps a nonzero probability.
 CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
 PIXEL_ROWS = 8  # images per pixel table: bounds the memory of a mixture's tables (rows·k·h·w·256 float64)
-TABLE_ELEMENTS = 1 << 20  # bucket-table entries computed at once (8 MiB of float64 a temporary)
+TABLE_ELEMENTS = 1 << 20  # bucket-table entries computed and coded at once (8 MiB of float64 a temporary)
 MARGIN = 1.25  # the stack holds this many times the most a batch's pops can take on average (D·latent_bits each)
 
 
@@ -197,26 +197,24 @@ class Latent:
         edges = torch.arange(self.buckets + 1, dtype=torch.float64, device=self.p_loc.device) / self.buckets
         return torch.special.ndtri(edges)
 
-    def posterior_table(self) -> np.ndarray:
-        """Q(value | x) for every example and dimension, (b·d, k) float64."""
+    def chunks(self) -> list[slice]:
+        """Rows (example × dimension) a table is computed for at once: a few MiB, whatever the buckets. Popping or
+        pushing chunk by chunk is the same as all at once (the coder takes the rows in order either way)."""
+        step = max(1, TABLE_ELEMENTS // self.buckets)
+        return [slice(start, min(start + step, self.size)) for start in range(0, self.size, step)]
+
+    def posterior_table(self, rows: slice) -> np.ndarray:
+        """Q(value | x) for these rows of (example × dimension), (rows, k) float64."""
         posterior = self.law.posterior
         if posterior is None:
             raise ConfigError(f"layer {self.law.name} has no posterior here")
         if self.kind == "categorical":
-            return normalised_rows(rearrange(posterior.probs, "b ... k -> (b ...) k"))
-        q_loc, q_scale = (rearrange(t, "b d -> (b d)") for t in self.flat_gaussian(posterior))
-        p_loc, p_scale = (rearrange(t, "b d -> (b d)") for t in (self.p_loc, self.p_scale))
-        quantiles = self.quantiles()
-        table = np.empty((self.size, self.buckets), dtype=np.float64)
-        step = max(1, TABLE_ELEMENTS // self.buckets)
-        for start in range(0, self.size, step):
-            rows = slice(start, start + step)
-            # The bucket edges μ_p + σ_p Φ⁻¹(j/K) in the posterior's standard units.
-            edges = ((p_loc[rows] - q_loc[rows]) / q_scale[rows])[:, None] + (p_scale[rows] / q_scale[rows])[
-                :, None
-            ] * quantiles  # (n, K + 1)
-            table[rows] = normalised_rows(bucket_masses(edges))
-        return table
+            return normalised_rows(rearrange(posterior.probs, "b ... k -> (b ...) k")[rows])
+        q_loc, q_scale = (rearrange(t, "b d -> (b d)")[rows] for t in self.flat_gaussian(posterior))
+        p_loc, p_scale = (rearrange(t, "b d -> (b d)")[rows] for t in (self.p_loc, self.p_scale))
+        # The bucket edges μ_p + σ_p Φ⁻¹(j/K) in the posterior's standard units, (rows, K + 1).
+        edges = torch.addcmul(((p_loc - q_loc) / q_scale)[:, None], (p_scale / q_scale)[:, None], self.quantiles())
+        return normalised_rows(bucket_masses(edges))
 
     def prior_table(self) -> np.ndarray:
         """P(value) for a categorical layer, (b·d, k) float64 (a Gaussian layer's buckets are uniform)."""
@@ -238,12 +236,17 @@ class Latent:
         return code.reshape(-1).cpu().numpy().astype(np.int32)
 
     def pop_posterior(self, coder: AnsCoder) -> tuple[np.ndarray, np.ndarray]:
-        table = self.posterior_table()
-        indices = coder.decode(CATEGORICAL, table)
-        return indices, information(table, indices, self.rows)
+        """Values popped under the posterior, (b·d,), and the bits they took per example, (b,)."""
+        indices, bits = np.empty(self.size, dtype=np.int32), np.empty(self.size)
+        for rows in self.chunks():
+            table = self.posterior_table(rows)
+            indices[rows] = coder.decode(CATEGORICAL, table)
+            bits[rows] = -np.log2(np.maximum(table[np.arange(len(table)), indices[rows]], 1e-300))
+        return indices, reduce(bits, "(b d) -> b", "sum", b=self.rows)
 
     def push_posterior(self, coder: AnsCoder, indices: np.ndarray) -> None:
-        coder.encode_reverse(indices, CATEGORICAL, self.posterior_table())
+        for rows in reversed(self.chunks()):  # the pops' inverse: the last chunk first
+            coder.encode_reverse(indices[rows], CATEGORICAL, self.posterior_table(rows))
 
     def push_prior(self, coder: AnsCoder, indices: np.ndarray) -> np.ndarray:
         """Push the values under the prior; their information per example, (b,)."""
