@@ -219,6 +219,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    if not 1 <= args.latent_bits <= 16:
+        parser.error(f"--latent-bits must be in [1, 16] (2 to 65,536 buckets per latent), got {args.latent_bits}")
     try:
         device = check_device(args.device)
         check_output(args.out, overwrite=args.overwrite, kinds=(".vae",), what="the compressed images")
