@@ -58,6 +58,7 @@ Uniform = constriction.stream.model.Uniform
 CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
 PIXEL_ROWS = 8  # images per pixel table: bounds the memory of a mixture's tables (rows·k·h·w·256 float64)
 TABLE_ELEMENTS = 1 << 20  # bucket-table entries computed and coded at once (8 MiB of float64 a temporary)
+SMALLEST = 2.0**-24  # the least probability constriction's categorical gives a value (its 24-bit precision)
 MARGIN = 1.25  # the stack holds this many times the most a batch's pops can take on average (D·latent_bits each)
 
 
@@ -135,10 +136,15 @@ def bucket_masses(edges: Tensor) -> Tensor:
     return masses.mul_(0.5)
 
 
+def value_bits(table: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """−log2 of each value's probability under its row of ``table`` (n, k), (n,): at most 24 bits, as constriction
+    gives every value at least 2⁻²⁴ (a table's float zero is coded at that)."""
+    return -np.log2(np.maximum(table[np.arange(len(values)), values], SMALLEST))
+
+
 def information(table: np.ndarray, values: np.ndarray, rows: int) -> np.ndarray:
-    """−log2 of each value's probability under its row of ``table`` (n, k), summed per example: (rows,)."""
-    bits = -np.log2(np.maximum(table[np.arange(len(values)), values], 1e-300))
-    return reduce(bits, "(b d) -> b", "sum", b=rows)
+    """``value_bits`` summed per example: (rows,)."""
+    return reduce(value_bits(table, values), "(b d) -> b", "sum", b=rows)
 
 
 def normalised_rows(p: Tensor) -> np.ndarray:
@@ -241,7 +247,7 @@ class Latent:
         for rows in self.chunks():
             table = self.posterior_table(rows)
             indices[rows] = coder.decode(CATEGORICAL, table)
-            bits[rows] = -np.log2(np.maximum(table[np.arange(len(table)), indices[rows]], 1e-300))
+            bits[rows] = value_bits(table, indices[rows])
         return indices, reduce(bits, "(b d) -> b", "sum", b=self.rows)
 
     def push_posterior(self, coder: AnsCoder, indices: np.ndarray) -> None:
