@@ -105,7 +105,9 @@ def test_sigterm_saves_mid_epoch_reports_and_the_resumed_run_ends_the_same(tmp_p
     assert_ends_like(uninterrupted, tmp_path, run_folder)
 
 
-@pytest.mark.parametrize("name", ["SIGINT", "SIGHUP", "SIGUSR1"])
+@pytest.mark.parametrize(  # SIGINT in the default suite; the other two take the same path (slow set)
+    "name", ["SIGINT", pytest.param("SIGHUP", marks=pytest.mark.slow), pytest.param("SIGUSR1", marks=pytest.mark.slow)]
+)
 def test_other_stop_signals_save_and_exit_with_their_number(tmp_path, fault_env, name):
     stop = fault_config(tmp_path, "SignalAtStep", {"step": 3, "signal": name})
     stopped = run_process([*FIT, "--config", stop], cwd=tmp_path, env=fault_env)

@@ -120,6 +120,8 @@ def test_every_readme_command_runs_as_a_new_user_runs_it(workspace):
             return ["--samples", "10", "--limit", "1"]
         if line.startswith("vae export"):  # ONNX takes seconds a file: tests/test_export.py exports it, and checks it
             return ["--format", "torchscript"]
+        if line.startswith("vae compress"):  # the first 40 test digits (test_compress_commands.py codes more)
+            return ["--limit", "40"]
         if "--ckpt_path last" in line:
             return ["--trainer.max_steps", str(next(steps)), "--trainer.limit_val_batches", "1"]
         return ["--trainer.limit_test_batches", "1"] if line.startswith("vae test") else []
