@@ -132,6 +132,8 @@ def test_bad_input_is_one_line_and_leaves_nothing(trained_run, one_epoch, gaussi
 
     np.savez(tmp_path / "big.npz", images=np.zeros((2, 1, 32, 32), dtype=np.uint8))
     refused(compress(str(folder), "--images", str(tmp_path / "big.npz")), "the images are 1×32×32")
+    np.savez(tmp_path / "empty.npz", images=np.zeros((0, 1, 28, 28), dtype=np.uint8))
+    refused(compress(str(folder), "--images", str(tmp_path / "empty.npz")), "no images to compress")
     np.savez(tmp_path / "grey.npz", images=np.full((2, 1, 28, 28), 128, dtype=np.uint8))
     refused(compress(str(folder), "--images", str(tmp_path / "grey.npz")), "binarize them")
     refused(compress(str(gaussian_run / "runs")), "continuous")

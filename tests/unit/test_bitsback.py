@@ -15,7 +15,7 @@ from torch.distributions import Categorical
 from vae.coding.baselines import baseline_bits
 from vae.coding.bitsback import BitsBackCoder, CodingError, Latent, bucket_masses
 from vae.coding.container import FORMAT, Container
-from vae.coding.images import read_images
+from vae.coding.images import read_images, write_images
 from vae.core.errors import ConfigError, DataError
 from vae.data.embedded import load_embedded_mnist
 from vae.layers.flows import IAF
@@ -352,3 +352,22 @@ def test_image_files_are_read_exactly_or_refused(tmp_path, mode, channels, kept)
     expected = np.asarray(Image.open(tmp_path / f"a{suffix}").convert("L" if channels == 1 else "RGB"))
     assert read.names == [f"a{suffix}"] and read.values.dtype == torch.uint8
     assert np.array_equal(rearrange(read.values[0].numpy(), "c h w -> h w c").squeeze(), expected)
+
+
+def test_written_images_come_back_as_read_and_stay_inside_the_output(tmp_path):
+    binary_rgb = binary(stacked_rgb(DIGITS[:6]))  # 2 colour images of 0/1 values
+    write_images(tmp_path / "out", binary_rgb, levels=2, names=None, layout="nchw", scale=255)
+    read = read_images(tmp_path / "out", 3)
+    assert torch.equal(read.values.long(), binary_rgb * 255)  # every channel, at 0 and 255
+    for name in ("../escaped.png", "/tmp/absolute.png"):
+        with pytest.raises(DataError, match="outside the output folder"):
+            write_images(tmp_path / "bad", binary_rgb[:1], levels=2, names=[name], layout="nchw", scale=255)
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "escaped.png").exists()
+
+
+def test_a_model_with_non_finite_numbers_is_refused_in_one_line():
+    model = VAE(image_shape=(1, 28, 28), latent_dim=4).eval()
+    with torch.no_grad():
+        next(model.network.decoder.parameters()).fill_(float("nan"))
+    with pytest.raises(CodingError, match="non-finite probabilities"):
+        BitsBackCoder(model).encode(binary(DIGITS[:2]))

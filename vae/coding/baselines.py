@@ -1,6 +1,6 @@
 """The standard lossless compressors, on the same images, for comparison: gzip, bz2 and lzma of one concatenated raw
 array of the values (bit-packed, 8 pixels a byte, for binary images), each at its strongest setting, and PNG per image
-(1-bit for binary images, 8-bit grey or RGB otherwise, Pillow's ``optimize``), headers included.
+(1-bit for binary grey images, 8-bit grey or RGB otherwise, Pillow's ``optimize``), headers included.
 
     sizes = baseline_bits(values, levels=2)       # {"gzip": bits, "bz2": ..., "lzma": ..., "png": ...}
 """
@@ -25,11 +25,13 @@ def raw_bytes(values: Tensor, levels: int) -> bytes:
 
 
 def png_image(values: Tensor, levels: int) -> Image.Image:
-    """One image's values (c, h, w) as a Pillow image: 1-bit for 2 levels, 8-bit grey or RGB otherwise."""
+    """One image's values (c, h, w) as a Pillow image: 1-bit for binary grey images, 8-bit grey or RGB otherwise (binary
+    colour images at 0 and 255)."""
     array = rearrange(values.cpu().numpy().astype(np.uint8), "c h w -> h w c")
     if levels == 2:
-        return Image.fromarray(array[..., 0] * 255, mode="L").convert("1")
-    return Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+        array = array * 255
+    image = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+    return image.convert("1") if levels == 2 and array.shape[-1] == 1 else image
 
 
 def png_bytes(values: Tensor, levels: int) -> bytes:

@@ -23,12 +23,13 @@ Initial bits: the first pop needs bits on the stack before anything was pushed. 
 words, 1.25·D·latent_bits bits for D latent dimensions (D·latent_bits is the most a posterior over K buckets takes on
 average), paid once per file; on decoding they must come back exactly, a check of the whole run. Images go a batch at a
 time (every network pass batched); a batch is only as large as the stack can pay for (1.25·D·latent_bits an image), so
-the batches grow from one image to ``batch_size`` as the stack does, and no pop finds it empty (an empty stack gives
-zeros: still lossless, but the latents it picks cost far more).
+the batches grow from one image to ``batch_size`` as the stack does. The margin covers a batch's pops on average; a
+pop that finds the stack short still decodes a value (the coder pads it), and the result is as lossless, only dearer.
 
-Every probability is computed in float64 from the networks' float32 outputs and quantized by constriction; decoding
-needs the very same numbers, so the batches, the chunks of pixel tables and the thread count are part of the file
-(``vae.coding.container``), and the decoded images are checked against the digests of the originals.
+Every probability is computed in float64 from the networks' float32 outputs (the logistics' CDF in float32) and
+quantized by constriction; decoding needs the very same numbers, so everything that shapes a computation is part of the
+file (``vae.coding.container``): the batches, the rows of a pixel table (``pixel_rows``) and of a bucket table
+(``table_elements``), the thread count; and the decoded images are checked against the digests of the originals.
 
 Axes: b images, c channels, h height, w width, d latent dimensions, k values (buckets, codes, grey levels).
 """
@@ -56,8 +57,8 @@ AnsCoder = constriction.stream.stack.AnsCoder  # a native module: its submodules
 Uniform = constriction.stream.model.Uniform
 # constriction's quantization of a categorical: every value keeps a nonzero probability.
 CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
-PIXEL_ROWS = 8  # images per pixel table: bounds the memory of a mixture's tables (rows·k·h·w·256 float64)
-TABLE_ELEMENTS = 1 << 20  # bucket-table entries computed and coded at once (8 MiB of float64 a temporary)
+PIXEL_ROWS = 8  # images per pixel table by default: bounds the memory of a mixture's tables (rows·k·h·w·256)
+TABLE_ELEMENTS = 1 << 20  # latent-table entries computed and coded at once by default (8 MiB of float64)
 SMALLEST = 2.0**-24  # the least probability constriction's categorical gives a value (its 24-bit precision)
 MARGIN = 1.25  # the stack holds this many times the most a batch's pops can take on average (D·latent_bits each)
 
@@ -147,18 +148,26 @@ def information(table: np.ndarray, values: np.ndarray, rows: int) -> np.ndarray:
     return reduce(value_bits(table, values), "(b d) -> b", "sum", b=rows)
 
 
-def normalised_rows(p: Tensor) -> np.ndarray:
+def normalised_rows(p: Tensor, what: str) -> np.ndarray:
     """Rows of probabilities (n, k) that sum to 1 up to rounding, as the float64 array constriction takes (it scales
-    each row to sum to 1 exactly, and gives every value a nonzero probability)."""
+    each row to sum to 1 exactly, and gives every value a nonzero probability); a one-line error for NaN or inf."""
+    if not bool(torch.isfinite(p).all()):
+        raise CodingError(f"the model gives non-finite probabilities (NaN or inf) for {what}: its weights cannot code")
     return p.double().clamp_min(0).cpu().numpy()
+
+
+def code_symbols(code: Tensor) -> np.ndarray:
+    """A deterministic code's values as the coder's symbols, flattened (b·d,) int32."""
+    return code.reshape(-1).cpu().numpy().astype(np.int32)
 
 
 class Latent:
     """One layer's law (``LayerLaw``) for b examples, ready to code: a diagonal Gaussian cut into 2^bits buckets of
-    equal prior mass, or a categorical over its values as it is."""
+    equal prior mass, or a categorical over its values as it is. Tables are computed and coded ``table_elements``
+    entries at a time (``table_rows``): the coder takes the rows in order either way, and memory stays bounded."""
 
-    def __init__(self, law: LayerLaw, rows: int, bits: int) -> None:
-        self.law, self.rows, self.bits = law, rows, bits
+    def __init__(self, law: LayerLaw, rows: int, bits: int, *, table_elements: int = TABLE_ELEMENTS) -> None:
+        self.law, self.rows, self.bits, self.table_elements = law, rows, bits, table_elements
         prior = law.prior
         normal = prior.base_dist if isinstance(prior, Independent) else prior
         if isinstance(normal, Normal):
@@ -182,11 +191,13 @@ class Latent:
             if not isinstance(inner, family):
                 raise ConfigError(
                     f"layer {law.name}'s posterior is a {type(posterior).__name__}: bits-back coding needs a posterior "
-                    "of the prior's family that factorizes per dimension (a diagonal Gaussian)"
+                    f"of its prior's family ({'categorical' if self.kind == 'categorical' else 'a diagonal Gaussian'}) "
+                    "that factorizes per dimension"
                 )
+        self._posterior_flat: tuple[Tensor, Tensor] | None = None
 
     def flat_gaussian(self, d: Distribution) -> tuple[Tensor, Tensor]:
-        """A diagonal Gaussian's means and scales, (b, d) float64, broadcast over the batch."""
+        """A diagonal Gaussian's means and scales, flattened (b·d,) float64, broadcast over the batch."""
         normal = d.base_dist if isinstance(d, Independent) else d
         shape = (self.rows, *d.event_shape)
         loc = torch.broadcast_to(normal.loc, shape).double()
@@ -198,15 +209,9 @@ class Latent:
         """Latent dimensions coded for all b examples."""
         return self.rows * self.dims
 
-    def quantiles(self) -> Tensor:
-        """Φ⁻¹ at the K + 1 bucket edges j/K (±∞ at the ends), (K + 1,) float64."""
-        edges = torch.arange(self.buckets + 1, dtype=torch.float64, device=self.p_loc.device) / self.buckets
-        return torch.special.ndtri(edges)
-
-    def chunks(self) -> list[slice]:
-        """Rows (example × dimension) a table is computed for at once: a few MiB, whatever the buckets. Popping or
-        pushing chunk by chunk is the same as all at once (the coder takes the rows in order either way)."""
-        step = max(1, TABLE_ELEMENTS // self.buckets)
+    def table_rows(self) -> list[slice]:
+        """The rows (example × dimension) of a table computed and coded at once."""
+        step = max(1, self.table_elements // self.buckets)
         return [slice(start, min(start + step, self.size)) for start in range(0, self.size, step)]
 
     def posterior_table(self, rows: slice) -> np.ndarray:
@@ -214,17 +219,27 @@ class Latent:
         posterior = self.law.posterior
         if posterior is None:
             raise ConfigError(f"layer {self.law.name} has no posterior here")
+        what = f"layer {self.law.name}'s posterior"
         if self.kind == "categorical":
-            return normalised_rows(rearrange(posterior.probs, "b ... k -> (b ...) k")[rows])
-        q_loc, q_scale = (rearrange(t, "b d -> (b d)")[rows] for t in self.flat_gaussian(posterior))
-        p_loc, p_scale = (rearrange(t, "b d -> (b d)")[rows] for t in (self.p_loc, self.p_scale))
+            return normalised_rows(rearrange(posterior.probs, "b ... k -> (b ...) k")[rows], what)
+        if self._posterior_flat is None:  # once per layer: the edges in the posterior's units, and the quantiles
+            q_loc, q_scale = (rearrange(t, "b d -> (b d)") for t in self.flat_gaussian(posterior))
+            p_loc, p_scale = (rearrange(t, "b d -> (b d)") for t in (self.p_loc, self.p_scale))
+            self._posterior_flat = ((p_loc - q_loc) / q_scale, p_scale / q_scale)
+            edges = torch.arange(self.buckets + 1, dtype=torch.float64, device=q_loc.device) / self.buckets
+            self._quantiles = torch.special.ndtri(edges)  # Φ⁻¹(j/K), ±∞ at the ends
+        shift, ratio = (t[rows] for t in self._posterior_flat)
         # The bucket edges μ_p + σ_p Φ⁻¹(j/K) in the posterior's standard units, (rows, K + 1).
-        edges = torch.addcmul(((p_loc - q_loc) / q_scale)[:, None], (p_scale / q_scale)[:, None], self.quantiles())
-        return normalised_rows(bucket_masses(edges))
+        edges = torch.addcmul(shift[:, None], ratio[:, None], self._quantiles)
+        return normalised_rows(bucket_masses(edges), what)
 
-    def prior_table(self) -> np.ndarray:
-        """P(value) for a categorical layer, (b·d, k) float64 (a Gaussian layer's buckets are uniform)."""
-        return normalised_rows(rearrange(self.law.prior.probs, "b ... k -> (b ...) k"))
+    def prior_table(self, rows: slice) -> np.ndarray:
+        """P(value) for these rows of a categorical layer, (rows, k) float64 (a Gaussian layer's buckets are
+        uniform)."""
+        probs = rearrange(self.law.prior.probs, "b ... k -> (b ...) k")
+        return normalised_rows(
+            torch.broadcast_to(probs, (self.size, self.buckets))[rows], f"layer {self.law.name}'s prior"
+        )
 
     def value(self, indices: np.ndarray) -> Tensor:
         """The latent that the chosen values stand for, in the prior's event shape: a bucket's middle quantile
@@ -237,36 +252,41 @@ class Latent:
         z = self.p_loc + self.p_scale * rearrange(middle, "(b d) -> b d", b=self.rows)
         return z.float().reshape(self.rows, *self.event)
 
-    def indices_of(self, code: Tensor) -> np.ndarray:
-        """A deterministic code's values as the coder's symbols, (b·d,) int32."""
-        return code.reshape(-1).cpu().numpy().astype(np.int32)
-
-    def pop_posterior(self, coder: AnsCoder) -> tuple[np.ndarray, np.ndarray]:
-        """Values popped under the posterior, (b·d,), and the bits they took per example, (b,)."""
+    def pop(self, coder: AnsCoder, table: Callable[[slice], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Values popped under ``table``'s rows, (b·d,), and the bits they took per example, (b,)."""
         indices, bits = np.empty(self.size, dtype=np.int32), np.empty(self.size)
-        for rows in self.chunks():
-            table = self.posterior_table(rows)
-            indices[rows] = coder.decode(CATEGORICAL, table)
-            bits[rows] = value_bits(table, indices[rows])
+        for rows in self.table_rows():
+            probabilities = table(rows)
+            indices[rows] = coder.decode(CATEGORICAL, probabilities)
+            bits[rows] = value_bits(probabilities, indices[rows])
         return indices, reduce(bits, "(b d) -> b", "sum", b=self.rows)
 
+    def push(self, coder: AnsCoder, table: Callable[[slice], np.ndarray], indices: np.ndarray) -> np.ndarray:
+        """Push the values under ``table``'s rows, the pops' inverse (the last rows first); their bits per example."""
+        bits = np.empty(self.size)
+        for rows in reversed(self.table_rows()):
+            probabilities = table(rows)
+            coder.encode_reverse(indices[rows], CATEGORICAL, probabilities)
+            bits[rows] = value_bits(probabilities, indices[rows])
+        return reduce(bits, "(b d) -> b", "sum", b=self.rows)
+
+    def pop_posterior(self, coder: AnsCoder) -> tuple[np.ndarray, np.ndarray]:
+        return self.pop(coder, self.posterior_table)
+
     def push_posterior(self, coder: AnsCoder, indices: np.ndarray) -> None:
-        for rows in reversed(self.chunks()):  # the pops' inverse: the last chunk first
-            coder.encode_reverse(indices[rows], CATEGORICAL, self.posterior_table(rows))
+        self.push(coder, self.posterior_table, indices)
 
     def push_prior(self, coder: AnsCoder, indices: np.ndarray) -> np.ndarray:
-        """Push the values under the prior; their information per example, (b,)."""
-        if self.kind == "gaussian":
+        """Push the values under the prior; their bits per example, (b,)."""
+        if self.kind == "gaussian":  # equal-mass buckets: uniform, latent_bits each
             coder.encode_reverse(indices, Uniform(self.buckets))
             return np.full(self.rows, float(self.dims * self.bits))
-        table = self.prior_table()
-        coder.encode_reverse(indices, CATEGORICAL, table)
-        return information(table, indices, self.rows)
+        return self.push(coder, self.prior_table, indices)
 
     def pop_prior(self, coder: AnsCoder) -> np.ndarray:
         if self.kind == "gaussian":
             return coder.decode(Uniform(self.buckets), self.size)
-        return coder.decode(CATEGORICAL, self.prior_table())
+        return self.pop(coder, self.prior_table)[0]
 
 
 class BitsBackCoder:
@@ -275,23 +295,40 @@ class BitsBackCoder:
     model: a model whose latents a coder can choose (``LatentVariableModel.walk``; ``coding_refusal`` says why not)
         and whose likelihood is discrete (``Likelihood.levels``).
     latent_bits: each Gaussian latent is cut into 2^latent_bits buckets of equal prior mass.
-    batch_size: images per network pass (after the ramp 1, 2, 4, ...).
+    batch_size: the most images per network pass (the first batches are as large as the stack can pay for).
     seed: the seed of the initial words.
+    pixel_rows / table_elements: images per pixel table, and entries per latent table, computed at once: they bound
+        the memory and shape the computation, so decoding takes the ones coding took (the file records them).
     """
 
     def __init__(
-        self, model: LatentVariableModel, *, latent_bits: int = 10, batch_size: int = 64, seed: int = 0
+        self,
+        model: LatentVariableModel,
+        *,
+        latent_bits: int = 10,
+        batch_size: int = 64,
+        seed: int = 0,
+        pixel_rows: int = PIXEL_ROWS,
+        table_elements: int = TABLE_ELEMENTS,
     ) -> None:
         if not 1 <= latent_bits <= 16:
             raise ConfigError(f"latent_bits must be in [1, 16], got {latent_bits}")
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size}")
+        if min(batch_size, pixel_rows, table_elements) < 1:
+            raise ConfigError(
+                f"batch_size, pixel_rows and table_elements must be positive, got {batch_size}, {pixel_rows} and "
+                f"{table_elements}"
+            )
         refusal = model.coding_refusal()
         if refusal is not None:
             raise ConfigError(f"this model cannot be coded: {refusal}")
         self.levels = model.likelihood.discrete_levels()  # a continuous likelihood is refused here
         self.model, self.latent_bits, self.batch_size, self.seed = model, latent_bits, batch_size, seed
+        self.pixel_rows, self.table_elements = pixel_rows, table_elements
         self.device = next(iter(model.parameters())).device
+        self._latent_dims: int | None = None
+
+    def latent(self, law: LayerLaw, rows: int) -> Latent:
+        return Latent(law, rows, self.latent_bits, table_elements=self.table_elements)
 
     def unit(self, symbols: Tensor) -> Tensor:
         """Values (b, c, h, w) as the images the model reads: v / (levels − 1), float32."""
@@ -300,11 +337,13 @@ class BitsBackCoder:
     def latent_dims(self) -> int:
         """The latent dimensions coded with bits back per image (their number sets the initial bits): a walk with
         every latent at its middle bucket, which also refuses a layer this coder cannot take, in one line."""
+        if self._latent_dims is not None:
+            return self._latent_dims
         dims = 0
 
         def probe(law: LayerLaw) -> Tensor:
             nonlocal dims
-            latent = Latent(law, 1, self.latent_bits)
+            latent = self.latent(law, 1)
             dims += latent.dims if law.code is None else 0
             if law.code is not None:
                 return law.code
@@ -312,6 +351,7 @@ class BitsBackCoder:
 
         with inference(self.model):
             self.model.walk(1, x=torch.zeros(1, *self.model.image_shape, device=self.device), choose=probe)
+        self._latent_dims = dims
         return dims
 
     def encode(self, symbols: Tensor, *, progress: Callable[[int], None] | None = None) -> Coded:
@@ -349,9 +389,9 @@ class BitsBackCoder:
 
         def choose(law: LayerLaw) -> Tensor:
             nonlocal back
-            latent = Latent(law, n, self.latent_bits)
+            latent = self.latent(law, n)
             if law.code is not None:
-                indices = latent.indices_of(law.code)
+                indices = code_symbols(law.code)
             else:
                 indices, bits = latent.pop_posterior(coder)
                 back = back + bits
@@ -365,18 +405,20 @@ class BitsBackCoder:
             latents = latents + latent.push_prior(coder, indices)
         return Costs(bits_back=back, latents=latents, pixels=pixels)
 
-    def chunks(self, n: int) -> list[slice]:
-        return [slice(start, min(start + PIXEL_ROWS, n)) for start in range(0, n, PIXEL_ROWS)]
+    def image_chunks(self, n: int) -> list[slice]:
+        """The images of a batch whose pixel tables are computed and coded at once."""
+        step = self.pixel_rows
+        return [slice(start, min(start + step, n)) for start in range(0, n, step)]
 
     def pixel_table(self, params: Tensor, x: Tensor, channel: int) -> np.ndarray:
         """p(x_c | ẑ, x_<c) of a chunk, (b·h·w, levels) float64."""
         table = self.model.likelihood.value_table(params, x, channel)
-        return normalised_rows(rearrange(table, "b h w k -> (b h w) k"))
+        return normalised_rows(rearrange(table, "b h w k -> (b h w) k"), f"the pixels of channel {channel}")
 
     def push_pixels(self, coder: AnsCoder, params: Tensor, x: Tensor, symbols: Tensor) -> np.ndarray:
         bits = np.zeros(len(x))
         for channel in reversed(range(x.shape[1])):  # the decoder pops channel 0 first
-            for rows in reversed(self.chunks(len(x))):
+            for rows in reversed(self.image_chunks(len(x))):
                 table = self.pixel_table(params[rows], x[rows], channel)
                 values = rearrange(symbols[rows, channel], "b h w -> (b h w)").cpu().numpy().astype(np.int32)
                 coder.encode_reverse(values, CATEGORICAL, table)
@@ -388,7 +430,7 @@ class BitsBackCoder:
         symbols = torch.zeros(n, c, h, w, dtype=torch.long, device=self.device)
         x = torch.zeros(n, c, h, w, device=self.device)
         for channel in range(c):
-            for rows in self.chunks(n):
+            for rows in self.image_chunks(n):
                 values = coder.decode(CATEGORICAL, self.pixel_table(params[rows], x[rows], channel))
                 decoded = rearrange(torch.as_tensor(values, dtype=torch.long), "(b h w) -> b h w", h=h, w=w)
                 symbols[rows, channel] = decoded.to(self.device)
@@ -432,7 +474,7 @@ class BitsBackCoder:
         popped: list[np.ndarray] = []
 
         def from_prior(law: LayerLaw) -> Tensor:
-            latent = Latent(law, n, self.latent_bits)
+            latent = self.latent(law, n)
             indices = latent.pop_prior(coder)
             popped.append(indices)
             return latent.value(indices)
@@ -443,8 +485,8 @@ class BitsBackCoder:
         chosen: list[tuple[Latent, np.ndarray]] = []
 
         def again(law: LayerLaw) -> Tensor:
-            latent, indices = Latent(law, n, self.latent_bits), next(replay)
-            if law.code is not None and not np.array_equal(latent.indices_of(law.code), indices):
+            latent, indices = self.latent(law, n), next(replay)
+            if law.code is not None and not np.array_equal(code_symbols(law.code), indices):
                 raise CodingError(
                     f"layer {law.name}: the decoded images do not encode to the decoded codes: the file does not match "
                     "this model, or this machine computes it differently"

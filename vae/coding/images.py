@@ -106,9 +106,23 @@ def check_destination(out: Path, *, overwrite: bool) -> None:
         raise ConfigError(f"--out {out}: give a folder (for PNG files) or a path ending in .npz")
 
 
+def check_names(names: list[str] | None, count: int) -> None:
+    """A one-line error for names that do not fit the images or would leave the output folder (absolute, or with a
+    ``..`` part): a file made by hand, not by ``vae compress``."""
+    if names is None:
+        return
+    if len(names) != count or not all(isinstance(name, str) and name for name in names):
+        raise DataError(f"the file's image names do not fit its {count} images: it is damaged")
+    for name in names:
+        path = Path(name)
+        if path.is_absolute() or ".." in path.parts or path.drive:
+            raise DataError(f"the file names an image {name!r} outside the output folder: it is not from vae compress")
+
+
 def write_images(out: Path, values: Tensor, *, levels: int, names: list[str] | None, layout: str, scale: int) -> None:
     """Write the images whole or not at all: a .npz of ``values · scale`` in the layout they came in, or a folder of
     PNG files."""
+    check_names(names, len(values))
     partial = out.with_name(f".{out.name}.partial")
     if partial.exists():
         shutil.rmtree(partial) if partial.is_dir() else partial.unlink()

@@ -21,13 +21,13 @@ seed (dynamic binarization binarizes the validation and test splits once, with t
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import constriction
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -80,6 +80,8 @@ def values_of(model: LatentVariableModel, images: Images) -> tuple[torch.Tensor,
     """The values the coder codes (n, c, h, w) and the scale that gives back the array read (255 for binary images
     stored as 0 and 255); one-line errors for images of another shape or kind."""
     x = images.values
+    if len(x) == 0:
+        raise ConfigError("there are no images to compress: give at least one")
     if tuple(x.shape[1:]) != tuple(model.image_shape):
         raise ConfigError(
             f"the images are {'×'.join(map(str, x.shape[1:]))} and the model takes "
@@ -111,7 +113,7 @@ def header_of(model, checkpoint: Path, images: Images, values, scale, coded: Cod
         "model": {
             "class": type(model).__name__,
             "fingerprint": fingerprint(to_spec(model), model.state_dict()),
-            "checkpoint": str(checkpoint.resolve()),
+            "checkpoint": str(checkpoint),  # as given: decompress from where it was compressed, or give --run
         },
         "images": {
             "count": len(values),
@@ -124,8 +126,9 @@ def header_of(model, checkpoint: Path, images: Images, values, scale, coded: Cod
         },
         "coder": {
             "library": "constriction",
-            "version": getattr(constriction, "__version__", "0.5"),
             "latent_bits": coder.latent_bits,
+            "pixel_rows": coder.pixel_rows,
+            "table_elements": coder.table_elements,
             "batches": coded.batches,
             "checksums": coded.checksums,
             "digest": coded.digest,
@@ -134,7 +137,16 @@ def header_of(model, checkpoint: Path, images: Images, values, scale, coded: Cod
             "threads": threads,
             "device": device.type,
         },
+        **machine(),
+    }
+
+
+def machine() -> dict[str, str]:
+    """What the model's numbers depend on beyond the file: the versions of torch and constriction, the CPU's vector
+    extension."""
+    return {
         "torch": torch.__version__,
+        "constriction": importlib.metadata.version("constriction"),
         "cpu": torch.backends.cpu.get_cpu_capability(),
     }
 
@@ -246,7 +258,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         seconds = time.perf_counter() - start
         source_name = f"split {split}" if split else str(args.images)
         header = header_of(model, checkpoint, images, values, scale, coded, coder, threads, device, source_name)
-        size = Container(header=header, words=coded.words).write(args.out)
+        container = Container(header=header, words=coded.words)
+        size = len(container.to_bytes())
         torch.manual_seed(0)  # the −ELBO's draws (the command restores the caller's random state)
         elbo = elbo_bits(model, values, draws=args.elbo_samples, batch_size=args.batch_size, device=device)
         baselines = {} if args.no_baselines else baseline_bits(values, levels=coder.levels)
@@ -254,6 +267,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         numbers = summary(coded, elbo, baselines, dims=dims, file_bits=8 * size)
         numbers["seconds"] = seconds
         numbers["latent_bits"] = coder.latent_bits
+        container.write(args.out)  # last: a failure before it leaves nothing
         if args.json is not None:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(numbers, indent=1))

@@ -17,14 +17,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
 from vae.coding.bitsback import BitsBackCoder, CodingError
 from vae.coding.container import Container
-from vae.coding.images import check_destination, write_images
+from vae.coding.images import check_destination, check_names, write_images
 from vae.commands.common import check_device
-from vae.commands.compress import deterministic
+from vae.commands.compress import deterministic, machine
 from vae.core.checkpoints import fingerprint
 from vae.core.errors import ArgumentParser, ConfigError, DataError, UserError, exit_with_error
 from vae.core.spec import to_spec
@@ -44,10 +43,28 @@ def field(header: dict, *keys: str):
 
 def differences(header: dict) -> str:
     """How this machine differs from the one that compressed the file, in words ('' where it does not)."""
-    here = {"torch": torch.__version__, "cpu": torch.backends.cpu.get_cpu_capability()}
     return "; ".join(
-        f"{key} {header.get(key)} there, {value} here" for key, value in here.items() if header.get(key) != value
+        f"{key} {header.get(key)} there, {value} here" for key, value in machine().items() if header.get(key) != value
     )
+
+
+def checked(header: dict) -> dict:
+    """The header's coding settings, each an integer, with sizes that fit together; a one-line error otherwise."""
+    keys = ("latent_bits", "seed", "threads", "pixel_rows", "table_elements", "initial_words", "batches", "checksums")
+    settings = {key: field(header, "coder", key) for key in keys}
+    settings["count"] = field(header, "images", "count")
+    lists = settings["batches"], settings["checksums"]
+    numbers = [value for key, value in settings.items() if key not in ("batches", "checksums")]
+    if not all(isinstance(v, list) for v in lists) or len(lists[0]) != len(lists[1]):
+        raise DataError("the file's header does not hold together (its batches and checksums): it is damaged")
+    whole = [*numbers, *lists[0], *lists[1]]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in whole) or settings["threads"] < 1:
+        raise DataError("the file's header does not hold together (its counts or settings): it is damaged")
+    if sum(settings["batches"]) != settings["count"]:
+        raise DataError(
+            f"the file's batches hold {sum(lists[0])} images and its header says {settings['count']}: it is damaged"
+        )
+    return settings
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -73,25 +90,28 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
         if list(model.image_shape) != field(header, "images", "shape"):
             raise DataError(f"{args.file}'s images are not the model's shape: the file is damaged")
+        settings = checked(header)
+        check_names(field(header, "images", "names"), settings["count"])
         coder = BitsBackCoder(
-            model, latent_bits=field(header, "coder", "latent_bits"), seed=field(header, "coder", "seed")
+            model,
+            latent_bits=settings["latent_bits"],
+            seed=settings["seed"],
+            pixel_rows=settings["pixel_rows"],
+            table_elements=settings["table_elements"],
         )
-        deterministic(field(header, "coder", "threads"), device)  # as compressing
-        count, batches = field(header, "images", "count"), field(header, "coder", "batches")
-        if sum(batches) != count:
-            raise DataError(f"{args.file} is damaged: its batches hold {sum(batches)} images, its header says {count}")
+        deterministic(settings["threads"], device)  # as compressing
         start = time.perf_counter()
-        with tqdm(total=count, desc="decompressing", unit="image", leave=False, disable=None) as bar:
+        with tqdm(total=settings["count"], desc="decompressing", unit="image", leave=False, disable=None) as bar:
             try:
                 values = coder.decode(
                     container.words,
-                    batches=batches,
-                    initial_words=field(header, "coder", "initial_words"),
-                    checksums=field(header, "coder", "checksums"),
+                    batches=settings["batches"],
+                    initial_words=settings["initial_words"],
+                    checksums=settings["checksums"],
                     digest_of_values=field(header, "coder", "digest"),
                     progress=bar.update,
                 )
-            except CodingError as error:
+            except (CodingError, ValueError) as error:  # constriction's ValueError: a table it cannot take
                 changed = differences(header)
                 raise CodingError(f"{error}{f' ({changed})' if changed else ''}; nothing was written") from error
         seconds = time.perf_counter() - start

@@ -248,7 +248,6 @@ class GaussianLatent(LatentLayer):
             self.kl_splits, self.factorises, self.kl_estimator = False, False, "mc"
             self.no_kl_per_unit = f"undefined for a correlated posterior ({self.posterior.description})"
             return
-        self.prior_diagonal = diagonal_normal(prior) is not None
         posterior = self.posterior.reference()
         self.kl_splits = splittable(posterior, prior)
         self.factorises = factorised(posterior, prior)

@@ -88,7 +88,7 @@ class Likelihood(Configurable, nn.Module, ABC):
 
     def value_table(self, params: Tensor, x: Tensor, channel: int) -> Tensor:
         """P(x_c = v | z, x_<c) for channel c = ``channel`` at every pixel and value v, (b, h, w, levels), float64,
-        each row summing to 1; it reads only x's channels before c (values in [0, 1])."""
+        each row summing to 1 up to rounding; it reads only x's channels before c (values in [0, 1])."""
         raise ConfigError(f"a {type(self).__name__} likelihood has no table of pixel values")
 
 
@@ -255,7 +255,7 @@ class DiscretizedLogisticMixture(Likelihood):
         (its posterior weight given the channels before c)."""
         logits, means, log_scales, coeffs = self.split(params.double())
         x = x.double()
-        means = self.coupled_means(means[:, :, : channel + 1], coeffs, x[:, : channel + 1])  # reads x_<c only
+        means = self.coupled_means(means[:, :, : channel + 1], coeffs, x[:, :channel])  # given x_<c only
         log_weights = torch.log_softmax(logits, dim=1)  # (b, k, h, w)
         for j in range(channel):
             log_p = discretized_logistic_log_prob(x[:, None, j], means[:, :, j], log_scales[:, :, j])  # (b, k, h, w)

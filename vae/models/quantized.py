@@ -220,10 +220,10 @@ class VQVAE(LatentVariableModel):
         code = None if x is None else self.codes(x)  # (b, n·q)
         size, length = self.quantizer.codebook_size, self.latent.length
         if prior is None:
-            uniform = Categorical(logits=torch.zeros(n, length, size, device=self.decoder[0].weight.device))
+            uniform = Categorical(logits=torch.zeros(n, length, size, device=next(self.parameters()).device))
             tokens = choose(LayerLaw(name="codes", prior=uniform, code=code))
         else:
-            tokens = torch.zeros(n, length, dtype=torch.long, device=self.decoder[0].weight.device)
+            tokens = torch.zeros(n, length, dtype=torch.long, device=next(self.parameters()).device)
             for i in range(length):  # the same prefix passes coding and decoding: the same numbers
                 logits = full_precision(prior(tokens[:, : i + 1])[:, i])  # (b, K): reads the codes before i only
                 law = LayerLaw(
