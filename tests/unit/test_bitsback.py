@@ -13,9 +13,10 @@ from torch import Tensor, nn
 from torch.distributions import Categorical
 
 from vae.coding.baselines import baseline_bits
-from vae.coding.bitsback import BitsBackCoder, CodingError, Latent, bucket_masses
+from vae.coding.bitsback import BitsBackCoder, CodingError
 from vae.coding.container import FORMAT, Container
 from vae.coding.images import read_images, write_images
+from vae.coding.tables import Latent, bucket_masses
 from vae.core.errors import ConfigError, DataError
 from vae.data.embedded import load_embedded_mnist
 from vae.layers.flows import IAF

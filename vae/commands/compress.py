@@ -21,9 +21,7 @@ seed (dynamic binarization binarizes the validation and test splits once, with t
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vae.coding.baselines import baseline_bits
-from vae.coding.bitsback import BitsBackCoder, Coded
+from vae.coding.bitsback import BitsBackCoder, Coded, deterministic, machine
 from vae.coding.container import FORMAT, Container
 from vae.coding.images import Images, read_images
 from vae.commands.common import check_device, load_data, run_config_of
@@ -65,17 +63,6 @@ def split_images(checkpoint: Path, config: Path | None, split: str, limit: int |
     return Images(values=torch.cat(batches)[:limit])
 
 
-def deterministic(threads: int, device: torch.device) -> None:
-    """The settings that make the model's numbers repeatable, as compressing and decompressing both need (the command
-    restores the caller's on return): the thread count, deterministic algorithms, and on CUDA cuBLAS's fixed
-    workspace and no cuDNN autotuning."""
-    torch.set_num_threads(threads)
-    if device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(True)
-
-
 def values_of(model: LatentVariableModel, images: Images) -> tuple[torch.Tensor, int]:
     """The values the coder codes (n, c, h, w) and the scale that gives back the array read (255 for binary images
     stored as 0 and 255); one-line errors for images of another shape or kind."""
@@ -99,7 +86,6 @@ def values_of(model: LatentVariableModel, images: Images) -> tuple[torch.Tensor,
 def elbo_bits(model: LatentVariableModel, values: torch.Tensor, *, draws: int, batch_size: int, device) -> np.ndarray:
     """−ELBO per image in bits, the mean of ``draws`` single-draw estimates (continuous latents), (n,)."""
     levels = model.likelihood.levels
-    draws = 1 if model.capabilities.deterministic_encoder else draws  # one code per image: the ELBO is exact
     out = []
     for start in range(0, len(values), batch_size):
         x = values[start : start + batch_size].to(device).float() / (levels - 1)
@@ -138,16 +124,6 @@ def header_of(model, checkpoint: Path, images: Images, values, scale, coded: Cod
             "device": device.type,
         },
         **machine(),
-    }
-
-
-def machine() -> dict[str, str]:
-    """What the model's numbers depend on beyond the file: the versions of torch and constriction, the CPU's vector
-    extension."""
-    return {
-        "torch": torch.__version__,
-        "constriction": importlib.metadata.version("constriction"),
-        "cpu": torch.backends.cpu.get_cpu_capability(),
     }
 
 

@@ -19,11 +19,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from vae.coding.bitsback import BitsBackCoder, CodingError
+from vae.coding.bitsback import BitsBackCoder, CodingError, deterministic, machine
 from vae.coding.container import Container
 from vae.coding.images import check_destination, check_names, write_images
 from vae.commands.common import check_device
-from vae.commands.compress import deterministic, machine
 from vae.core.checkpoints import fingerprint
 from vae.core.errors import ArgumentParser, ConfigError, DataError, UserError, exit_with_error
 from vae.core.spec import to_spec

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
-from einops import rearrange
+from einops import rearrange, repeat
 from torch import Tensor, nn
 from torch.distributions import Distribution
 from torchmetrics import Metric
@@ -360,9 +360,13 @@ class LatentVariableModel(Configurable, nn.Module, ABC):
     def elbo_draws(self, x: Tensor, *, samples: int, chunk_size: int = 100, context: Tensor | None = None) -> Tensor:
         """Single-draw estimates of the ELBO, log p(x|z) − KL, for ``samples`` draws per example (K, b), nats, drawn
         ``chunk_size`` at a time: their mean is the ELBO's estimate, their spread its Monte-Carlo error. What ``vae
-        evaluate`` reports as log p(x) for a model without a posterior density (a diffusion model)."""
+        evaluate`` reports as log p(x) for a model without a posterior density (a diffusion model). For a deterministic
+        encoder (``capabilities.deterministic_encoder``) every draw is the same code: computed once, repeated."""
         if samples < 1 or chunk_size < 1:
             raise ConfigError(f"samples and chunk_size must be positive integers, got {samples} and {chunk_size}")
+        if self.capabilities.deterministic_encoder:
+            out = self.forward(x, context=context)
+            return repeat(out.log_px - out.kl, "b -> k b", k=samples)
         draws = []
         for start in range(0, samples, chunk_size):
             out = self.forward(x, samples=min(chunk_size, samples - start), context=context)
