@@ -21,6 +21,7 @@ from vae.core.errors import ConfigError, DataError
 from vae.data.embedded import load_embedded_mnist
 from vae.layers.flows import IAF
 from vae.layers.likelihoods import Bernoulli, DiscretizedLogistic, DiscretizedLogisticMixture, Gaussian
+from vae.layers.posteriors import FullCovariance
 from vae.layers.priors import GaussianMixture, LearnedGaussian, VampPrior
 from vae.layers.quantizers import FSQ
 from vae.models import VAE, VQVAE, HierarchicalVAE
@@ -255,6 +256,7 @@ def test_another_model_never_decodes_silently():
     [
         (lambda: VAE(image_shape=(1, 28, 28), likelihood=Gaussian()), "Gaussian likelihood is continuous"),
         (lambda: VAE(image_shape=(1, 28, 28), posterior=IAF(length=1, hidden=(16,))), "posterior .IAF"),
+        (lambda: VAE(image_shape=(1, 28, 28), posterior=FullCovariance()), "posterior .full-covariance"),
         (lambda: VAE(image_shape=(1, 28, 28), prior=GaussianMixture(num_components=3)), "prior .GaussianMixture"),
         (lambda: VAE(image_shape=(1, 28, 28), prior=VampPrior(num_pseudo_inputs=4)), "prior .VampPrior"),
         (lambda: HierarchicalVAE(image_shape=(1, 28, 28), layer_flow=IAF(length=1, hidden=(8,))), "IAF posteriors"),
